@@ -1,0 +1,1 @@
+"""The `locinsert` command line. One module per subcommand; see main.py."""

@@ -1,0 +1,100 @@
+"""Turning whatever the user passes as an image into an upright RGB ``PIL.Image``, or a clear error.
+
+Accepted: a ``PIL.Image`` (any mode), a path (``str`` / ``os.PathLike``), or a ``numpy`` array
+of dtype uint8 shaped (H, W), (H, W, 1), (H, W, 3) or (H, W, 4). uint16 arrays and 16-bit PIL
+modes are scaled down to 8 bit. Alpha is composited onto white so transparent areas do not turn
+into arbitrary colours. EXIF orientation is applied, so a phone photo is seen the way it is shown.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageInput = Union[Image.Image, str, os.PathLike, np.ndarray]
+
+#: Smallest side we accept: a box needs at least two distinct coordinates per axis.
+MIN_SIDE = 4
+#: Largest number of pixels we decode (about 16k x 16k), the same order as PIL's bomb guard.
+MAX_PIXELS = 268_435_456
+
+
+def _from_array(a: np.ndarray) -> Image.Image:
+    if a.dtype == np.uint16:
+        a = (a.astype(np.uint32) // 257).astype(np.uint8)
+    if a.dtype != np.uint8:
+        raise TypeError(f"image array must be uint8 (or uint16), got dtype {a.dtype}; "
+                        "convert float images with (a * 255).round().astype(np.uint8)")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        return Image.fromarray(a, mode="L")
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        return Image.fromarray(np.ascontiguousarray(a), mode="RGB" if a.shape[2] == 3 else "RGBA")
+    raise ValueError(f"image array must have shape (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.int64)
+        scale = 257 if a.max(initial=0) > 255 else 1
+        img = Image.fromarray((np.clip(a, 0, 65535) // scale).clip(0, 255).astype(np.uint8), mode="L")
+    elif img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        hi = 1.0 if a.max(initial=0) <= 1.0 else 255.0
+        img = Image.fromarray((np.clip(a / hi, 0, 1) * 255).round().astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def load_image(image: ImageInput, name: str = "image") -> Image.Image:
+    """Return an upright RGB PIL image; raise ``TypeError`` / ``ValueError`` naming what is wrong."""
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.exists():
+            raise ValueError(f"{name}: file not found: {path}")
+        try:
+            with Image.open(path) as f:
+                if f.width * f.height > MAX_PIXELS:
+                    raise ValueError(f"{name}: {path} is {f.width}x{f.height}, larger than {MAX_PIXELS} pixels")
+                f.load()
+                img = f.copy()
+                img.info.update(f.info)
+                exif = f.getexif()
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as e:
+            raise ValueError(f"{name}: cannot read {path} as an image ({e})") from e
+        img = _apply_exif(img, exif)
+    elif isinstance(image, Image.Image):
+        if image.width * image.height > MAX_PIXELS:
+            raise ValueError(f"{name} is {image.width}x{image.height}, larger than {MAX_PIXELS} pixels")
+        img = _apply_exif(image, image.getexif())
+    elif isinstance(image, np.ndarray):
+        img = _from_array(image)
+    else:
+        raise TypeError(f"{name} must be a PIL image, a path or a uint8 numpy array, got {type(image).__name__}")
+    if min(img.size) < MIN_SIDE:
+        raise ValueError(f"{name} is {img.width}x{img.height}; both sides must be at least {MIN_SIDE} px")
+    return _to_rgb(img)
+
+
+def _apply_exif(img: Image.Image, exif) -> Image.Image:
+    # exif_transpose reads the orientation tag from the image itself; only rotate when one is set.
+    try:
+        orientation = exif.get(0x0112, 1) if exif is not None else 1
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not stop us from using the pixels
+        orientation = 1
+    if orientation in (None, 1):
+        return img
+    return ImageOps.exif_transpose(img)
+
+
+def image_size(image: ImageInput) -> tuple[int, int]:
+    """(width, height) after EXIF rotation."""
+    return load_image(image).size
