@@ -1,0 +1,166 @@
+"""Evaluate a location model (or a baseline) on placement queries: one TPR/FPR curve over K.
+
+Sampling once, then prefixes: each query gets K = max(ks) i.i.d. samples in one ``sample`` call, and
+the point for a smaller K uses the first K of them. The first K of N i.i.d. draws are themselves K
+i.i.d. draws, so every point is a valid K-sample evaluation; the points of one curve simply share
+their samples (which makes the curve smooth and monotone in K, and costs one sampling run, not ten).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .curves import Curve, CurvePoint
+from .tpr_fpr import match
+
+DEFAULT_KS = tuple(range(10, 101, 10))
+
+
+def check_ks(ks) -> list[int]:
+    """Sorted, unique, positive integers."""
+    try:
+        out = sorted({int(k) for k in ks})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"ks must be positive integers, got {ks!r}") from e
+    if not out or out[0] < 1:
+        raise ValueError(f"ks must be positive integers, got {ks!r}")
+    return out
+
+
+def _model_device(model) -> torch.device:
+    dev = getattr(model, "device", None)
+    return dev if isinstance(dev, torch.device) else torch.device("cpu")
+
+
+def _input_for(model, query):
+    """What ``sample`` gets as the image: baselines take a (width, height) when the labels know it."""
+    if not getattr(model, "needs_image", True) and query.width is not None and query.height is not None:
+        return (int(query.width), int(query.height))
+    return query.image
+
+
+def sample_boxes(model, queries: Sequence, num_samples: int = 100, seed: int = 0, batch_size: int = 16,
+                 region=None, progress: bool = True) -> list[torch.Tensor]:
+    """``num_samples`` boxes per query from ``model.sample``, ``batch_size`` queries per call.
+
+    Returns one (N, 4) CPU float tensor per query. One ``torch.Generator`` seeded with ``seed`` drives
+    the whole run, so results are reproducible for a given ``seed`` and ``batch_size``.
+    """
+    if not hasattr(model, "sample"):
+        raise TypeError(f"{type(model).__name__} has no sample(images, classes, num_samples=...) method")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    from tqdm.auto import tqdm
+
+    generator = torch.Generator(device=_model_device(model)).manual_seed(int(seed))
+    out: list[torch.Tensor] = []
+    bar = tqdm(total=len(queries), desc=f"sampling {num_samples} boxes/query", unit="query",
+               disable=not progress)
+    for s in range(0, len(queries), batch_size):
+        batch = queries[s:s + batch_size]
+        kwargs = {"num_samples": int(num_samples), "generator": generator}
+        if region is not None:
+            kwargs["region"] = region
+        with torch.no_grad():
+            samples = model.sample([_input_for(model, q) for q in batch], [q.category for q in batch], **kwargs)
+        if not isinstance(samples, (list, tuple)) or len(samples) != len(batch):
+            raise TypeError(f"{type(model).__name__}.sample must return one result per image for a list of "
+                            f"{len(batch)} images")
+        for q, smp in zip(batch, samples):
+            boxes = getattr(smp, "boxes", smp)
+            boxes = torch.as_tensor(boxes).detach().float().cpu().reshape(-1, 4)
+            out.append(boxes)
+        bar.update(len(batch))
+    bar.close()
+    return out
+
+
+def _synthetic_oracle(queries: Sequence):
+    """The synthetic world's oracle metrics if every query comes from it (``meta["scene"]``), else None."""
+    if not queries or not all("scene" in getattr(q, "meta", {}) for q in queries):
+        return None
+    try:
+        from ..data import synthetic
+    except ImportError:
+        return None
+    if not (hasattr(synthetic, "oracle_precision") and hasattr(synthetic, "coverage")):
+        return None
+    return synthetic
+
+
+def _to_float(v) -> float:
+    if isinstance(v, torch.Tensor):
+        return float(v.float().mean())
+    return float(v)
+
+
+def evaluate_boxes(boxes: Sequence[torch.Tensor], queries: Sequence, ks=DEFAULT_KS, iou_threshold: float = 0.5,
+                   count: str = "labels", name: str = "model", per_category: bool = True,
+                   oracle: bool | None = None, meta: dict | None = None) -> Curve:
+    """The curve of already sampled ``boxes`` (one (N, 4) tensor per query, N >= max(ks) for a full
+    curve). ``oracle``: add synthetic-world oracle precision and coverage (None: when available)."""
+    ks = check_ks(ks)
+    if len(boxes) != len(queries):
+        raise ValueError(f"got boxes for {len(boxes)} queries but {len(queries)} queries")
+    m = match(list(boxes), [q.positives for q in queries], [q.negatives for q in queries], iou_threshold)
+
+    world = _synthetic_oracle(queries) if oracle in (None, True) else None
+    if oracle and world is None:
+        raise ValueError("oracle metrics need synthetic-world queries (meta['scene']) and "
+                         "locinsert.data.synthetic.oracle_precision/coverage")
+
+    def points(select=None) -> list[CurvePoint]:
+        out = []
+        for k in ks:
+            r = m.counts(k, queries=select, count=count)
+            c = r.counts()
+            c.pop("k")
+            out.append(CurvePoint(k=k, **c))
+        return out
+
+    pts = points()
+    if world is not None:
+        for p in pts:
+            prefix = [b[:p.k] for b in boxes]
+            p.oracle_precision = _to_float(world.oracle_precision(list(queries), prefix))
+            p.coverage = _to_float(world.coverage(list(queries), prefix, iou=iou_threshold))
+    meta = dict(meta or {})
+    meta.setdefault("num_queries", len(queries))
+    curve = Curve(name=name, points=pts, iou_threshold=float(iou_threshold), count=count, meta=meta)
+    if per_category:
+        cats = [q.category for q in queries]
+        for cat in sorted(set(cats)):
+            sel = torch.tensor([c == cat for c in cats])
+            curve.per_category[cat] = Curve(name=f"{name} / {cat}", points=points(sel),
+                                            iou_threshold=float(iou_threshold), count=count,
+                                            meta={"num_queries": int(sel.sum())})
+    return curve
+
+
+def evaluate(model, queries: Sequence, ks=DEFAULT_KS, iou_threshold: float = 0.5, seed: int = 0,
+             batch_size: int = 16, region=None, progress: bool = True, count: str = "labels",
+             name: str | None = None, per_category: bool = True, oracle: bool | None = None) -> Curve:
+    """TPR/FPR curve of ``model`` on ``queries`` (``PlacementQuery``s), one point per K in ``ks``.
+
+    ``model``: anything with ``sample(images, classes, num_samples=, generator=)`` returning one
+    object with ``.boxes`` (N, 4) per image: a ``LocationModel`` or a baseline (``RandomBoxes``,
+    ``ClassPrior``). Samples max(ks) boxes per query once and uses prefixes for smaller K (see the
+    module docstring). Deterministic for a given ``seed`` and ``batch_size``. Synthetic-world queries
+    also get oracle precision and coverage per K. Returns a ``Curve`` with per-category curves.
+    """
+    ks = check_ks(ks)
+    queries = list(queries)
+    if not queries:
+        raise ValueError("no queries to evaluate")
+    boxes = sample_boxes(model, queries, num_samples=ks[-1], seed=seed, batch_size=batch_size, region=region,
+                         progress=progress)
+    name = name or getattr(model, "name", None) or type(model).__name__
+    meta = {"model": repr(model) if len(repr(model)) < 200 else type(model).__name__, "seed": int(seed),
+            "batch_size": int(batch_size), "num_samples": ks[-1]}
+    return evaluate_boxes(boxes, queries, ks, iou_threshold=iou_threshold, count=count, name=name,
+                          per_category=per_category, oracle=oracle, meta=meta)
+
+
+__all__ = ["DEFAULT_KS", "check_ks", "sample_boxes", "evaluate_boxes", "evaluate"]
