@@ -1,0 +1,190 @@
+"""Builders of real-format data fixtures: PIPE / PIPE_Masks parquet files and an OPA archive folder.
+
+Column names, layouts and encodings are the real ones (see ``locinsert/data/pipe.py`` and
+``opa.py``); pixels are synthetic. OPA rows are real labels (``fixtures/opa_labels``, MIT) for
+backgrounds whose real size and foreground category are known.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+FIXTURES = Path(__file__).parent / "fixtures"
+OPA_LABELS = FIXTURES / "opa_labels"
+
+# Real OPA test backgrounds (bg_id -> (width, height)) and foregrounds (fg_id -> category).
+OPA_TEST_BACKGROUNDS = {"442445": (640, 512), "186413": (640, 427), "580029": (640, 427), "348935": (529, 640)}
+OPA_TEST_FOREGROUNDS = {"69931": "cow", "64754": "sheep", "160915": "airplane", "2175267": "zebra"}
+ARCHIVE_HEADER = ["fg_id", "bg_id", "position", "scale", "label", "img_name", "mask_name"]
+
+
+def jpeg_bytes(array: np.ndarray, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def write_jpeg(path: Path, width: int, height: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = rng.integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    Image.fromarray(a).resize((width, height), Image.BILINEAR).save(path, "JPEG", quality=80)
+
+
+# -- OPA ------------------------------------------------------------------------------------------
+
+def real_archive_rows(pair_csv: Path = OPA_LABELS / "test_data_pair.csv", split: str = "test") -> list[list[str]]:
+    """OPA archive rows (real header order) rebuilt from the real pair labels of the known backgrounds."""
+    rows = []
+    with open(pair_csv, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["annID"] not in OPA_TEST_FOREGROUNDS or r["scID"] not in OPA_TEST_BACKGROUNDS:
+                continue
+            w, h, scale = int(r["newWidth"]), int(r["newHeight"]), float(r["scale"])
+            for col, label in (("pos_label", 1), ("neg_label", 0)):
+                for cx, cy in json.loads(r[col]):
+                    x, y = cx - w // 2, cy - h // 2
+                    name = f"{r['annID']}_{r['scID']}_{x}_{y}_{w}_{h}_{scale:.4f}_{label}.jpg"
+                    rows.append([r["annID"], r["scID"], f"[{x}, {y}, {w}, {h}]", f"{scale:.4f}", str(label),
+                                 f"dataset/composite/{split}_set/{name}",
+                                 f"dataset/composite/{split}_set/mask_{name}"])
+    return rows
+
+
+# (row, expected skip reason): each malformed on purpose.
+MALFORMED_ARCHIVE_ROWS = [
+    (["64754", "186413", "[12, 30, abc, 40]", "0.2", "1", "x.jpg", "mask_x.jpg"], "bad_position"),
+    (["64754", "186413", "12, 30, 40", "0.2", "1", "x.jpg", "mask_x.jpg"], "bad_position"),
+    (["64754", "186413", "[12, 30, 40, 40]", "0.2", "2", "x.jpg", "mask_x.jpg"], "bad_label"),
+    (["64754", "186413", "[600, 400, 100, 50]", "0.2", "0", "x.jpg", "mask_x.jpg"], "box_outside_image"),
+    (["64754", "186413", "[1, 1, 0, 10]", "0.2", "0", "x.jpg", "mask_x.jpg"], "degenerate_box"),
+    (["64754", "999999", "[1, 1, 10, 10]", "0.2", "1", "x.jpg", "mask_x.jpg"], "missing_image"),
+    (["64754", "123456", "[1, 1, 10, 10]", "0.2", "1", "x.jpg", "mask_x.jpg"], "unreadable_image"),
+    (["64754", "186413", "[1, 1, 10, 10]"], "malformed_row"),
+    (["abc", "186413", "[1, 1, 10, 10]", "0.2", "1", "x.jpg", "mask_x.jpg"], "bad_id"),
+    (["424242", "777", "[1, 1, 10, 10]", "0.2", "1", "x.jpg", "mask_x.jpg"], "ambiguous_category"),
+    (["434343", "888", "[1, 1, 10, 10]", "0.2", "1", "x.jpg", "mask_x.jpg"], "unknown_category"),
+]
+
+
+def build_opa_archive(root: Path, split: str = "test", malformed: bool = True, foregrounds: bool = True) -> dict:
+    """Write an OPA archive folder: ``{split}_set.csv`` + ``background/<cat>/<bg>.jpg`` (+ foregrounds).
+
+    Returns ``{"rows": real rows, "malformed": [(row, reason)]}``.
+    """
+    root = Path(root)
+    rows = real_archive_rows(split=split)
+    bg_category = {}
+    for r in rows:
+        bg_category.setdefault(r[1], OPA_TEST_FOREGROUNDS[r[0]])
+    for i, (bg, cat) in enumerate(sorted(bg_category.items())):
+        write_jpeg(root / "background" / cat / f"{bg}.jpg", *OPA_TEST_BACKGROUNDS[bg], seed=i)
+    if foregrounds:
+        for i, (fg, cat) in enumerate(sorted(OPA_TEST_FOREGROUNDS.items())):
+            write_jpeg(root / "foreground" / cat / f"{fg}.jpg", 40, 30, seed=100 + i)
+            write_jpeg(root / "foreground" / cat / f"mask_{fg}.jpg", 40, 30, seed=200 + i)
+    bad = MALFORMED_ARCHIVE_ROWS if malformed else []
+    if malformed:
+        (root / "background" / "sheep" / "123456.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+        write_jpeg(root / "background" / "cow" / "777.jpg", 50, 40)
+        write_jpeg(root / "background" / "sheep" / "777.jpg", 50, 40)
+    lines = list(rows)
+    for j, (r, _) in enumerate(reversed(bad)):  # spread out: a bad row must not stop the reading
+        lines.insert((len(bad) - j) * len(rows) // (len(bad) + 1), r)
+    with open(root / f"{split}_set.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(ARCHIVE_HEADER)
+        w.writerows(lines)
+    return {"rows": rows, "malformed": bad}
+
+
+# -- PIPE -----------------------------------------------------------------------------------------
+
+PIPE_SIZE = 64
+
+# (target_img_dataset, img_id, ann_id, Instruction_Class, mask box or None, object box drawn in
+#  target_img, expected skip reason or "", expected category)
+PIPE_ROWS = [
+    ("COCO", "150265", "417517", "add a fire hydrant", (10, 20, 30, 50), (10, 20, 30, 50), "", "fire hydrant"),
+    ("COCO", "1001", "2002", "Add an Apple.", (5, 5, 25, 15), (5, 5, 25, 15), "", "apple"),
+    ("OpenImages", "1001", "2002", "add the red car", (30, 30, 60, 60), (30, 30, 60, 60), "", "red car"),
+    ("COCO", "3", "4", "add a cup", "empty", (5, 5, 20, 20), "empty_mask", "cup"),
+    ("COCO", "5", "6", "add a bird", (5, 5, 7, 7), (5, 5, 7, 7), "tiny_box", "bird"),
+    ("COCO", "7", "8", "add a wall", (0, 0, 64, 64), (0, 0, 64, 64), "whole_image_box", "wall"),
+    ("COCO", "9", "10", "", (10, 10, 30, 30), (10, 10, 30, 30), "no_class", None),
+    ("COCO", "11", "12", "add a dog", None, (12, 14, 40, 44), "", "dog"),
+    ("OpenImages", "13", "14", "add a vase", None, None, "empty_difference", "vase"),
+]
+
+
+def _pipe_images(i: int, obj_box) -> tuple[bytes, bytes]:
+    rng = np.random.default_rng(i)
+    yy, xx = np.mgrid[0:PIPE_SIZE, 0:PIPE_SIZE]
+    base = np.stack([xx * 2, yy * 2, np.full_like(xx, 90)], -1).astype(np.float64)
+    base += rng.normal(0, 2, base.shape)
+    source = np.clip(base, 0, 255).astype(np.uint8)
+    target = source.copy()
+    if obj_box is not None:
+        x1, y1, x2, y2 = obj_box
+        target[y1:y2, x1:x2] = (250, 30, 200)
+    return jpeg_bytes(source), jpeg_bytes(target)
+
+
+def _mask_bytes(box) -> bytes:
+    m = np.zeros((PIPE_SIZE, PIPE_SIZE), np.uint8)
+    if box != "empty":
+        x1, y1, x2, y2 = box
+        m[y1:y2, x1:x2] = 255
+    buf = io.BytesIO()
+    Image.fromarray(m, mode="L").save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def build_pipe(root: Path, split: str = "train") -> tuple[Path, Path]:
+    """Write ``pipe/data/{split}-00000-of-00001.parquet`` and ``masks/data/...``; return both folders.
+
+    PIPE's columns and datasets' Image encoding ({"bytes", "path"}) are the real ones. The mask
+    table is shuffled, has an extra key, and stores the ids as integers, so the join must use keys.
+    """
+    import datasets
+
+    root = Path(root)
+    pipe_rows = {k: [] for k in ("source_img", "target_img", "Instruction_VLM-LLM", "Instruction_Class",
+                                 "Instruction_Ref_Dataset", "object_location", "target_img_dataset", "img_id",
+                                 "ann_id")}
+    mask_rows = {k: [] for k in ("mask", "target_img_dataset", "img_id", "ann_id")}
+    for i, (d, img, ann, text, mbox, obox, _, _) in enumerate(PIPE_ROWS):
+        src, tgt = _pipe_images(i, obox)
+        for k, v in (("source_img", {"bytes": src, "path": None}), ("target_img", {"bytes": tgt, "path": None}),
+                     ("Instruction_VLM-LLM", ""), ("Instruction_Class", text), ("Instruction_Ref_Dataset", ""),
+                     ("object_location", ""), ("target_img_dataset", d), ("img_id", img), ("ann_id", ann)):
+            pipe_rows[k].append(v)
+        if mbox is not None:
+            for k, v in (("mask", {"bytes": _mask_bytes(mbox), "path": None}), ("target_img_dataset", d),
+                         ("img_id", int(img)), ("ann_id", int(ann))):
+                mask_rows[k].append(v)
+    # a mask with no PIPE row
+    for k, v in (("mask", {"bytes": _mask_bytes((1, 1, 9, 9)), "path": None}), ("target_img_dataset", "COCO"),
+                 ("img_id", 424242), ("ann_id", 1)):
+        mask_rows[k].append(v)
+    order = np.random.default_rng(0).permutation(len(mask_rows["mask"]))
+    mask_rows = {k: [v[j] for j in order] for k, v in mask_rows.items()}
+    pipe_features = datasets.Features({
+        "source_img": datasets.Image(), "target_img": datasets.Image(),
+        **{k: datasets.Value("string") for k in ("Instruction_VLM-LLM", "Instruction_Class",
+                                                 "Instruction_Ref_Dataset", "object_location",
+                                                 "target_img_dataset", "img_id", "ann_id")}})
+    mask_features = datasets.Features({"mask": datasets.Image(), "target_img_dataset": datasets.Value("string"),
+                                       "img_id": datasets.Value("int64"), "ann_id": datasets.Value("int64")})
+    pipe_dir, masks_dir = root / "pipe", root / "masks"
+    for folder, rows, feats in ((pipe_dir, pipe_rows, pipe_features), (masks_dir, mask_rows, mask_features)):
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_dict(rows, features=feats).to_parquet(
+            str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+    return pipe_dir, masks_dir
