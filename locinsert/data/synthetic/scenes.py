@@ -1,0 +1,193 @@
+"""Scene generation for the synthetic placement world.
+
+A scene is a room seen from the front: a wall above a floor, split by a horizon at a random height.
+Depth is read off the floor: a thing whose bottom edge is at ``y`` is drawn at
+``depth_scale(y)`` times its full size, from 0.5 at the horizon to 1.0 at the bottom of the image.
+The scene holds only boxes (xyxy pixels, integers stored as floats); its image is rendered lazily
+by :func:`locinsert.data.synthetic.render.render`.
+
+Layout (every size is a fraction of the image size ``S``, so a scene scales with ``size``):
+
+- ``windows`` (1-2) on the wall, showing sky;
+- ``tables`` (1-2) standing on the floor; the visible top surface is the band
+  ``[y1, y1 + table_tops]`` (a salient orange strip);
+- ``crates`` (0-2) on the floor and ``vases`` (0-1 per table) on table tops: existing objects that
+  occupy space.
+
+Floor things never overlap each other, so drawing them back to front needs no occlusion logic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Layout constants (fractions of the image size S unless said otherwise).
+HORIZON_RANGE = (0.35, 0.55)          # horizon y / S
+WINDOW_HEIGHT = (0.55, 0.75)          # window height / wall height
+WINDOW_ASPECT = (0.8, 1.3)            # window w / h
+TABLE_DEPTH = (0.25, 1.0)             # where a table's legs stand: fraction of the floor depth
+TABLE_HEIGHT = 0.30                   # table height at full scale
+TABLE_WIDTH = (0.40, 0.60)            # table width at full scale
+TABLE_TOP = 0.07                      # visible thickness of the top surface at full scale
+CRATE_SIZE = (0.16, 0.24)             # crate side at full scale
+VASE_HEIGHT = 0.17                    # vase height at the table's scale
+MIN_SCALE = 0.5                       # depth_scale at the horizon
+
+
+def depth_scale(y, horizon: float, size: int):
+    """Perspective: the scale of a thing standing at ``y`` (its bottom edge), 0.5 at the horizon, 1 at the bottom.
+
+    Vectorised over ``y``; values above the horizon clamp to 0.5.
+    """
+    t = np.clip((np.asarray(y, dtype=np.float64) - horizon) / max(size - horizon, 1e-9), 0.0, 1.0)
+    return MIN_SCALE + (1.0 - MIN_SCALE) * t
+
+
+@dataclass(eq=False)
+class Scene:
+    """One procedural room. All boxes are float64 arrays of shape (K, 4), xyxy pixels."""
+
+    size: int
+    horizon: float
+    wall_color: tuple[int, int, int]
+    floor_color: tuple[int, int, int]
+    windows: np.ndarray
+    tables: np.ndarray
+    table_tops: np.ndarray            # (T,) visible thickness of each table's top surface
+    crates: np.ndarray
+    vases: np.ndarray
+    scene_id: str = ""
+    _image: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def width(self) -> int:
+        return self.size
+
+    @property
+    def height(self) -> int:
+        return self.size
+
+    @property
+    def objects(self) -> np.ndarray:
+        """Existing objects that occupy space (crates and vases), (K, 4)."""
+        return np.concatenate([self.crates, self.vases], 0)
+
+    def scale_at(self, y):
+        return depth_scale(y, self.horizon, self.size)
+
+    def render(self) -> np.ndarray:
+        """The scene's image, (S, S, 3) uint8, rendered once and cached."""
+        if self._image is None:
+            from .render import render
+            self._image = render(self)
+        return self._image
+
+    def __call__(self) -> np.ndarray:
+        # A Scene is a valid PlacementQuery.image_source: the image is drawn only when asked for.
+        return self.render()
+
+
+def _overlaps(box, others, gap: float = 0.0) -> bool:
+    for o in others:
+        if box[0] < o[2] + gap and o[0] < box[2] + gap and box[1] < o[3] + gap and o[1] < box[3] + gap:
+            return True
+    return False
+
+
+def _boxes(lst) -> np.ndarray:
+    return np.asarray(lst, dtype=np.float64).reshape(-1, 4)
+
+
+def _jitter(rng: np.random.Generator, base, amount: int) -> tuple[int, int, int]:
+    c = np.clip(np.asarray(base) + rng.integers(-amount, amount + 1, size=3), 0, 255)
+    return tuple(int(v) for v in c)
+
+
+def make_scene(rng: np.random.Generator | int, size: int = 64, scene_id: str = "") -> Scene:
+    """Draw one scene. ``rng`` is a numpy Generator (or a seed); the same state gives the same scene."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise TypeError(f"size must be an int (pixels of the square image), got {type(size).__name__}")
+    if size < 32:
+        raise ValueError(f"size must be at least 32 px so that every class fits, got {size}")
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(rng)
+    S = int(size)
+    r = lambda v: float(np.round(v))  # noqa: E731  (integer pixel edges make rendering exact)
+    horizon = r(rng.uniform(*HORIZON_RANGE) * S)
+    depth = S - horizon
+
+    windows: list = []
+    for _ in range(int(rng.integers(1, 3))):
+        for _try in range(10):
+            wh = r(rng.uniform(*WINDOW_HEIGHT) * horizon)
+            ww = r(wh * rng.uniform(*WINDOW_ASPECT))
+            y1 = r(rng.uniform(0.1 * horizon, horizon - wh - 0.1 * horizon))
+            x1 = r(rng.uniform(1, S - ww - 1))
+            box = (x1, y1, x1 + ww, y1 + wh)
+            # leave wall room for a painting: windows keep apart and take at most 60% of the width
+            if not _overlaps(box, windows, gap=0.12 * S) and sum(w[2] - w[0] for w in windows) + ww <= 0.6 * S:
+                windows.append(box)
+                break
+
+    tables: list = []
+    tops: list = []
+    for _ in range(int(rng.integers(1, 3))):
+        for _try in range(10):
+            yb = r(horizon + rng.uniform(*TABLE_DEPTH) * depth)
+            yb = min(yb, S)
+            sc = float(depth_scale(yb, horizon, S))
+            th = r(TABLE_HEIGHT * S * sc)
+            tw = r(rng.uniform(*TABLE_WIDTH) * S * sc)
+            x1 = r(rng.uniform(0, S - tw))
+            box = (x1, yb - th, x1 + tw, yb)
+            if not _overlaps(box, tables, gap=2):
+                tables.append(box)
+                tops.append(max(2.0, r(TABLE_TOP * S * sc)))
+                break
+
+    crates: list = []
+    for _ in range(int(rng.integers(0, 3))):
+        for _try in range(10):
+            yb = r(horizon + rng.uniform(0.1, 1.0) * depth)
+            yb = min(yb, S)
+            sc = float(depth_scale(yb, horizon, S))
+            side = r(rng.uniform(*CRATE_SIZE) * S * sc)
+            x1 = r(rng.uniform(0, S - side))
+            box = (x1, yb - side, x1 + side, yb)
+            if not _overlaps(box, tables + crates, gap=1):
+                crates.append(box)
+                break
+
+    vases: list = []
+    for t, d in zip(tables, tops):
+        if rng.random() < 0.6:
+            sc = float(depth_scale(t[3], horizon, S))
+            vh = r(VASE_HEIGHT * S * sc)
+            vw = max(2.0, r(vh * 0.55))
+            x1 = r(rng.uniform(t[0] + 1, t[2] - vw - 1))
+            y2 = t[1] + r(d / 2)
+            vases.append((x1, y2 - vh, x1 + vw, y2))
+
+    return Scene(
+        size=S, horizon=horizon,
+        wall_color=_jitter(rng, (206, 196, 178), 14), floor_color=_jitter(rng, (112, 84, 60), 12),
+        windows=_boxes(windows), tables=_boxes(tables), table_tops=np.asarray(tops, dtype=np.float64),
+        crates=_boxes(crates), vases=_boxes(vases), scene_id=scene_id)
+
+
+def scene_rng(seed: int, stream: str) -> np.random.Generator:
+    """A Generator for one named stream of a seed: splits drawn from the same seed never share scenes."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    code = [ord(c) for c in stream]
+    return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *code]))
+
+
+def make_scenes(n: int, seed: int = 0, size: int = 64, stream: str = "scenes") -> list[Scene]:
+    """``n`` scenes, deterministic from ``(seed, stream)``. 10k scenes take well under a second or two."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    rng = scene_rng(seed, stream)
+    return [make_scene(rng, size=size, scene_id=f"{stream}-{seed}-{i:06d}") for i in range(n)]

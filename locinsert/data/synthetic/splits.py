@@ -1,0 +1,277 @@
+"""Splits shaped like the real data, deterministic from a seed, as lists of ``PlacementQuery``.
+
+- :func:`pipe_like`: one positive box per scene (PIPE pairs an object-free image with one box);
+- :func:`opa_like`: per (scene, class) a few positives and several hard negatives (OPA training);
+- :func:`test_split`: held-out scenes, sparse labels per (scene, class) (OPA test).
+
+Every box lies on the bin-centre grid of ``num_bins`` bins (``None``: integer pixels), so a
+``num_bins`` location model can represent each label exactly. Every positive passes the oracle,
+every negative fails it. Each query keeps its :class:`Scene` in ``meta["scene"]``, and its image
+is rendered lazily from it. Negatives carry their kind in ``meta["negative_types"]``:
+
+- ``floating``: raised off its support (a cup above the table, a chair above its floor spot);
+- ``scale``: the right place at the wrong size (too big or too small for its depth);
+- ``overlap``: moved onto an existing object (a vase, a crate, a table, a window);
+- ``off_edge``: partly off its support (over a table's edge, across the horizon, out of a window);
+- ``wrong_region``: the right size on another class's support (a cup on the floor, a chair on a table).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...boxes import boxes_to_tokens, tokens_to_boxes
+from ..query import PlacementQuery
+from .oracle import CLASSES, EDGE_TOL, FLOOR_MARGIN, RULES, check_class, plausible_np
+from .scenes import Scene, make_scenes, scene_rng
+
+NEGATIVE_TYPES: tuple[str, ...] = ("floating", "scale", "overlap", "off_edge", "wrong_region")
+
+
+def snap(boxes: np.ndarray, size: int, num_bins: int | None) -> np.ndarray:
+    """Move box corners to the bin centres a ``num_bins`` model emits (or to whole pixels for None)."""
+    if num_bins is None:
+        return np.round(boxes)
+    t = boxes_to_tokens(torch.from_numpy(np.asarray(boxes, dtype=np.float64)), size, size, num_bins)
+    return tokens_to_boxes(t, size, size, num_bins).double().numpy()
+
+
+def _from_bottom(cx, y2, w, h) -> np.ndarray:
+    return np.stack([cx - w / 2, y2 - h, cx + w / 2, y2], -1)
+
+
+def propose(scene: Scene, cls: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` boxes drawn around the rule of ``cls`` (most, not all, plausible; the oracle decides).
+
+    The proposal knows where a class goes but not about the things it must avoid; callers keep the
+    candidates the oracle accepts.
+    """
+    rule = check_class(cls)
+    S, hz = float(scene.size), scene.horizon
+    band = rule.height_band
+    hb = (band[0] + 0.04, band[1] - 0.04)    # stay off the tolerance edges: snapping moves corners
+    u = lambda lo, hi: rng.uniform(lo, hi, n)  # noqa: E731
+    asp = u(rule.aspect[0] + 0.05, rule.aspect[1] - 0.05)
+    if rule.support == "table":
+        if len(scene.tables) == 0:
+            return np.zeros((0, 4))
+        idx = rng.integers(0, len(scene.tables), n)
+        t, d = scene.tables[idx], scene.table_tops[idx]
+        y2 = t[:, 1] + rng.uniform(0, 1, n) * d
+        h = rule.height * S * scene.scale_at(t[:, 3]) * u(*hb)
+        w = h * asp
+        cx = t[:, 0] + w / 2 + rng.uniform(0, 1, n) * np.clip(t[:, 2] - t[:, 0] - w, 0, None)
+    elif rule.support in ("floor", "wall_base"):
+        lo = hz + FLOOR_MARGIN * S + 1 if rule.support == "floor" else hz + 2
+        hi = S if rule.support == "floor" else hz + 0.25 * (S - hz)
+        y2 = u(lo, hi)
+        h = rule.height * S * scene.scale_at(y2) * u(*hb)
+        w = h * asp
+        cx = w / 2 + rng.uniform(0, 1, n) * np.clip(S - w, 0, None)
+    elif rule.support == "wall":
+        h = rule.height * hz * u(*hb)
+        cy = u(0.33 * hz, 0.57 * hz)
+        y2 = cy + h / 2
+        w = h * asp
+        cx = w / 2 + rng.uniform(0, 1, n) * np.clip(S - w, 0, None)
+    else:  # window
+        if len(scene.windows) == 0:
+            return np.zeros((0, 4))
+        win = scene.windows[rng.integers(0, len(scene.windows), n)]
+        h = rule.height * (win[:, 3] - win[:, 1]) * u(*hb)
+        w = h * asp
+        cx = win[:, 0] + 1 + w / 2 + rng.uniform(0, 1, n) * np.clip(win[:, 2] - win[:, 0] - 2 - w, 0, None)
+        y2 = win[:, 1] + 1 + h + rng.uniform(0, 1, n) * np.clip(win[:, 3] - win[:, 1] - 2 - h, 0, None)
+    return _from_bottom(cx, y2, w, h)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    ar = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.clip(ar(a)[:, None] + ar(b)[None, :] - inter, 1e-9, None)
+
+
+def sample_positives(scene: Scene, cls: str, k: int, rng: np.random.Generator,
+                     num_bins: int | None = 32, max_iou: float = 0.7, tries: int = 96) -> np.ndarray:
+    """Up to ``k`` distinct plausible boxes (pairwise IoU <= ``max_iou``), (<=k, 4) xyxy pixels."""
+    cand = snap(propose(scene, cls, tries, rng), scene.size, num_bins)
+    cand = cand[plausible_np(scene, cls, cand)]
+    chosen: list[np.ndarray] = []
+    for box in cand:
+        if len(chosen) == k:
+            break
+        if not chosen or _iou(box[None], np.stack(chosen)).max() <= max_iou:
+            chosen.append(box)
+    return np.stack(chosen) if chosen else np.zeros((0, 4))
+
+
+def _perturb(scene: Scene, cls: str, kind: str, pos: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Candidate near-misses of one ``kind`` made from positives ``pos`` (n, 4); may be empty."""
+    rule = RULES[cls]
+    S, hz = float(scene.size), scene.horizon
+    n = len(pos)
+    x1, y1, x2, y2 = pos.T
+    w, h = x2 - x1, y2 - y1
+    cx = (x1 + x2) / 2
+    if kind == "floating":
+        if rule.support not in ("table", "floor", "wall_base"):
+            return np.zeros((0, 4))
+        # high enough to clear the tolerance after snapping, low enough to stay a near miss
+        lift = EDGE_TOL * S + rng.uniform(0.3, 0.7, n) * h + 2
+        if rule.support != "table":  # on the floor, a small lift still looks fine: lift above the horizon
+            lift = np.maximum(lift, y2 - hz + rng.uniform(1, 0.4 * h + 1))
+        return pos - lift[:, None] * np.array([0, 1, 0, 1])
+    if kind == "scale":
+        f = np.where(rng.random(n) < 0.5, rng.uniform(0.35, 0.5, n), rng.uniform(1.7, 2.2, n))
+        return _from_bottom(cx, y2, w * f, h * f)
+    if kind == "overlap":
+        avoid = np.concatenate([getattr(scene, a) for a in rule.avoid], 0)
+        if len(avoid) == 0:
+            return np.zeros((0, 4))
+        # prefer an object beside the positive (same height band): slide sideways into it;
+        # otherwise step onto the nearest object's footing
+        vshare = (np.minimum(y2[:, None], avoid[None, :, 3]) - np.maximum(y1[:, None], avoid[None, :, 1])) / h[:, None]
+        dist = np.abs((avoid[None, :, 0] + avoid[None, :, 2]) / 2 - cx[:, None]) + np.where(vshare > 0.3, 0, 4 * S)
+        a = avoid[np.argmin(dist + rng.uniform(0, 0.1 * S, dist.shape), 1)]
+        beside = (np.minimum(y2, a[:, 3]) - np.maximum(y1, a[:, 1])) > 0.3 * h
+        side = np.where(cx < (a[:, 0] + a[:, 2]) / 2, a[:, 0], a[:, 2])
+        ncx = side + np.sign(side - cx) * rng.uniform(0.0, 0.3, n) * w
+        return _from_bottom(ncx, np.where(beside, y2, a[:, 3]), w, h)
+    if kind == "off_edge":
+        if rule.support == "table":
+            t = scene.tables
+            j = _iou(pos, t).argmax(1) if len(t) else np.zeros(n, int)
+            left = rng.random(n) < 0.5
+            hang = rng.uniform(0.3, 0.6, n) * w
+            ncx = np.where(left, t[j, 0] - w / 2 + (w - hang), t[j, 2] + w / 2 - (w - hang))
+            return _from_bottom(ncx, y2, w, h)
+        if rule.support == "wall":  # slides down across the horizon
+            return pos + (hz - y2 + rng.uniform(0.25, 0.5, n) * h)[:, None] * np.array([0, 1, 0, 1])
+        if rule.support == "window":
+            win = scene.windows[_iou(pos, scene.windows).argmax(1)]
+            dx = np.where(rng.random(n) < 0.5, win[:, 0] - x1, win[:, 2] - x2)
+            out = rng.uniform(0.35, 0.6, n) * w
+            return pos + (dx + np.sign(dx + 1e-9) * out)[:, None] * np.array([1, 0, 1, 0])
+        if rule.support == "wall_base":  # walked forward, out of the strip along the wall (same size)
+            return pos + rng.uniform(0.3, 0.6, n)[:, None] * (S - hz) * np.array([0, 1, 0, 1])
+        return np.zeros((0, 4))
+    if kind == "wrong_region":
+        other = [c for c in CLASSES if RULES[c].support != rule.support]
+        anchors = np.concatenate([propose(scene, c, max(1, n), rng) for c in other], 0)
+        anchors = anchors[rng.permutation(len(anchors))[:n]]
+        acx, ay2 = (anchors[:, 0] + anchors[:, 2]) / 2, anchors[:, 3]
+        return _from_bottom(acx, ay2, w[: len(anchors)], h[: len(anchors)])
+    raise ValueError(f"unknown negative type {kind!r}; expected one of {NEGATIVE_TYPES}")
+
+
+def sample_negatives(scene: Scene, cls: str, positives: np.ndarray, per_type: int, rng: np.random.Generator,
+                     num_bins: int | None = 32, types=NEGATIVE_TYPES, tries: int = 8) -> tuple[np.ndarray, list[str]]:
+    """Hard negatives: up to ``per_type`` near-misses of each kind in ``types``; each fails the oracle.
+
+    Returns ``(boxes (Q, 4), kinds)``. A kind that cannot occur in this scene (no object to overlap,
+    no edge to fall off) is skipped.
+    """
+    check_class(cls)
+    S = scene.size
+    if len(positives) == 0:
+        return np.zeros((0, 4)), []
+    boxes, kinds = [], []
+    for kind in types:
+        src = positives[rng.integers(0, len(positives), per_type * tries)]
+        cand = _perturb(scene, cls, kind, src, rng)
+        if len(cand) == 0:
+            continue
+        cand = np.clip(cand, 0, S)
+        cand = snap(cand, S, num_bins)
+        ok = ((cand[:, 2] - cand[:, 0]) >= 2) & ((cand[:, 3] - cand[:, 1]) >= 2)
+        ok &= ~plausible_np(scene, cls, cand)
+        cand = cand[ok][:per_type]
+        boxes.append(cand)
+        kinds += [kind] * len(cand)
+    return (np.concatenate(boxes, 0) if boxes else np.zeros((0, 4))), kinds
+
+
+def _query(scene: Scene, cls: str, pos: np.ndarray, neg: np.ndarray, kinds: list[str], qid: str) -> PlacementQuery:
+    return PlacementQuery(
+        category=cls, positives=torch.from_numpy(pos).float(), negatives=torch.from_numpy(neg).float(),
+        image_source=scene, image_id=scene.scene_id, query_id=qid, width=scene.size, height=scene.size,
+        meta={"scene": scene, "negative_types": kinds, "source": "synthetic"})
+
+
+def _check_split_args(num_scenes, classes, num_bins):
+    if isinstance(num_scenes, bool) or not isinstance(num_scenes, (int, np.integer)) or num_scenes < 0:
+        raise ValueError(f"num_scenes must be a non-negative int, got {num_scenes!r}")
+    if num_bins is not None and (isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer))
+                                 or num_bins < 2):
+        raise ValueError(f"num_bins must be an int >= 2 or None, got {num_bins!r}")
+    classes = tuple(CLASSES if classes is None else classes)
+    if not classes:
+        raise ValueError("classes is empty")
+    return tuple(check_class(c).name for c in classes)
+
+
+def pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: int | None = 32,
+              classes=None) -> list[PlacementQuery]:
+    """PIPE-like pretraining data: one scene, one class, one positive box per query; no negatives.
+
+    Classes cycle over the scenes (balanced), starting at a random offset.
+    """
+    classes = _check_split_args(num_scenes, classes, num_bins)
+    scenes = make_scenes(num_scenes, seed, size, stream="pipe")
+    rng = scene_rng(seed, "pipe-labels")
+    offset = int(rng.integers(0, len(classes)))
+    out = []
+    for i, scene in enumerate(scenes):
+        for j in range(len(classes)):  # a scene with no room for its class gives its turn to the next
+            cls = classes[(i + offset + j) % len(classes)]
+            pos = sample_positives(scene, cls, 1, rng, num_bins)
+            if len(pos):
+                out.append(_query(scene, cls, pos, np.zeros((0, 4)), [], f"{scene.scene_id}/{cls}"))
+                break
+    return out
+
+
+def _grouped(stream: str, num_scenes, seed, size, num_bins, classes, classes_per_scene, n_pos, per_type):
+    classes = _check_split_args(num_scenes, classes, num_bins)
+    if not 1 <= classes_per_scene <= len(classes):
+        raise ValueError(f"classes_per_scene must be in [1, {len(classes)}], got {classes_per_scene}")
+    scenes = make_scenes(num_scenes, seed, size, stream=stream)
+    rng = scene_rng(seed, stream + "-labels")
+    out = []
+    for scene in scenes:
+        for c in rng.permutation(len(classes))[:classes_per_scene]:
+            cls = classes[int(c)]
+            k = int(rng.integers(n_pos[0], n_pos[1] + 1))
+            pos = sample_positives(scene, cls, k, rng, num_bins)
+            if len(pos) == 0:
+                continue
+            neg, kinds = sample_negatives(scene, cls, pos, per_type, rng, num_bins)
+            if per_type and len(neg) == 0:
+                continue
+            out.append(_query(scene, cls, pos, neg, kinds, f"{scene.scene_id}/{cls}"))
+    return out
+
+
+def opa_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: int | None = 32, classes=None,
+             classes_per_scene: int = 2, positives: tuple[int, int] = (2, 4),
+             negatives_per_type: int = 2) -> list[PlacementQuery]:
+    """OPA-like training data: per (scene, class), 2-4 positives and up to 2 hard negatives of each kind."""
+    return _grouped("opa", num_scenes, seed, size, num_bins, classes, classes_per_scene, positives,
+                    negatives_per_type)
+
+
+def test_split(num_scenes: int, seed: int = 0, size: int = 64, num_bins: int | None = 32, classes=None,
+               classes_per_scene: int = 2, positives: tuple[int, int] = (1, 3),
+               negatives_per_type: int = 1) -> list[PlacementQuery]:
+    """Held-out evaluation data (scenes no training split contains), sparse labels like OPA test:
+    1-3 positives and up to one negative of each kind per (scene, class). ``dense_positives`` gives
+    the full set of true placements of a query's scene for coverage."""
+    return _grouped("test", num_scenes, seed, size, num_bins, classes, classes_per_scene, positives,
+                    negatives_per_type)
+
+
+test_split.__test__ = False  # not a pytest test, despite its name
