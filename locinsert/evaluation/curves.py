@@ -217,9 +217,11 @@ def plot_curves(curves: Sequence[Curve], ax=None, paper=None, title: str | None 
         _, ax = plt.subplots(figsize=(5.5, 4.2))
     for c in curves:
         c.plot(ax)
-    for key in _paper_keys(paper):
+    # Reference curves in greys with open markers, so they never read as one of ours.
+    for i, key in enumerate(_paper_keys(paper)):
         PAPER_CURVES[key].plot(ax, annotate=False, linestyle="--", linewidth=1, markerfacecolor="none",
-                               alpha=0.8)
+                               color=str(0.15 + 0.5 * i / max(1, len(_PAPER_POINTS) - 1)),
+                               marker="osD^v<>"[i % 7], markersize=3.5)
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)

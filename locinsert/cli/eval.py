@@ -1,0 +1,161 @@
+"""TPR/FPR curves (the paper's Fig. 6 protocol) of a location model or a baseline.
+
+For every query (image, category, labelled positive and negative boxes) the model samples K boxes,
+K = 10, 20, ..., 100 (one run of max K samples; smaller K use its first K). Each sample matches the
+labelled box with the highest IoU if that IoU > --iou; samples matching nothing are ignored.
+TPR = positives hit / positives, FPR = negatives hit / negatives, pooled over queries.
+
+Writes to --out: curve.json (every point with its counts, plus per-category curves),
+per_category.csv, and curves.png (this curve, any --compare curves, and with --paper the paper's
+reference curves). On the synthetic world it also reports oracle precision and coverage.
+
+examples:
+  locinsert eval --model random --dataset synthetic --out eval/random
+  locinsert eval --model prior --dataset synthetic --out eval/prior --compare eval/random/curve.json --paper
+  locinsert eval --model path/to/checkpoint --dataset path/to/OPA --out eval/opa
+  locinsert eval --model random --dataset path/to/fopa_labels --images path/to/backgrounds
+"""
+
+from __future__ import annotations
+
+import argparse
+
+BASELINE_NAMES = ("random", "prior")
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers such as '10,20,50', got {text!r}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to evaluate")
+    g.add_argument("--model", required=True,
+                   help="a LocationModel checkpoint folder or hub id, or a baseline: 'random' (uniform valid "
+                        "boxes) or 'prior' (training boxes of the same class, image ignored)")
+    g.add_argument("--dataset", default="synthetic",
+                   help="'synthetic' (the synthetic world's held-out test split; default), an OPA archive "
+                        "root (train_set.csv/test_set.csv + background/), or a folder/CSV of FOPA pair labels "
+                        "(then give --images)")
+    g.add_argument("--images", default=None, help="image root for FOPA pair labels (backgrounds)")
+    g.add_argument("--categories", default=None,
+                   help="OPA: fg_id -> category name (.json or two-column .csv); else folder names are used")
+    g.add_argument("--split", default="test", help="OPA split to evaluate (default: test)")
+    g.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
+
+    s = p.add_argument_group("synthetic world")
+    s.add_argument("--num-scenes", type=int, default=200, help="scenes in the test split (default: 200)")
+    s.add_argument("--train-scenes", type=int, default=1000,
+                   help="scenes of the OPA-like training split the 'prior' baseline is fitted on (default: 1000)")
+    s.add_argument("--world-seed", type=int, default=0, help="seed of the synthetic world (default: 0)")
+    s.add_argument("--image-size", type=int, default=64, help="scene size in pixels (default: 64)")
+
+    m = p.add_argument_group("protocol")
+    m.add_argument("-k", "--ks", type=_ks, default=list(range(10, 101, 10)),
+                   help="numbers of samples per query, e.g. '10,20,50' (default: 10,20,...,100)")
+    m.add_argument("--iou", type=float, default=0.5, help="IoU a sample must exceed to match a label (default: 0.5)")
+    m.add_argument("--count", choices=("labels", "predictions"), default="labels",
+                   help="'labels': labelled boxes hit at least once (paper; default); 'predictions': "
+                        "matched samples / labelled boxes")
+    m.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same curve (default: 0)")
+    m.add_argument("--batch-size", type=int, default=16, help="queries per sample() call (default: 16)")
+    m.add_argument("--num-bins", type=int, default=None,
+                   help="'random' baseline grid (default: 32 on the synthetic world, 1024 on OPA)")
+    m.add_argument("--device", default="cpu", help="device for a model (default: cpu)")
+
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default="locinsert-eval", help="output folder (default: locinsert-eval)")
+    o.add_argument("--name", default=None, help="curve label in plots (default: the model name)")
+    o.add_argument("--compare", nargs="+", default=[], metavar="JSON",
+                   help="curve.json files of other runs to draw on the same plot")
+    o.add_argument("--paper", nargs="?", const="main", default=None, choices=("main", "all"),
+                   help="overlay the paper's OPA curves (arXiv 2410.13564 Fig. 6): 'main' (with/without DPO, "
+                        "random; default when given) or 'all'")
+    o.add_argument("--title", default=None, help="plot title")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _load_queries(args):
+    """(test queries, a thunk giving training queries for the prior, a description, default num_bins)."""
+    if args.dataset == "synthetic":
+        from locinsert.data.synthetic import splits as synthetic
+
+        def kw(n):
+            return dict(num_scenes=n, seed=args.world_seed, size=args.image_size)
+
+        queries = synthetic.test_split(**kw(args.num_scenes))
+        desc = f"synthetic test split ({args.num_scenes} scenes, world seed {args.world_seed})"
+        return queries, (lambda: synthetic.opa_like(**kw(args.train_scenes))), desc, 32
+
+    from locinsert.data import load_opa
+
+    queries = load_opa(args.dataset, split=args.split, images=args.images, categories=args.categories)
+    report = getattr(queries, "report", None)
+    if report is not None and str(report).strip():
+        print(str(report))
+    train = lambda: load_opa(args.dataset, split="train", images=args.images, categories=args.categories)  # noqa: E731
+    return queries, train, f"OPA {args.split} ({args.dataset})", None
+
+
+def _load_model(args, train_queries):
+    from locinsert.boxes import DEFAULT_NUM_BINS
+    from locinsert.evaluation import make_baseline
+
+    if args.model in BASELINE_NAMES:
+        num_bins = args.num_bins or (32 if args.dataset == "synthetic" else DEFAULT_NUM_BINS)
+        train = train_queries() if args.model == "prior" else None
+        return make_baseline(args.model, train, num_bins=num_bins)
+
+    import torch
+    from locinsert import LocationModel
+
+    model = LocationModel.from_pretrained(args.model)
+    return model.to(torch.device(args.device)).eval()
+
+
+def _write_per_category(curve, path) -> None:
+    import csv
+
+    fields = ["category", "num_queries", "k", "fpr", "tpr", "matched_positives", "num_positives",
+              "matched_negatives", "num_negatives", "ignored", "num_predictions"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for cat, c in sorted(curve.per_category.items()):
+            for p in c.points:
+                w.writerow({"category": cat, "num_queries": c.meta.get("num_queries"), **vars(p)})
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from locinsert.evaluation import Curve, evaluate, save_figure
+    from locinsert.evaluation.evaluate import check_ks
+
+    ks = check_ks(args.ks)
+    if args.max_queries is not None and args.max_queries < 1:
+        raise ValueError(f"--max-queries must be >= 1, got {args.max_queries}")
+    compare = [Curve.from_json(p) for p in args.compare]  # fail early on a bad file
+
+    queries, train_queries, desc, _ = _load_queries(args)
+    queries = list(queries)[: args.max_queries] if args.max_queries else list(queries)
+    if not queries:
+        raise ValueError(f"{desc}: no queries to evaluate")
+    model = _load_model(args, train_queries)
+    name = args.name or (args.model if args.model in BASELINE_NAMES else Path(args.model).name or args.model)
+    print(f"evaluating {name} on {len(queries)} queries of the {desc}; K = {ks}, IoU > {args.iou:g}")
+
+    curve = evaluate(model, queries, ks=ks, iou_threshold=args.iou, seed=args.seed, batch_size=args.batch_size,
+                     progress=not args.no_progress, count=args.count, name=name)
+    curve.meta.update({"dataset": desc, "model": args.model})
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    curve.to_json(out / "curve.json")
+    _write_per_category(curve, out / "per_category.csv")
+    save_figure([curve, *compare], out / "curves.png", paper=args.paper, title=args.title)
+    print(curve.table())
+    print(f"wrote {out / 'curve.json'}, {out / 'per_category.csv'}, {out / 'curves.png'}")
+    return 0
