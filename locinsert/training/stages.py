@@ -1,0 +1,289 @@
+"""Run one training stage from its arguments: pretrain, finetune (supervised) or dpo.
+
+``run_stage`` is what the scripts in ``training/`` and ``locinsert train`` call; it works the same
+on a CPU, one GPU, or under ``torchrun`` / ``accelerate launch`` (the Trainer handles the processes):
+
+1. build the model (a preset, or ``from_pretrained`` of the previous stage's ``final`` folder);
+2. read the data (the synthetic world, PIPE or OPA) into placement queries, then into a dataset;
+3. DPO: freeze a reference (a copy of the starting model, another saved model, or precomputed
+   log-probs);
+4. train with checkpoints that are complete or invisible, resuming from the last complete one;
+5. save the final model atomically to ``<output_dir>/final`` (``save_pretrained``: config.json +
+   model.safetensors) and a ``run_summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+from transformers import TrainerCallback, TrainingArguments, set_seed
+
+from .checkpoints import AtomicCheckpointCallback, discard_incomplete_checkpoints, resolve_resume, save_final_model
+from .checkpoints import write_json_atomic
+from .config import DataArguments, ModelArguments, check_stage, parse_stage_args
+from .datasets import BoxDataset, PairDataset, collate, expand_pairs
+
+logger = logging.getLogger(__name__)
+
+FINAL_DIR = "final"
+SUMMARY_FILE = "run_summary.json"
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+class PipeQueries(Sequence):
+    """A ``load_pipe`` dataset (columns image/category/box/width/height) seen as placement queries.
+
+    Rows are decoded only when indexed, so an 888k-row PIPE costs nothing until an epoch touches it.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def positives_counts(self) -> list[int]:
+        return [1] * len(self)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        from ..data.query import PlacementQuery
+
+        row = self.dataset[int(i)]
+        return PlacementQuery(category=row["category"], positives=[row["box"]], negatives=torch.zeros(0, 4),
+                              image_source=row["image"], image_id=str(row.get("img_id", i)), query_id=str(i),
+                              width=int(row["width"]), height=int(row["height"]))
+
+
+def resolve_dataset_format(data_args: DataArguments, stage: str) -> str:
+    """``synthetic`` | ``pipe`` | ``opa`` for the configured dataset."""
+    if data_args.dataset_format != "auto":
+        return data_args.dataset_format
+    if data_args.dataset == "synthetic":
+        return "synthetic"
+    path = data_args.dataset
+    if os.path.isdir(path):
+        names = set(os.listdir(path)) | (set(os.listdir(os.path.join(path, "data")))
+                                         if os.path.isdir(os.path.join(path, "data")) else set())
+        if any(n.endswith(("_set.csv", "_data_pair.csv")) for n in names):
+            return "opa"
+        return "pipe"
+    if path.endswith(".csv"):
+        return "opa"
+    return "pipe"  # a hub id or a parquet file
+
+
+def load_queries(data_args: DataArguments, stage: str, split: str, num_bins: int, seed: int | None = None):
+    """The placement queries of one split, for a stage.
+
+    Synthetic world: ``pretrain`` reads the PIPE-like split (one positive per scene), ``finetune`` and
+    ``dpo`` the OPA-like split (positives and hard negatives); ``split="test"`` is the held-out test
+    split. Boxes are snapped to the model's ``num_bins`` grid.
+    """
+    fmt = resolve_dataset_format(data_args, stage)
+    limit = data_args.max_train_queries
+    if fmt == "synthetic":
+        from ..data.synthetic import splits
+
+        n, s = data_args.synthetic_scenes, data_args.synthetic_seed if seed is None else seed
+        kw = dict(seed=s, size=data_args.synthetic_size, num_bins=num_bins)
+        if split == "test":
+            queries = splits.test_split(n, **kw)
+        elif stage == "pretrain":
+            queries = splits.pipe_like(n, **kw)
+        else:
+            queries = splits.opa_like(n, **kw)
+    elif fmt == "pipe":
+        from ..data.pipe import load_pipe
+
+        masks = data_args.masks_dataset
+        masks = None if masks in (None, "", "none", "None") else masks
+        data = load_pipe(data_args.dataset, masks=masks, split=split)
+        logger.info("PIPE %s: %s", split, data.report)
+        queries = PipeQueries(data.dataset)
+    elif fmt == "opa":
+        from ..data.opa import load_opa
+
+        queries = load_opa(data_args.dataset, split=split, images=data_args.opa_images,
+                           categories=data_args.opa_categories)
+        logger.info("OPA %s: %d queries; skipped: %s", split, len(queries), queries.report)
+    else:
+        raise ValueError(f"unknown dataset format {fmt!r}")
+    if limit is not None and len(queries) > limit:
+        queries = queries[:limit]
+    if len(queries) == 0:
+        raise ValueError(f"dataset {data_args.dataset!r} split {split!r} has no usable queries")
+    return queries
+
+
+# -- model -----------------------------------------------------------------------------------------
+
+def build_model(model_args: ModelArguments):
+    """A saved model (``model_name_or_path``) or a new one from ``preset``."""
+    from ..modeling import LocationModel, LocationModelConfig
+
+    if model_args.model_name_or_path:
+        return LocationModel.from_pretrained(model_args.model_name_or_path)
+    overrides = model_args.preset_overrides or {}
+    if isinstance(overrides, str):
+        overrides = json.loads(overrides)
+    cfg = LocationModelConfig.preset(model_args.preset, pretrained=model_args.pretrained_encoders, **overrides)
+    return LocationModel(cfg)
+
+
+def _preprocess(model):
+    return getattr(model, "image_processor", None) or model.preprocess
+
+
+def build_dataset(stage: str, queries, model, data_args: DataArguments, seed: int = 0, features=None):
+    """``BoxDataset`` for the supervised stages, ``PairDataset`` for DPO."""
+    kw = dict(num_bins=model.config.num_bins, preprocess=_preprocess(model), features=features,
+              hflip=data_args.hflip)
+    if stage == "dpo":
+        pairs = expand_pairs(queries, data_args.pairs_per_query, seed=seed)
+        return PairDataset(queries, pairs, **kw)
+    return BoxDataset(queries, **kw)
+
+
+@torch.no_grad()
+def precompute_reference_logps(ref_model, dataset: PairDataset, batch_size: int = 64, device=None,
+                               progress: bool = True) -> PairDataset:
+    """Score every pair once with the frozen reference; the trainer then needs no reference model."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from .dpo import disable_dropout, pair_logps
+
+    device = device or next(ref_model.parameters()).device
+    disable_dropout(ref_model)
+    was_training = ref_model.training
+    ref_model.eval()
+    chosen, rejected = [], []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    for batch in tqdm(loader, desc="reference log-probs", disable=not progress):
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        c, r, _ = pair_logps(ref_model, batch)
+        chosen.append(c.float().cpu())
+        rejected.append(r.float().cpu())
+    ref_model.train(was_training)
+    return dataset.with_reference(torch.cat(chosen), torch.cat(rejected))
+
+
+# -- running ---------------------------------------------------------------------------------------
+
+class RankLogCallback(TrainerCallback):
+    """Each process records what it did (rank, world size, optimizer steps, examples) in ``ranks/``."""
+
+    def __init__(self):
+        self.steps = 0
+        self.start = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1
+
+    def on_train_end(self, args, state, control, **kwargs):
+        folder = os.path.join(args.output_dir, "ranks")
+        os.makedirs(folder, exist_ok=True)
+        write_json_atomic(os.path.join(folder, f"rank-{args.process_index}.json"), {
+            "rank": args.process_index, "world_size": args.world_size, "steps_this_session": self.steps,
+            "global_step": state.global_step, "seconds": round(time.time() - self.start, 3)})
+
+
+@dataclass
+class StageResult:
+    """What ``run_stage`` returns (and writes to ``run_summary.json``)."""
+
+    stage: str
+    output_dir: str
+    model_path: str
+    global_step: int
+    num_examples: int
+    world_size: int
+    resumed_from: str | None
+    train_metrics: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _resume_target(training_args: TrainingArguments) -> str | bool | None:
+    value = training_args.resume_from_checkpoint
+    if value is None:
+        return True  # default: continue an interrupted run if it left a complete checkpoint
+    if isinstance(value, str) and value.lower() in ("false", "no", "none", "never"):
+        return None
+    return value
+
+
+def run_stage(stage: str, model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments,
+              callbacks: Sequence[TrainerCallback] = (), model=None, train_dataset=None, features=None
+              ) -> StageResult:
+    """Train one stage end to end; see the module docstring. ``model`` / ``train_dataset`` override the
+    ones the arguments describe (for callers that already hold them)."""
+    check_stage(stage)
+    t0 = time.time()
+    set_seed(training_args.seed)
+    if model is None:
+        model = build_model(model_args)
+    if train_dataset is None:
+        queries = load_queries(data_args, stage, data_args.train_split, model.config.num_bins)
+        train_dataset = build_dataset(stage, queries, model, data_args, seed=training_args.seed, features=features)
+
+    common = dict(args=training_args, train_dataset=train_dataset, data_collator=collate,
+                  callbacks=[AtomicCheckpointCallback(), RankLogCallback(), *callbacks])
+    if stage == "dpo":
+        from .dpo import BoxDPOTrainer
+
+        ref_model = None
+        if model_args.ref_model_name_or_path:
+            from ..modeling import LocationModel
+
+            ref_model = LocationModel.from_pretrained(model_args.ref_model_name_or_path)
+        if getattr(training_args, "precompute_ref_log_probs", False) and train_dataset.ref_chosen_logps is None:
+            scorer = ref_model if ref_model is not None else model
+            scorer.to(training_args.device)
+            precompute_reference_logps(scorer, train_dataset,
+                                       training_args.precompute_ref_batch_size or
+                                       training_args.per_device_train_batch_size,
+                                       progress=not training_args.disable_tqdm)
+        if train_dataset.ref_chosen_logps is not None:
+            ref_model = False
+        trainer = BoxDPOTrainer(model=model, ref_model=ref_model, **common)
+    else:
+        from .sft import BoxSFTTrainer
+
+        trainer = BoxSFTTrainer(model=model, **common)
+
+    if training_args.should_save:
+        discard_incomplete_checkpoints(training_args.output_dir)
+    trainer.accelerator.wait_for_everyone()
+    resume = resolve_resume(training_args.output_dir, _resume_target(training_args))
+    if resume:
+        logger.info("resuming %s from %s", stage, resume)
+    out = trainer.train(resume_from_checkpoint=resume)
+    path = save_final_model(trainer, os.path.join(training_args.output_dir, FINAL_DIR))
+    result = StageResult(stage=stage, output_dir=training_args.output_dir, model_path=path,
+                         global_step=trainer.state.global_step, num_examples=len(train_dataset),
+                         world_size=training_args.world_size, resumed_from=resume,
+                         train_metrics={k: float(v) for k, v in out.metrics.items()},
+                         seconds=round(time.time() - t0, 2))
+    if training_args.should_save:
+        write_json_atomic(os.path.join(training_args.output_dir, SUMMARY_FILE), asdict(result))
+    return result
+
+
+def main(stage: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``training/`` scripts: ``[--config cfg.yaml] [--field value ...]``."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    model_args, data_args, training_args = parse_stage_args(stage, sys.argv[1:] if argv is None else argv)
+    result = run_stage(stage, model_args, data_args, training_args)
+    if training_args.should_save:
+        print(json.dumps(asdict(result), indent=2))
+    return 0
