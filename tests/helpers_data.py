@@ -40,11 +40,14 @@ def write_jpeg(path: Path, width: int, height: int, seed: int = 0) -> None:
 # -- OPA ------------------------------------------------------------------------------------------
 
 def real_archive_rows(pair_csv: Path = OPA_LABELS / "test_data_pair.csv", split: str = "test") -> list[list[str]]:
-    """OPA archive rows (real header order) rebuilt from the real pair labels of the known backgrounds."""
+    """OPA archive rows (real header order) rebuilt from the real pair labels of the known backgrounds.
+
+    All foregrounds pasted on one background share its category folder in the archive.
+    """
     rows = []
     with open(pair_csv, newline="") as f:
         for r in csv.DictReader(f):
-            if r["annID"] not in OPA_TEST_FOREGROUNDS or r["scID"] not in OPA_TEST_BACKGROUNDS:
+            if r["scID"] not in OPA_TEST_BACKGROUNDS:
                 continue
             w, h, scale = int(r["newWidth"]), int(r["newHeight"]), float(r["scale"])
             for col, label in (("pos_label", 1), ("neg_label", 0)):
@@ -82,7 +85,8 @@ def build_opa_archive(root: Path, split: str = "test", malformed: bool = True, f
     rows = real_archive_rows(split=split)
     bg_category = {}
     for r in rows:
-        bg_category.setdefault(r[1], OPA_TEST_FOREGROUNDS[r[0]])
+        if r[0] in OPA_TEST_FOREGROUNDS:
+            bg_category.setdefault(r[1], OPA_TEST_FOREGROUNDS[r[0]])
     for i, (bg, cat) in enumerate(sorted(bg_category.items())):
         write_jpeg(root / "background" / cat / f"{bg}.jpg", *OPA_TEST_BACKGROUNDS[bg], seed=i)
     if foregrounds:

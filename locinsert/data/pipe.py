@@ -393,3 +393,43 @@ def _stream(pipe, index, report, keep_target, **params):
     out = out.filter(lambda ex: not ex["skip_reason"]).remove_columns(["skip_reason"])
     out = out.rename_column("source_img", "image")
     return out.select_columns([*OUTPUT_COLUMNS] + (["target_img"] if keep_target else []))
+
+
+class PipeQueries:
+    """A map-style PIPE dataset seen as a sequence of :class:`PlacementQuery` (one positive, no negatives).
+
+    This is what the training datasets consume. Labels are read per row without touching the
+    images; ``query.image`` decodes the row's ``image`` only when asked.
+    """
+
+    def __init__(self, dataset):
+        import datasets
+
+        if isinstance(dataset, datasets.IterableDataset):
+            raise TypeError("PipeQueries needs random access: load PIPE with streaming=False "
+                            "(or iterate the IterableDataset's rows directly)")
+        _require(dataset, ("image", "category", "box", "width", "height", *KEY_COLUMNS), "PIPE examples")
+        self.dataset = dataset
+        self._labels = dataset.select_columns(["category", "box", "width", "height", *KEY_COLUMNS])
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        from .query import PlacementQuery
+
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} PIPE examples")
+        i = i % len(self)
+        row = self._labels[i]
+        key = "/".join(str(row[c]) for c in KEY_COLUMNS)
+        dataset = self.dataset
+        return PlacementQuery(
+            category=row["category"], positives=[row["box"]], negatives=[],
+            image_source=lambda: dataset[i]["image"], image_id=key, query_id=f"pipe/{key}",
+            width=int(row["width"]), height=int(row["height"]), meta={"dataset": "pipe"})
+
+
+def as_queries(dataset) -> PipeQueries:
+    """``load_pipe(...).dataset`` (non-streaming) as a sequence of placement queries."""
+    return PipeQueries(dataset)

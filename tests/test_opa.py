@@ -1,0 +1,180 @@
+"""OPA reader: real labels reproduce OPA's counts; the original archive format; bad rows are skipped and counted."""
+
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+
+from helpers_data import (MALFORMED_ARCHIVE_ROWS, OPA_LABELS, OPA_TEST_BACKGROUNDS, OPA_TEST_FOREGROUNDS,
+                          build_opa_archive)
+from locinsert.data import PlacementQuery, SkipReport, load_opa
+
+
+@pytest.fixture(scope="module")
+def opa_test():
+    return load_opa(OPA_LABELS, split="test")
+
+
+def test_pair_labels_reproduce_opa_test_counts(opa_test):
+    assert opa_test.format == "pair"
+    assert opa_test.num_positives == 3588
+    assert opa_test.num_negatives == 7808
+    assert opa_test.num_positives + opa_test.num_negatives == 11396
+    assert opa_test.report.skipped == 0 and opa_test.report.kept == opa_test.report.seen == 11396
+    # No category information: one query per (background, foreground), labelled "object".
+    assert len(opa_test) == 1837
+    assert len({q.image_id for q in opa_test}) == 153
+    assert all(q.category == "object" and q.meta["category_known"] is False for q in opa_test)
+    assert all(isinstance(q, PlacementQuery) and q.width is None for q in opa_test)
+
+
+def test_pair_centres_become_opa_boxes(opa_test):
+    # FOPA row (fg 69931, bg 442445, 262x250, positive centre [395, 279]) is OPA test row
+    # [264, 154, 262, 250] label 1: x = cx - w // 2, y = cy - h // 2.
+    q = next(q for q in opa_test if q.query_id == "442445:fg69931")
+    assert any(torch.equal(p, torch.tensor([264.0, 154.0, 526.0, 404.0])) for p in q.positives)
+    assert q.positives.dtype == torch.float32 and q.negatives.shape[1] == 4
+    assert (q.positives[:, 2] > q.positives[:, 0]).all() and (q.negatives[:, 3] > q.negatives[:, 1]).all()
+    assert len(q.meta["positive_fg_ids"]) == len(q.positives)
+    with pytest.raises(ValueError, match="no image"):
+        q.image  # labels only
+
+
+def test_pair_labels_train_subset_and_csv_path():
+    qs = load_opa(OPA_LABELS / "train_data_pair_head300.csv", split="train")
+    assert (qs.num_positives, qs.num_negatives) == (579, 1153)
+    assert qs.report.skipped == 0
+
+
+def test_categories_map_groups_by_background_and_category(tmp_path):
+    cats = tmp_path / "cats.json"
+    cats.write_text(json.dumps({**OPA_TEST_FOREGROUNDS, "3332": "person"}))
+    qs = load_opa(OPA_LABELS / "test_data_pair.csv", categories=cats)
+    known = [q for q in qs if q.meta["category_known"]]
+    assert {q.category for q in known} == {"cow", "sheep", "airplane", "zebra", "person"}
+    cow = next(q for q in qs if q.query_id == "442445:cow")
+    assert cow.category == "cow"
+    # the totals do not change with grouping
+    assert qs.num_positives + qs.num_negatives == 11396
+
+
+@pytest.fixture()
+def archive(tmp_path):
+    info = build_opa_archive(tmp_path / "OPA")
+    return tmp_path / "OPA", info
+
+
+def test_archive_reads_real_rows_and_skips_every_malformed_one(archive):
+    root, info = archive
+    qs = load_opa(root, split="test")
+    assert qs.format == "archive"
+    rep = qs.report
+    expected = {}
+    for _, reason in MALFORMED_ARCHIVE_ROWS:
+        expected[reason] = expected.get(reason, 0) + 1
+    assert dict(rep.counts) == expected
+    assert rep.kept == len(info["rows"]) and rep.seen == len(info["rows"]) + len(MALFORMED_ARCHIVE_ROWS)
+    assert all(rep.examples[r] for r in expected)  # every reason comes with an example line
+    assert "test_set.csv:" in rep.examples["bad_label"][0]
+    assert "bad_position" in rep.summary()
+    n_pos = sum(1 for r in info["rows"] if r[4] == "1")
+    assert qs.num_positives == n_pos and qs.num_negatives == len(info["rows"]) - n_pos
+    assert {q.category for q in qs} == {"cow", "sheep", "airplane", "zebra"}
+    for q in qs:  # one query per (background, category), sizes from the JPEG headers
+        assert q.query_id == f"{q.image_id}:{q.category}"
+        assert (q.width, q.height) == OPA_TEST_BACKGROUNDS[q.image_id]
+    cow = next(q for q in qs if q.category == "cow")
+    assert torch.tensor([264.0, 154.0, 526.0, 404.0]) in cow.positives
+    assert cow.image.size == (640, 512)  # lazy image, right file
+
+
+def test_archive_matches_pair_labels_of_the_same_backgrounds(archive):
+    root, _ = archive
+    a = {q.query_id: q for q in load_opa(root)}
+    p = load_opa(OPA_LABELS / "test_data_pair.csv", images=root, categories=OPA_TEST_FOREGROUNDS)
+    # every other background has no image under this root: skipped as missing, in boxes
+    assert p.report.counts["missing_image"] == 11396 - p.report.kept
+    b = {q.query_id: q for q in p}
+    assert set(a) == set(b)
+    for k in a:
+        assert sorted(a[k].positives.tolist()) == sorted(b[k].positives.tolist())
+        assert sorted(a[k].negatives.tolist()) == sorted(b[k].negatives.tolist())
+        assert b[k].size == a[k].size and b[k].image.size == a[k].size
+
+
+def test_archive_category_from_background_folder_without_foregrounds(tmp_path):
+    build_opa_archive(tmp_path, malformed=False, foregrounds=False)
+    qs = load_opa(tmp_path / "test_set.csv")
+    assert qs.report.skipped == 0
+    assert {q.category for q in qs} == {"cow", "sheep", "airplane", "zebra"}
+
+
+def test_pair_box_outside_known_image_is_skipped(tmp_path):
+    root = tmp_path / "imgs"
+    build_opa_archive(root, malformed=False)
+    # shrink one background: its boxes no longer fit and must be dropped, box by box
+    from helpers_data import write_jpeg
+    write_jpeg(root / "background" / "sheep" / "186413.jpg", 200, 150)
+    qs = load_opa(OPA_LABELS / "test_data_pair.csv", images=root)
+    assert qs.report.counts["box_outside_image"] > 0
+    for q in qs:
+        if q.width is not None:
+            assert (q.positives[:, 2] <= q.width).all() and (q.negatives[:, 3] <= q.height).all()
+
+
+def test_pair_malformed_rows_are_counted(tmp_path):
+    src = OPA_LABELS / "test_data_pair.csv"
+    bad = tmp_path / "test_data_pair.csv"
+    with open(src) as f:
+        lines = f.read().splitlines()
+    lines[1:1] = [
+        '1,2,3,0.5,10,10,"[[5, 5]]","not json"',         # bad_label_list (one row)
+        '1,x,3,0.5,10,10,"[[5, 5]]","[[6, 6]]"',          # bad_id (two boxes)
+        '1,2,3,0.5,0,10,"[[5, 5]]",[]',                   # bad_size (one box)
+        '1,2,3,0.5,10,10,"[[5, 5], [1]]",[]',             # bad_centre (one box), the other box kept
+        '1,2,3,0.5,10,10',                                # malformed_row
+    ]
+    bad.write_text("\n".join(lines) + "\n")
+    qs = load_opa(tmp_path, split="test")
+    assert dict(qs.report.counts) == {"bad_label_list": 1, "bad_id": 2, "bad_size": 1, "bad_centre": 1,
+                                      "malformed_row": 1}
+    assert qs.num_positives + qs.num_negatives == 11396 + 1
+
+
+def test_clear_errors_for_unusable_inputs(tmp_path):
+    with pytest.raises(ValueError, match="neither"):
+        load_opa(tmp_path)
+    with pytest.raises(ValueError, match="not found"):
+        load_opa(tmp_path / "nope")
+    f = tmp_path / "x.csv"
+    f.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(ValueError, match="not an OPA CSV"):
+        load_opa(f)
+    g = tmp_path / "test_set.csv"
+    g.write_text("fg_id,bg_id,position\n1,2,[1,1,2,2]\n")
+    with pytest.raises(ValueError, match="lacks the column"):
+        load_opa(g, images=tmp_path)
+    shutil.copy(OPA_LABELS / "test_data_pair.csv", tmp_path / "test_data_pair.csv")
+    with pytest.raises(ValueError, match="format"):
+        load_opa(tmp_path / "test_data_pair.csv", format="coco")
+    with pytest.raises(ValueError, match="categories"):
+        load_opa(tmp_path / "test_data_pair.csv", categories={"abc": "dog"})
+
+
+def test_skip_report_merge_and_dict():
+    a, b = SkipReport("a"), SkipReport("b")
+    a.seen, a.kept = 3, 2
+    a.skip("bad_label", "x:1")
+    b.seen = 2
+    b.skip("bad_label", "y:1")
+    b.skip("missing_image", "y:2")
+    a.merge(b)
+    d = a.as_dict()
+    assert d["seen"] == 5 and d["skipped"] == 3 and d["counts"] == {"bad_label": 2, "missing_image": 1}
+    assert d["examples"]["bad_label"] == ["x:1", "y:1"]
+    # check a CSV sanity: the real header the fixtures use
+    with open(OPA_LABELS / "test_data_pair.csv") as f:
+        assert next(csv.reader(f)) == ["imgID", "annID", "scID", "scale", "newWidth", "newHeight", "pos_label",
+                                       "neg_label"]
