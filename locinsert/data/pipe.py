@@ -49,8 +49,8 @@ KEY_COLUMNS = ("target_img_dataset", "img_id", "ann_id")
 MASK_THRESHOLD = 127
 OUTPUT_COLUMNS = ("image", "category", "box", "width", "height", "box_source", *KEY_COLUMNS)
 
-_PREFIX = re.compile(r"^(?:please\s+)?(?:add|insert|put|place|draw)\s+(?:(?:a|an|the|some|one)\s+)?", re.I)
-_BARE_ARTICLE = re.compile(r"^(?:a|an|the|some)\s+", re.I)
+_PREFIX = re.compile(r"^(?:please\s+)?(?:add|insert)(?:\s+|$)", re.I)
+_ARTICLE = re.compile(r"^(?:a|an|the|some|one)(?:\s+|$)", re.I)
 
 
 class PipeData(NamedTuple):
@@ -64,7 +64,7 @@ def class_from_instruction(text: str | None) -> str | None:
     """``"Add a fire hydrant."`` -> ``"fire hydrant"``; ``None`` when nothing is left."""
     s = " ".join(str(text or "").split()).strip(" .!\"'")
     s = _PREFIX.sub("", s)
-    s = _BARE_ARTICLE.sub("", s).strip(" .!\"'").lower()
+    s = _ARTICLE.sub("", s).strip(" .!\"'").lower()
     return s or None
 
 
