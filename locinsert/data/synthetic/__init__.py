@@ -3,7 +3,7 @@
 A test bench with a ground truth (and the demo's offline data): scenes (:mod:`.scenes`), the
 vectorised oracle and the dense set of true placements (:mod:`.oracle`), PIPE/OPA-shaped splits of
 ``PlacementQuery`` (:mod:`.splits`), oracle precision and coverage (:mod:`.metrics`), and pictures:
-scene images, class sprites and labelled figures (:mod:`.render`).
+scene images, class sprites and labelled figures (:mod:`.drawing`).
 
 >>> from locinsert.data import synthetic
 >>> train = synthetic.opa_like(100, seed=0)           # list[PlacementQuery], meta["scene"] on each
@@ -14,7 +14,7 @@ tensor(True)
 
 from .metrics import coverage, oracle_precision
 from .oracle import CLASSES, RULES, ClassRule, dense_positives, is_plausible
-from .render import paste_sprite, plot_scenes, render, sprite
+from .drawing import paste_sprite, plot_scenes, render, sprite
 from .scenes import Scene, depth_scale, make_scene, make_scenes
 from .splits import NEGATIVE_TYPES, opa_like, pipe_like, sample_negatives, sample_positives, test_split
 

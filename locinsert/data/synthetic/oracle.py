@@ -206,5 +206,8 @@ def dense_positives(scene: Scene, cls: str, num_bins: int = 32) -> torch.Tensor:
     rule = check_class(cls)
     if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins < 2:
         raise ValueError(f"num_bins must be an int >= 2, got {num_bins!r}")
-    cand = _grid_candidates(int(scene.size), int(num_bins), rule.name)
-    return torch.from_numpy(cand[plausible_np(scene, rule.name, cand)]).float()
+    key = (rule.name, int(num_bins))
+    if key not in scene._dense:  # coverage asks again for every K of a curve
+        cand = _grid_candidates(int(scene.size), int(num_bins), rule.name)
+        scene._dense[key] = torch.from_numpy(cand[plausible_np(scene, rule.name, cand)]).float()
+    return scene._dense[key].clone()

@@ -60,6 +60,7 @@ class Scene:
     vases: np.ndarray
     scene_id: str = ""
     _image: np.ndarray | None = field(default=None, repr=False)
+    _dense: dict = field(default_factory=dict, repr=False)  # (class, num_bins) -> dense positives
 
     @property
     def width(self) -> int:
@@ -80,7 +81,7 @@ class Scene:
     def render(self) -> np.ndarray:
         """The scene's image, (S, S, 3) uint8, rendered once and cached."""
         if self._image is None:
-            from .render import render
+            from .drawing import render
             self._image = render(self)
         return self._image
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...boxes import boxes_to_tokens, tokens_to_boxes
 from ..query import PlacementQuery
 from .oracle import CLASSES, EDGE_TOL, FLOOR_MARGIN, RULES, check_class, plausible_np
 from .scenes import Scene, make_scenes, scene_rng
@@ -30,11 +29,19 @@ NEGATIVE_TYPES: tuple[str, ...] = ("floating", "scale", "overlap", "off_edge", "
 
 
 def snap(boxes: np.ndarray, size: int, num_bins: int | None) -> np.ndarray:
-    """Move box corners to the bin centres a ``num_bins`` model emits (or to whole pixels for None)."""
+    """Move box corners to the bin centres a ``num_bins`` model emits (or to whole pixels for None).
+
+    The same rule as ``boxes_to_tokens`` followed by ``tokens_to_boxes`` (a box is at least one bin
+    wide), in numpy: this runs for every candidate label, where torch's per-call overhead dominates.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if num_bins is None:
-        return np.round(boxes)
-    t = boxes_to_tokens(torch.from_numpy(np.asarray(boxes, dtype=np.float64)), size, size, num_bins)
-    return tokens_to_boxes(t, size, size, num_bins).double().numpy()
+        return np.round(b)
+    t = np.clip(np.floor(b / size * num_bins), 0, num_bins - 1)
+    x2 = np.maximum(t[:, 2], np.minimum(t[:, 0] + 1, num_bins - 1))
+    y2 = np.maximum(t[:, 3], np.minimum(t[:, 1] + 1, num_bins - 1))
+    t = np.stack([np.minimum(t[:, 0], x2 - 1), np.minimum(t[:, 1], y2 - 1), x2, y2], 1)
+    return (t + 0.5) * (size / num_bins)
 
 
 def _from_bottom(cx, y2, w, h) -> np.ndarray:
@@ -179,20 +186,20 @@ def sample_negatives(scene: Scene, cls: str, positives: np.ndarray, per_type: in
     S = scene.size
     if len(positives) == 0:
         return np.zeros((0, 4)), []
-    boxes, kinds = [], []
+    cands, labels = [], []
     for kind in types:
         src = positives[rng.integers(0, len(positives), per_type * tries)]
         cand = _perturb(scene, cls, kind, src, rng)
-        if len(cand) == 0:
-            continue
-        cand = np.clip(cand, 0, S)
-        cand = snap(cand, S, num_bins)
-        ok = ((cand[:, 2] - cand[:, 0]) >= 2) & ((cand[:, 3] - cand[:, 1]) >= 2)
-        ok &= ~plausible_np(scene, cls, cand)
-        cand = cand[ok][:per_type]
-        boxes.append(cand)
-        kinds += [kind] * len(cand)
-    return (np.concatenate(boxes, 0) if boxes else np.zeros((0, 4))), kinds
+        cands.append(cand)
+        labels += [kind] * len(cand)
+    if not labels:
+        return np.zeros((0, 4)), []
+    cand = snap(np.clip(np.concatenate(cands, 0), 0, S), S, num_bins)
+    ok = ((cand[:, 2] - cand[:, 0]) >= 2) & ((cand[:, 3] - cand[:, 1]) >= 2)
+    ok &= ~plausible_np(scene, cls, cand)  # one oracle call for every kind at once
+    kinds_arr = np.asarray(labels)
+    keep = np.concatenate([np.nonzero(ok & (kinds_arr == k))[0][:per_type] for k in types])
+    return cand[keep], [labels[i] for i in keep]
 
 
 def _query(scene: Scene, cls: str, pos: np.ndarray, neg: np.ndarray, kinds: list[str], qid: str) -> PlacementQuery:
