@@ -145,3 +145,20 @@ def test_box_helpers_on_arrays():
     assert box == [5.0, 10.0, 30.0, 20.0]
     with pytest.raises(ValueError, match="target_img"):
         box_from_difference(Image.fromarray(a), Image.fromarray(a[:30]))
+
+
+def test_hub_ids_go_to_load_dataset(pipe_dirs, monkeypatch):
+    pipe, masks, cache = pipe_dirs
+    calls = []
+    real = datasets.load_dataset
+
+    def fake(path, *args, **kwargs):  # the hub is offline here: serve the local fixture under the hub ids
+        calls.append((path, kwargs.get("split"), kwargs.get("streaming")))
+        local = {"paint-by-inpaint/PIPE": pipe, "paint-by-inpaint/PIPE_Masks": masks}[path]
+        return real(str(local), *args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    ds, report = load_pipe(split="train", streaming=True, cache_dir=cache)
+    assert len(list(ds)) == report.kept == len(_expected()[0])
+    assert ("paint-by-inpaint/PIPE", "train", True) in calls
+    assert ("paint-by-inpaint/PIPE_Masks", "train", False) in calls  # the join index is materialised
