@@ -1,0 +1,17 @@
+"""The location model: p(box | image, class) as four coordinate tokens.
+
+``LocationModelConfig`` (presets "tiny", "synthetic", "base"), ``LocationModel`` (a transformers
+``PreTrainedModel`` with ``sample`` / ``score``), ``BoxSamples``, and the decoding constraints.
+Both classes are registered with ``AutoConfig`` / ``AutoModel`` under model type "locinsert".
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .config import PRESETS, LocationModelConfig
+from .constraints import BoxConstraints
+from .model import BoxSamples, LocationModel, LocationModelOutput
+
+AutoConfig.register(LocationModelConfig.model_type, LocationModelConfig, exist_ok=True)
+AutoModel.register(LocationModelConfig, LocationModel, exist_ok=True)
+
+__all__ = ["LocationModelConfig", "LocationModel", "BoxSamples", "LocationModelOutput", "BoxConstraints", "PRESETS"]

@@ -1,0 +1,485 @@
+"""``LocationModel``: p(box | image, class) as four coordinate tokens from a GPT-2 decoder.
+
+```
+image ──► ViT ──► patch features ──► image_proj ─┐
+class ──► CLIP text ──► pooled ──► class_proj ───┤ prefix (T + 2 tokens)
+                                           [BOS] ─┘
+prefix ──► GPT-2 (inputs_embeds) ──► x1 ──► y1 ──► x2 ──► y2   (lm_head over num_bins)
+```
+
+Training uses the ordinary ``GPT2Model`` forward with teacher forcing (``forward``). Sampling and
+scoring use the shared-prefix decoder in ``sampling.py`` with the masks of ``constraints.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GPT2Config, GPT2Model, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .. import boxes as box_ops
+from ..images import load_image
+from .config import LocationModelConfig
+from .constraints import BoxConstraints
+from .encoders import ImagePreprocessor, build_class_encoder, build_image_encoder
+from .sampling import PrefixCache, decode_boxes, prefix_forward
+
+MAX_REDRAWS = 20  # rounds of redrawing dead-ended rows for inexact constraint sets
+
+
+@dataclass
+class BoxSamples:
+    """Boxes sampled for one image: ``boxes`` (N, 4) xyxy pixels, ``logprobs`` (N,), ``tokens`` (N, 4)."""
+
+    boxes: torch.Tensor
+    logprobs: torch.Tensor
+    tokens: torch.Tensor
+    width: int = 0
+    height: int = 0
+
+    def __len__(self) -> int:
+        return self.boxes.shape[0]
+
+    def best(self, k: int = 1) -> torch.Tensor:
+        """The k most likely boxes, (k, 4)."""
+        return self.boxes[self.logprobs.argsort(descending=True)[:k]]
+
+
+@dataclass
+class LocationModelOutput(ModelOutput):
+    """``loss``: mean NLL of the 4 coordinate tokens; ``logits`` (B, 4, num_bins);
+    ``box_logps`` (B,): summed token log-probs (unconstrained)."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    box_logps: torch.Tensor | None = None
+
+
+def _check_class_names(classes) -> list[str]:
+    if isinstance(classes, str):
+        classes = [classes]
+    out = []
+    for c in classes:
+        if not isinstance(c, str):
+            raise TypeError(f"class names must be strings, got {type(c).__name__}")
+        if not c.strip():
+            raise ValueError("class name is empty")
+        out.append(c.strip())
+    return out
+
+
+def _digest(module: nn.Module, extra: str) -> str:
+    h = hashlib.sha256(extra.encode())
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class LocationModel(PreTrainedModel):
+    """A generative location model. See ``LocationModelConfig`` for the parts and presets."""
+
+    config_class = LocationModelConfig
+    base_model_prefix = "locinsert"
+    main_input_name = "pixel_values"
+    _no_split_modules: list = []
+
+    def __init__(self, config: LocationModelConfig):
+        super().__init__(config)
+        self.image_encoder = build_image_encoder(config)
+        self.class_encoder = build_class_encoder(config)
+        dcfg = GPT2Config(**{"vocab_size": config.vocab_size, "bos_token_id": config.num_bins, "eos_token_id": None,
+                              "pad_token_id": None, **config.decoder_config})
+        self.decoder = GPT2Model(dcfg)
+        d = dcfg.n_embd
+        self.image_proj = nn.Linear(self.image_encoder.dim, d)
+        self.class_proj = nn.Linear(self.class_encoder.dim, d)
+        self.lm_head = nn.Linear(d, config.num_bins, bias=False)
+        self._record_encoders()
+        self.prefix_length = self._num_image_tokens() + 2
+        if self.prefix_length + 3 > dcfg.n_positions:
+            raise ValueError(f"decoder n_positions={dcfg.n_positions} is too small for a prefix of "
+                             f"{self.prefix_length} tokens + 3 box tokens")
+        self._class_memo: dict = {}
+        self._memo_key = None
+        self._id_cache: dict = {}
+        self.post_init()
+        if config.decoder_pretrained:
+            self._load_pretrained_decoder(config.decoder_pretrained)
+        self._apply_freezing()
+
+    # -- construction helpers -----------------------------------------------------------------
+
+    def _record_encoders(self) -> None:
+        """Write resolved architectures and preprocessing into the config; clear hub flags."""
+        cfg = self.config
+        data = self.image_encoder.data_config()
+        cfg.image_size = cfg.image_size or data["image_size"]
+        cfg.image_mean = cfg.image_mean or data["image_mean"]
+        cfg.image_std = cfg.image_std or data["image_std"]
+        cfg.interpolation = cfg.interpolation or data["interpolation"]
+        if cfg.image_pretrained:
+            cfg.weights_source["image"] = f"{cfg.image_encoder_type}:{cfg.image_encoder}:{cfg.image_pretrained}"
+            if cfg.image_encoder_type == "hf_vit":
+                cfg.image_encoder_kwargs = self.image_encoder.architecture()
+            cfg.image_pretrained = False
+        if cfg.class_encoder_type == "open_clip":
+            if cfg.class_pretrained or (cfg.class_encoder or "").startswith(("hf-hub:", "local-dir:")):
+                cfg.weights_source["class"] = f"open_clip:{cfg.class_encoder}:{cfg.class_pretrained}"
+            if cfg.class_encoder_kwargs is None and (cfg.class_encoder or "").startswith(("hf-hub:", "local-dir:")):
+                cfg.class_encoder_kwargs = self.class_encoder.model_cfg
+                cfg.class_encoder = None
+            cfg.class_pretrained = None
+        elif cfg.class_encoder_type == "hf_clip" and cfg.class_pretrained:
+            cfg.weights_source["class"] = f"hf_clip:{cfg.class_encoder}"
+            cfg.class_encoder_kwargs = self.class_encoder.architecture()
+            cfg.class_pretrained = False
+        self.preprocessor = ImagePreprocessor(
+            "timm" if cfg.image_encoder_type == "timm" else "hf", cfg.image_size, cfg.image_mean, cfg.image_std,
+            cfg.interpolation)
+
+    def _num_image_tokens(self) -> int:
+        enc = self.image_encoder.model
+        if self.config.image_encoder_type == "timm":
+            return int(enc.patch_embed.num_patches + getattr(enc, "num_prefix_tokens", 1))
+        c = enc.config
+        return (c.image_size // c.patch_size) ** 2 + 1
+
+    def _load_pretrained_decoder(self, name: str) -> None:
+        """Copy a pretrained GPT-2 body (blocks, positions); the coordinate vocabulary stays new."""
+        src = GPT2Model.from_pretrained(name)
+        state = {k: v for k, v in src.state_dict().items() if not k.startswith("wte.")}
+        missing, unexpected = self.decoder.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith("wte.")]:
+            raise ValueError(f"GPT-2 weights from {name!r} do not fit decoder_config {self.config.decoder_config}")
+        self.config.weights_source["decoder"] = f"gpt2:{name}"
+        self.config.decoder_pretrained = None
+
+    def _apply_freezing(self) -> None:
+        for enc, frozen in ((self.image_encoder, self.config.freeze_image_encoder),
+                            (self.class_encoder, self.config.freeze_class_encoder)):
+            enc.requires_grad_(not frozen)
+            if frozen:
+                enc.eval()
+
+    def _init_weights(self, module):
+        # Only our own layers; the encoders come initialised (or pretrained) from timm/open_clip,
+        # and GPT2Model initialises itself.
+        if any(module is getattr(self, name, None) for name in ("image_proj", "class_proj", "lm_head")):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.freeze_image_encoder:
+            self.image_encoder.eval()
+        if self.config.freeze_class_encoder:
+            self.class_encoder.eval()
+        return self
+
+    # -- encoders ------------------------------------------------------------------------------
+
+    @property
+    def num_bins(self) -> int:
+        return self.config.num_bins
+
+    def load_images(self, images) -> list:
+        """One image or a list -> list of RGB PIL images (clear errors on bad input)."""
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        if not images:
+            raise ValueError("no images given")
+        return [load_image(im, name=f"image[{i}]" if len(images) > 1 else "image") for i, im in enumerate(images)]
+
+    def preprocess(self, images) -> torch.Tensor:
+        """Images (PIL / path / uint8 array, or a list) -> ``pixel_values`` (B, 3, S, S)."""
+        return self.preprocessor(self.load_images(images)).to(self.device)
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``pixel_values`` -> image token features (B, T, D_image) before the projection."""
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"pixel_values must be a (B, 3, S, S) tensor, got "
+                             f"{getattr(pixel_values, 'shape', type(pixel_values).__name__)}")
+        pixel_values = pixel_values.to(self.device, self.dtype)
+        if self.config.freeze_image_encoder:
+            with torch.no_grad():
+                return self.image_encoder(pixel_values)
+        return self.image_encoder(pixel_values)
+
+    def class_texts(self, classes: Sequence[str]) -> list[str]:
+        if self.config.class_encoder_type == "embedding":
+            return list(classes)
+        return [self.config.class_prompt.format(c) for c in classes]
+
+    def encode_class(self, classes: Sequence[str]) -> torch.Tensor:
+        """Class names -> pooled class features (B, D_class) before the projection.
+
+        A frozen class encoder's features are memoised per name: training and sampling see few
+        distinct class names, and the text tower would otherwise run for every example.
+        """
+        classes = _check_class_names(classes)
+        if not self.config.freeze_class_encoder:
+            return self.class_encoder(self.class_texts(classes))
+        key = self._weights_fingerprint(self.class_encoder)
+        if key != self._memo_key:
+            self._class_memo, self._memo_key = {}, key
+        todo = sorted({c for c in classes if c not in self._class_memo})
+        if todo:
+            with torch.no_grad():
+                feats = self.class_encoder(self.class_texts(todo))
+            self._class_memo.update(zip(todo, feats))
+        return torch.stack([self._class_memo[c] for c in classes])
+
+    @staticmethod
+    def _weights_fingerprint(module: nn.Module) -> tuple:
+        # In-place updates (optimizer steps, load_state_dict) bump a tensor's _version.
+        return tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in module.parameters())
+
+    def _encoder_id(self, which: str) -> str:
+        module = self.image_encoder if which == "image" else self.class_encoder
+        key = (which, self._weights_fingerprint(module))
+        if key not in self._id_cache:
+            cfg = self.config
+            if which == "image":
+                desc = [cfg.image_encoder_type, cfg.image_encoder, cfg.image_encoder_kwargs, cfg.image_size,
+                        cfg.image_mean, cfg.image_std, cfg.interpolation]
+            else:
+                desc = [cfg.class_encoder_type, cfg.class_encoder, cfg.class_encoder_kwargs, cfg.class_prompt,
+                        cfg.classes]
+            text = json.dumps(desc, sort_keys=True, default=str)
+            self._id_cache[key] = f"{desc[0]}:{desc[1] or 'custom'}:{_digest(module, text)}"
+        return self._id_cache[key]
+
+    @property
+    def image_encoder_id(self) -> str:
+        """Identity of the image encoder (architecture, preprocessing, weights digest) for feature caches."""
+        return self._encoder_id("image")
+
+    @property
+    def class_encoder_id(self) -> str:
+        """Identity of the class encoder (architecture, prompt, weights digest) for feature caches."""
+        return self._encoder_id("class")
+
+    # -- training forward ----------------------------------------------------------------------
+
+    def prefix_embeddings(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
+        """(B, T, D_img), (B, D_cls) -> prefix (B, T + 2, D): image tokens, class token, BOS."""
+        img = self.image_proj(image_features.to(self.device, self.dtype))
+        cls = self.class_proj(class_features.to(self.device, self.dtype))[:, None]
+        bos = self.decoder.wte.weight[self.config.num_bins].expand(img.shape[0], 1, -1)
+        return torch.cat([img, cls, bos], 1)
+
+    def _features(self, pixel_values, classes, image_features, class_features):
+        if image_features is None:
+            if pixel_values is None:
+                raise ValueError("pass pixel_values or image_features")
+            image_features = self.encode_image(pixel_values)
+        if class_features is None:
+            if classes is None:
+                raise ValueError("pass classes or class_features")
+            class_features = self.encode_class(classes)
+        if image_features.shape[0] != class_features.shape[0]:
+            raise ValueError(f"{image_features.shape[0]} images but {class_features.shape[0]} classes")
+        return image_features, class_features
+
+    def check_tokens(self, box_tokens) -> torch.Tensor:
+        t = torch.as_tensor(box_tokens)
+        if t.ndim != 2 or t.shape[1] != 4:
+            raise ValueError(f"box_tokens must have shape (B, 4), got {tuple(t.shape)}")
+        if t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise TypeError(f"box_tokens must be integer coordinate tokens, got {t.dtype}")
+        if (t < 0).any() or (t >= self.config.num_bins).any():
+            raise ValueError(f"box_tokens must lie in [0, {self.config.num_bins})")
+        return t.long().to(self.device)
+
+    def forward(self, pixel_values: torch.Tensor | None = None, classes: Sequence[str] | None = None,
+                class_features: torch.Tensor | None = None, image_features: torch.Tensor | None = None,
+                box_tokens: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                return_dict: bool = True) -> LocationModelOutput:
+        """Teacher-forced forward. ``labels`` is an alias of ``box_tokens`` (for ``Trainer``).
+
+        Without box tokens, returns the logits of the first coordinate only, (B, 1, num_bins).
+        """
+        image_features, class_features = self._features(pixel_values, classes, image_features, class_features)
+        prefix = self.prefix_embeddings(image_features, class_features)
+        box_tokens = labels if box_tokens is None else box_tokens
+        if box_tokens is None:
+            hidden = self.decoder(inputs_embeds=prefix).last_hidden_state[:, -1:]
+            return LocationModelOutput(logits=self.lm_head(hidden))
+        tokens = self.check_tokens(box_tokens)
+        if tokens.shape[0] != prefix.shape[0]:
+            raise ValueError(f"{tokens.shape[0]} boxes for {prefix.shape[0]} images")
+        embeds = torch.cat([prefix, self.decoder.wte(tokens[:, :3])], 1)
+        hidden = self.decoder(inputs_embeds=embeds).last_hidden_state[:, prefix.shape[1] - 1:]
+        logits = self.lm_head(hidden)
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, tokens[..., None])[..., 0]
+        return LocationModelOutput(loss=-logp.mean(), logits=logits, box_logps=logp.sum(-1))
+
+    def boxes_to_tokens(self, boxes, width: float, height: float) -> torch.Tensor:
+        """Pixel xyxy boxes -> (N, 4) coordinate tokens of this model."""
+        return box_ops.boxes_to_tokens(box_ops.as_boxes(boxes), width, height, self.config.num_bins)
+
+    def tokens_to_boxes(self, tokens, width: float, height: float) -> torch.Tensor:
+        return box_ops.tokens_to_boxes(torch.as_tensor(tokens), width, height, self.config.num_bins)
+
+    # -- sampling and scoring -------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_prefix(self, images: list, classes: list[str]) -> PrefixCache:
+        """Run encoders + the decoder prefix once per image; the cache every sample shares."""
+        pixel_values = self.preprocessor(images).to(self.device)
+        prefix = self.prefix_embeddings(self.encode_image(pixel_values), self.encode_class(classes))
+        return prefix_forward(self.decoder, prefix)
+
+    def _constraints(self, images, region, min_size, single: bool = True) -> list[BoxConstraints]:
+        # A list of numbers is one box; a list of anything else is one region per image.
+        per_image = (not single and isinstance(region, (list, tuple)) and len(region) > 0
+                     and not all(isinstance(v, (int, float, np.number)) for v in region))
+        regions = list(region) if per_image else [region] * len(images)
+        if len(regions) != len(images):
+            raise ValueError(f"got {len(regions)} regions for {len(images)} images")
+        return [BoxConstraints(im.width, im.height, self.config.num_bins, r, min_size)
+                for im, r in zip(images, regions)]
+
+    @staticmethod
+    def _allowed_fn(constraints: list[BoxConstraints]):
+        def allowed(step, prefix):  # prefix (B, N, step)
+            return torch.stack([c.allowed(step, p) for c, p in zip(constraints, prefix.cpu())])
+        return allowed
+
+    @torch.no_grad()
+    def sample(self, images, classes, num_samples: int = 100, region=None, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, min_size: float | None = None,
+               generator: torch.Generator | None = None):
+        """Sample ``num_samples`` boxes per image from p(box | image, class) under constraints.
+
+        ``images``: one image (PIL / path / uint8 array) with one class string -> ``BoxSamples``;
+        a list of images with a list of classes (or one class for all) -> list of ``BoxSamples``.
+        ``region``: ``Region``, pixel box, normalised box, mask, phrase, or a list (one per image).
+        ``min_size``: minimal box width and height in pixels. Every box is valid (x2 > x1,
+        y2 > y1) and satisfies its region. ``logprobs`` are log p(box) under the constrained
+        model at temperature 1 (equal to ``score``), whatever temperature/top-k/top-p sampled it.
+        """
+        single = not isinstance(images, (list, tuple))
+        pil = self.load_images(images)
+        if isinstance(classes, str):
+            classes = [classes] * len(pil)
+        classes = _check_class_names(classes)
+        if len(classes) != len(pil):
+            raise ValueError(f"got {len(classes)} classes for {len(pil)} images")
+        num_samples = int(num_samples)
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if not (temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if top_k is not None and int(top_k) < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if top_p is not None and not (0 < top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        constraints = self._constraints(pil, region, min_size, single)  # impossible regions fail here
+        cache = self.encode_prefix(pil, classes)
+        opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        allowed = self._allowed_fn(constraints)
+        tokens, logps, dead = decode_boxes(self.decoder, self.lm_head, cache, num_samples, allowed, **opts)
+        rounds = 0
+        while dead.any():
+            if rounds == MAX_REDRAWS:
+                raise ValueError(f"could not draw boxes that satisfy the region after {MAX_REDRAWS} redraws; "
+                                 "this region (centre mode with avoid boxes) leaves very little room")
+            need = int(dead.sum(1).max())
+            t2, l2, d2 = decode_boxes(self.decoder, self.lm_head, cache, need, allowed, **opts)
+            for i in range(len(pil)):
+                slots = dead[i].nonzero().flatten()
+                fresh = (~d2[i]).nonzero().flatten()[: len(slots)]
+                tokens[i, slots[: len(fresh)]] = t2[i, fresh]
+                logps[i, slots[: len(fresh)]] = l2[i, fresh]
+                dead[i, slots[: len(fresh)]] = False
+            rounds += 1
+        out = []
+        for i, im in enumerate(pil):
+            boxes = box_ops.tokens_to_boxes(tokens[i].cpu(), im.width, im.height, self.config.num_bins)
+            if not constraints[i].satisfied(boxes).all():  # a guard: the masks make this impossible
+                raise RuntimeError("internal error: a sampled box breaks its constraints")
+            out.append(BoxSamples(boxes, logps[i].cpu(), tokens[i].cpu(), im.width, im.height))
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def score(self, image, cls: str, boxes, region=None, min_size: float | None = None,
+              constrained: bool = True) -> torch.Tensor:
+        """Exact log p of the given pixel boxes, (N,): the sum of their 4 token log-probs.
+
+        With ``constrained=True`` (default) the distribution is the one ``sample`` draws from:
+        validity, ``min_size`` and ``region`` masks renormalise each step, and a box that breaks
+        them gets -inf. ``constrained=False`` gives the raw model log-probability (as ``forward``).
+        """
+        im = self.load_images(image)
+        if len(im) != 1:
+            raise ValueError("score() takes one image; call it once per image")
+        im = im[0]
+        cls = _check_class_names(cls)
+        if len(cls) != 1:
+            raise ValueError("score() takes one class name")
+        b = box_ops.check_boxes(boxes, im.width, im.height)
+        tokens = box_ops.boxes_to_tokens(b, im.width, im.height, self.config.num_bins)
+        allowed = self._allowed_fn(self._constraints([im], region, min_size)) if constrained else None
+        cache = self.encode_prefix([im], cls)
+        _, logps, _ = decode_boxes(self.decoder, self.lm_head, cache, tokens.shape[0], allowed,
+                                   forced=tokens[None].to(self.device))
+        return logps[0].cpu()
+
+    # -- save / load -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
+        """Load a saved model (a folder or a hub id) from safetensors.
+
+        The encoders are rebuilt from the saved config with random weights and then filled from the
+        checkpoint, so no encoder weights are ever downloaded.
+        """
+        from safetensors.torch import load_file
+        from transformers.utils import cached_file
+
+        if model_args:
+            raise TypeError("LocationModel.from_pretrained takes no positional model arguments")
+        hub = {k: kwargs.pop(k) for k in ("cache_dir", "force_download", "local_files_only", "token", "revision",
+                                          "subfolder", "proxies") if k in kwargs}
+        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
+        for k in ("trust_remote_code", "_from_auto", "_commit_hash", "adapter_kwargs", "code_revision"):
+            kwargs.pop(k, None)
+        if config is None:
+            config = LocationModelConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+        for k, v in kwargs.items():
+            if not hasattr(config, k):
+                raise TypeError(f"unexpected keyword argument {k!r}")
+            setattr(config, k, v)
+        config.image_pretrained, config.class_pretrained, config.decoder_pretrained = False, None, None
+        model = cls(config)
+        path = str(pretrained_model_name_or_path)
+        index = cached_file(path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False,
+                            **hub)
+        if index:
+            shards = sorted(set(json.load(open(index))["weight_map"].values()))
+            files = [cached_file(path, s, **hub) for s in shards]
+        else:
+            files = [cached_file(path, "model.safetensors", **hub)]
+        state = {}
+        for f in files:
+            state.update(load_file(f))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"checkpoint {path} does not match its config: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        if dtype is not None and dtype != "auto":
+            model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+        model.config.name_or_path = path
+        return model.eval()

@@ -1,0 +1,168 @@
+"""Shared-prefix decoding for a GPT-2 decoder, and the constrained box sampler.
+
+All N samples of one image share the image + class prefix. The prefix runs once and its keys and
+values are kept once per image. At each decode step the N samples are folded into the query-length
+dimension, so attention over the prefix is one (H, N, d) x (H, d, L) matmul against the single
+cache, a plain GEMM, instead of N copies of the cache. Attention over each sample's own
+(at most 3) generated tokens is a small per-sample einsum; both parts share one softmax.
+
+The functions reuse the GPT-2 block weights of a ``transformers.GPT2Model`` (ln_1, c_attn, c_proj,
+ln_2, mlp, ln_f) and match its forward pass numerically (tests/test_sampling.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+NUM_COORDS = 4
+
+
+@dataclass
+class PrefixCache:
+    """Per-layer keys (B, H, d, L) (already transposed for the matmul) and values (B, H, L, d)."""
+
+    keys_t: list
+    values: list
+    last_hidden: torch.Tensor  # (B, D): final hidden state (after ln_f) at the last prefix position
+
+    @property
+    def length(self) -> int:
+        return self.values[0].shape[2]
+
+
+def _check_gpt2(decoder) -> None:
+    cfg = decoder.config
+    if getattr(cfg, "scale_attn_by_inverse_layer_idx", False) or getattr(cfg, "add_cross_attention", False):
+        raise ValueError("shared-prefix decoding supports plain GPT-2 blocks only")
+
+
+def _split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """(..., T, D) -> (..., H, T, d)."""
+    *lead, t, dim = x.shape
+    return x.view(*lead, t, n_head, dim // n_head).transpose(-2, -3)
+
+
+def prefix_forward(decoder, embeds: torch.Tensor) -> PrefixCache:
+    """Run the prefix (B, L, D) once through the GPT-2 blocks; keep keys/values per layer."""
+    _check_gpt2(decoder)
+    n_head = decoder.config.n_head
+    length = embeds.shape[1]
+    x = embeds + decoder.wpe.weight[:length]
+    keys_t, values = [], []
+    for block in decoder.h:
+        h = block.ln_1(x)
+        q, k, v = block.attn.c_attn(h).split(x.shape[-1], dim=-1)
+        q, k, v = (_split_heads(t, n_head) for t in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + block.attn.c_proj(a.transpose(1, 2).reshape(x.shape))
+        x = x + block.mlp(block.ln_2(x))
+        keys_t.append(k.transpose(-1, -2).contiguous())
+        values.append(v.contiguous())
+    return PrefixCache(keys_t, values, decoder.ln_f(x[:, -1]))
+
+
+class SharedPrefixDecoder:
+    """Decode N continuations per prefix; ``step(tokens)`` feeds one token per sample.
+
+    Own keys/values live in a small (B, N, H, steps, d) buffer per layer; the prefix cache is
+    read by broadcasting and never copied.
+    """
+
+    def __init__(self, decoder, cache: PrefixCache, num_samples: int, max_steps: int = NUM_COORDS - 1):
+        self.decoder, self.cache = decoder, cache
+        cfg = decoder.config
+        self.n_head, self.dim = cfg.n_head, cfg.n_embd
+        self.head_dim = self.dim // self.n_head
+        b = cache.values[0].shape[0]
+        self.shape = (b, num_samples)
+        self.t = 0
+        dtype, device = cache.values[0].dtype, cache.values[0].device
+        buf = (b, num_samples, self.n_head, max_steps, self.head_dim)
+        self.own_k = [torch.empty(buf, dtype=dtype, device=device) for _ in decoder.h]
+        self.own_v = [torch.empty(buf, dtype=dtype, device=device) for _ in decoder.h]
+        self.scale = 1.0 / math.sqrt(self.head_dim) if getattr(cfg, "scale_attn_weights", True) else 1.0
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N) long -> final hidden states (B, N, D) after ln_f."""
+        dec, b, n, t = self.decoder, *self.shape, self.t
+        pos = self.cache.length + t
+        x = dec.wte(tokens) + dec.wpe.weight[pos]
+        for i, block in enumerate(dec.h):
+            h = block.ln_1(x)
+            q, k, v = block.attn.c_attn(h).split(self.dim, dim=-1)
+            q = q.view(b, n, self.n_head, self.head_dim) * self.scale
+            self.own_k[i][:, :, :, t] = k.view(b, n, self.n_head, self.head_dim)
+            self.own_v[i][:, :, :, t] = v.view(b, n, self.n_head, self.head_dim)
+            ok, ov = self.own_k[i][:, :, :, : t + 1], self.own_v[i][:, :, :, : t + 1]
+            qh = q.permute(0, 2, 1, 3)                                   # (B, H, N, d)
+            s_prefix = torch.matmul(qh, self.cache.keys_t[i])            # (B, H, N, L): one GEMM
+            s_own = torch.einsum("bnhd,bnhtd->bhnt", q, ok)              # (B, H, N, t+1)
+            p = torch.softmax(torch.cat([s_prefix, s_own], -1), -1)
+            length = s_prefix.shape[-1]
+            a = torch.matmul(p[..., :length], self.cache.values[i])      # (B, H, N, d)
+            a = a + torch.einsum("bhnt,bnhtd->bhnd", p[..., length:], ov)
+            x = x + block.attn.c_proj(a.permute(0, 2, 1, 3).reshape(b, n, self.dim))
+            x = x + block.mlp(block.ln_2(x))
+        self.t += 1
+        return dec.ln_f(x)
+
+
+# -- sampling ----------------------------------------------------------------------------------
+
+def _filter(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Temperature, then top-k, then nucleus (top-p) filtering on masked logits (-inf = banned)."""
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, -1)
+        # drop a token when the mass before it already reaches top_p (the top token always stays)
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def decode_boxes(decoder, lm_head, cache: PrefixCache, num_samples: int, allowed_fn=None, *,
+                 forced: torch.Tensor | None = None, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, generator: torch.Generator | None = None):
+    """Sample (or score, with ``forced``) 4 coordinate tokens for each of N rows per prefix.
+
+    ``allowed_fn(step, prefix (B, N, step)) -> (B, N, V) bool`` gives the constraint masks.
+    Returns ``tokens`` (B, N, 4), ``logps`` (B, N) — the log-probability of each box under the
+    *constrained* model at temperature 1 (what ``score`` computes), -inf for a forced box that
+    breaks a constraint — and ``dead`` (B, N) bool for rows whose mask emptied (inexact constraints).
+    """
+    b, n = cache.values[0].shape[0], num_samples
+    device = cache.values[0].device
+    tokens = torch.zeros(b, n, NUM_COORDS, dtype=torch.long, device=device)
+    logps = torch.zeros(b, n, device=device)
+    dead = torch.zeros(b, n, dtype=torch.bool, device=device)
+    stepper = SharedPrefixDecoder(decoder, cache, n)
+    hidden = cache.last_hidden[:, None, :]  # (B, 1, D): x1 depends on the prefix only
+    for step in range(NUM_COORDS):
+        logits = lm_head(hidden).float()
+        logits = logits.expand(b, n, logits.shape[-1]) if logits.shape[1] == 1 else logits
+        if allowed_fn is not None:
+            ok = allowed_fn(step, tokens[:, :, :step]).to(device)
+            empty = ~ok.any(-1)
+            dead |= empty
+            ok = ok | empty[..., None]  # keep dead rows numerically alive; they are redrawn later
+            logits = logits.masked_fill(~ok, float("-inf"))
+        logp_all = torch.log_softmax(logits, -1)
+        if forced is not None:
+            tok = forced[:, :, step]
+        else:
+            probs = torch.softmax(_filter(logits, temperature, top_k, top_p), -1)
+            tok = torch.multinomial(probs.reshape(b * n, -1), 1, generator=generator).view(b, n)
+        tokens[:, :, step] = tok
+        logps += logp_all.gather(-1, tok[..., None])[..., 0]
+        if step < NUM_COORDS - 1:
+            hidden = stepper.step(tok)
+    return tokens, logps, dead
