@@ -208,3 +208,28 @@ def test_evaluate_rejects_bad_input():
 
     with pytest.raises(TypeError, match="one result per image"):
         evaluate(OneResult(), [query()], progress=False)
+
+
+def test_synthetic_queries_get_oracle_precision_and_coverage_per_k():
+    from locinsert.data import synthetic
+
+    queries = synthetic.test_split(6, seed=3)
+    prior = ClassPrior.fit(synthetic.opa_like(40, seed=3))
+    curve = evaluate(prior, queries, ks=[5, 40], seed=0, progress=False)
+    g = torch.Generator().manual_seed(0)  # evaluate() draws with one generator seeded by `seed`
+    boxes = [s.boxes for s in prior.sample([(q.width, q.height) for q in queries], [q.category for q in queries],
+                                           num_samples=40, generator=g)]
+    for k in (5, 40):
+        prefix = [b[:k] for b in boxes]
+        p = curve.at(k)
+        assert p.oracle_precision == pytest.approx(synthetic.oracle_precision(queries, prefix))
+        assert p.coverage == pytest.approx(synthetic.coverage(queries, prefix, iou=0.5))
+        per_class = synthetic.coverage(queries, prefix, iou=0.5, per_class=True)
+        for cat, c in curve.per_category.items():
+            assert c.at(k).coverage == pytest.approx(per_class[cat], nan_ok=True)
+    assert curve.at(40).coverage > curve.at(5).coverage > 0
+    assert 0 < curve.at(40).oracle_precision < 1
+    # Labelled-only data has no oracle; asking for it is an error, not a silent omission.
+    assert not evaluate(prior, [query()], ks=[5], progress=False).has_oracle
+    with pytest.raises(ValueError, match="oracle"):
+        evaluate(prior, [query()], ks=[5], progress=False, oracle=True)

@@ -80,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _load_queries(args):
     """(test queries, a thunk giving training queries for the prior, a description, default num_bins)."""
     if args.dataset == "synthetic":
-        from locinsert.data.synthetic import splits as synthetic
+        from locinsert.data import synthetic
 
         def kw(n):
             return dict(num_scenes=n, seed=args.world_seed, size=args.image_size)

@@ -8,6 +8,7 @@ their samples (which makes the curve smooth and monotone in K, and costs one sam
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -85,15 +86,59 @@ def _synthetic_oracle(queries: Sequence):
         from ..data import synthetic
     except ImportError:
         return None
-    if not (hasattr(synthetic, "oracle_precision") and hasattr(synthetic, "coverage")):
+    if not all(hasattr(synthetic, f) for f in ("is_plausible", "dense_positives", "oracle_precision", "coverage")):
         return None
     return synthetic
 
 
-def _to_float(v) -> float:
-    if isinstance(v, torch.Tensor):
-        return float(v.float().mean())
-    return float(v)
+def oracle_prefixes(world, queries: Sequence, boxes: Sequence[torch.Tensor], ks: Sequence[int],
+                    iou_threshold: float = 0.5) -> tuple[list[dict], list[dict]]:
+    """Synthetic-world oracle precision and coverage for every prefix K, one oracle pass per query.
+
+    Same definitions as ``synthetic.oracle_precision`` (pooled share of plausible samples) and
+    ``synthetic.coverage`` (mean over queries of the share of ``dense_positives`` hit with IoU >
+    threshold; queries without true placements left out), which recompute the dense set on every
+    call; here each query's dense set is built once and each dense box remembers the first sample
+    that hits it, as in ``tpr_fpr.match``. Returns, per K, ``{category: value, "all": value}`` dicts.
+    """
+    from ..boxes import box_iou
+
+    plaus_cum, first_hit, cats = [], [], []
+    for q, b in zip(queries, boxes):
+        scene = q.meta["scene"]
+        ok = world.is_plausible(scene, q.category, b) if len(b) else torch.zeros(0, dtype=torch.bool)
+        plaus_cum.append(torch.cat([torch.zeros(1), ok.float().cumsum(0)]))
+        dense = world.dense_positives(scene, q.category)
+        if len(dense) and len(b):
+            hit = box_iou(dense, b) > iou_threshold                      # (M, N)
+            idx = torch.where(hit, torch.arange(len(b)), len(b)).min(1).values
+        else:
+            idx = torch.full((len(dense),), 2 ** 62)
+        first_hit.append(idx)
+        cats.append(q.category)
+
+    def share(h, t):
+        return h / t if t else math.nan
+
+    prec_out, cov_out = [], []
+    for k in ks:
+        hits: dict[str, float] = {}
+        tot: dict[str, int] = {}
+        shares: dict[str, list[float]] = {}
+        for c, cum, fh, b in zip(cats, plaus_cum, first_hit, boxes):
+            n = min(k, len(b))
+            hits[c] = hits.get(c, 0.0) + float(cum[n])
+            tot[c] = tot.get(c, 0) + n
+            if len(fh):
+                shares.setdefault(c, []).append(float((fh < k).float().mean()))
+        prec = {c: share(hits[c], tot[c]) for c in tot}
+        prec["all"] = share(sum(hits.values()), sum(tot.values()))
+        cov = {c: sum(v) / len(v) for c, v in shares.items()}
+        every = [x for v in shares.values() for x in v]
+        cov["all"] = sum(every) / len(every) if every else math.nan
+        prec_out.append(prec)
+        cov_out.append(cov)
+    return prec_out, cov_out
 
 
 def evaluate_boxes(boxes: Sequence[torch.Tensor], queries: Sequence, ks=DEFAULT_KS, iou_threshold: float = 0.5,
@@ -121,11 +166,6 @@ def evaluate_boxes(boxes: Sequence[torch.Tensor], queries: Sequence, ks=DEFAULT_
         return out
 
     pts = points()
-    if world is not None:
-        for p in pts:
-            prefix = [b[:p.k] for b in boxes]
-            p.oracle_precision = _to_float(world.oracle_precision(list(queries), prefix))
-            p.coverage = _to_float(world.coverage(list(queries), prefix, iou=iou_threshold))
     meta = dict(meta or {})
     meta.setdefault("num_queries", len(queries))
     curve = Curve(name=name, points=pts, iou_threshold=float(iou_threshold), count=count, meta=meta)
@@ -136,6 +176,13 @@ def evaluate_boxes(boxes: Sequence[torch.Tensor], queries: Sequence, ks=DEFAULT_
             curve.per_category[cat] = Curve(name=f"{name} / {cat}", points=points(sel),
                                             iou_threshold=float(iou_threshold), count=count,
                                             meta={"num_queries": int(sel.sum())})
+    if world is not None:
+        prec, cov = oracle_prefixes(world, queries, boxes, ks, iou_threshold)
+        for i, p in enumerate(pts):
+            p.oracle_precision, p.coverage = prec[i]["all"], cov[i]["all"]
+            for cat, c in curve.per_category.items():
+                c.points[i].oracle_precision = prec[i].get(cat, math.nan)
+                c.points[i].coverage = cov[i].get(cat, math.nan)
     return curve
 
 
