@@ -178,3 +178,25 @@ def test_skip_report_merge_and_dict():
     with open(OPA_LABELS / "test_data_pair.csv") as f:
         assert next(csv.reader(f)) == ["imgID", "annID", "scID", "scale", "newWidth", "newHeight", "pos_label",
                                        "neg_label"]
+
+
+def test_pair_labels_with_flat_coco_images(tmp_path):
+    from helpers_data import write_jpeg
+    write_jpeg(tmp_path / "000000442445.jpg", 640, 512)
+    qs = load_opa(OPA_LABELS / "test_data_pair.csv", images=tmp_path)
+    found = [q for q in qs if q.image_id == "442445"]
+    assert found and all(q.size == (640, 512) and q.category == "object" for q in found)
+    assert found[0].image.size == (640, 512)
+    assert qs.report.kept == sum(len(q.positives) + len(q.negatives) for q in found)
+
+
+def test_image_size_from_header_follows_exif_rotation(tmp_path):
+    from PIL import Image
+
+    from locinsert.data.opa import _header_size
+    from locinsert.images import load_image
+    img = Image.new("RGB", (30, 20))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90: shown as 20 x 30
+    img.save(tmp_path / "r.jpg", exif=exif)
+    assert _header_size(tmp_path / "r.jpg") == (20, 30) == load_image(tmp_path / "r.jpg").size

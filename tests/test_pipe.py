@@ -108,6 +108,9 @@ def test_as_queries_for_training(pipe_dirs):
     assert q._image is None and q.image.size == (PIPE_SIZE, PIPE_SIZE)
     with pytest.raises(IndexError):
         qs[len(qs)]
+    head = qs[1:3]
+    assert len(head) == 2 and head[0].query_id == qs[1].query_id
+    assert [q.category for q in qs] == ds["category"]  # iterable like a list
 
 
 def test_bad_arguments_are_clear(pipe_dirs, tmp_path):

@@ -415,9 +415,11 @@ class PipeQueries:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int | slice):
         from .query import PlacementQuery
 
+        if isinstance(i, slice):
+            return PipeQueries(self.dataset.select(range(len(self))[i]))
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} PIPE examples")
         i = i % len(self)
