@@ -18,7 +18,10 @@ model learns p(box | source_img, class), so each example is:
 Rows are dropped and counted (:class:`SkipReport`, one unit = one PIPE row) for: ``no_class``
 (empty instruction), ``missing_mask`` (no mask and fallback off), ``empty_mask`` /
 ``empty_difference``, ``tiny_box`` (a side below ``min_box_size`` px), ``whole_image_box``
-(area above ``max_box_fraction`` of the image), ``size_mismatch``, ``unreadable_image``.
+(area above ``max_box_fraction`` of the image), ``unreadable_mask``, and, where the images are
+decoded anyway (streaming, or the difference fallback), ``size_mismatch`` / ``unreadable_image``.
+Non-streaming, the mask's size stands for the image's (PIPE's masks are pixel-aligned with
+``source_img``), so the 80 GB of images are not read up front.
 
 How the join scales to 888k rows: PIPE_Masks is small (7 parquet files, 0.7 GB) next to PIPE
 (163 files, 80 GB), so the mask table is always materialised (memory-mapped arrow) and reduced once
