@@ -37,10 +37,47 @@ def query_image(query) -> Image.Image:
     return load_image(src, name=f"image of query {query.query_id or query.image_id}")
 
 
-class _PrefixSource:
-    """Builds the prefix part of an example: pixels + class name, or cached encoder features."""
+def image_key(query, flipped: bool = False, namespace: str = "") -> str:
+    """The feature-cache key of a query's image (a flipped image is another key)."""
+    base = query.image_id or query.query_id
+    if not base:
+        raise ValueError("query has neither image_id nor query_id: its image cannot be keyed in a feature cache")
+    return f"{namespace}{base}" + (":hflip" if flipped else "")
 
-    def __init__(self, queries: Sequence, preprocess: Callable | None, features=None):
+
+class CachedImageFeatures:
+    """Image features of queries read from a :class:`~locinsert.data.feature_cache.FeatureCache`."""
+
+    def __init__(self, cache, namespace: str = ""):
+        self.cache, self.namespace = cache, namespace
+
+    def image_features(self, query, flipped: bool = False) -> torch.Tensor:
+        return self.cache.get(image_key(query, flipped, self.namespace))
+
+    def fill(self, queries: Sequence, hflip: bool = False, rank: int = 0, world_size: int = 1,
+             batch_size: int = 32, progress: bool = True) -> dict:
+        """Compute the features of every distinct image of ``queries`` not cached yet (this rank's share)."""
+        sources = {}
+        for q in queries:
+            for flipped in ((False, True) if hflip else (False,)):
+                sources.setdefault(image_key(q, flipped, self.namespace), (q, flipped))
+
+        def image_of(key):
+            q, flipped = sources[key]
+            image = query_image(q)
+            return ImageOps.mirror(image) if flipped else image
+
+        return self.cache.fill(list(sources), image_of, rank=rank, world_size=world_size, batch_size=batch_size,
+                               progress=progress)
+
+
+class _PrefixSource:
+    """Builds the prefix part of an example: pixels (or cached image features) + the class name.
+
+    Class names stay strings: the model memoises a frozen class encoder's features itself.
+    """
+
+    def __init__(self, queries: Sequence, preprocess: Callable | None, features: CachedImageFeatures | None = None):
         if preprocess is None and features is None:
             raise ValueError("give `preprocess` (images -> pixel_values) or `features` (an encoder-feature cache)")
         self.queries, self.preprocess, self.features = queries, preprocess, features
@@ -48,8 +85,7 @@ class _PrefixSource:
     def __call__(self, qi: int, flipped: bool) -> dict:
         q = self.queries[qi]
         if self.features is not None:
-            return {"image_features": self.features.image_features(q, flipped=flipped),
-                    "class_features": self.features.class_features(q.category)}
+            return {"image_features": self.features.image_features(q, flipped=flipped), "classes": q.category}
         image = query_image(q)
         if flipped:
             image = ImageOps.mirror(image)
@@ -61,6 +97,14 @@ def _size(query) -> tuple[int, int]:
     return int(w), int(h)
 
 
+def _positives_counts(queries) -> list[int]:
+    from ..data.pipe import PipeQueries
+
+    if isinstance(queries, PipeQueries):  # one box per PIPE row: no need to read 888k label rows
+        return [1] * len(queries)
+    return [len(q.positives) for q in queries]
+
+
 class BoxDataset(Dataset):
     """Supervised examples: every positive box of every query (and its mirror image with ``hflip``)."""
 
@@ -69,9 +113,7 @@ class BoxDataset(Dataset):
         self.queries, self.num_bins = queries, int(num_bins)
         self.prefix = _PrefixSource(queries, preprocess, features)
         flips = (False, True) if hflip else (False,)
-        # A lazy source (PIPE: one box per row) reports its counts without decoding every row.
-        counts = queries.positives_counts() if hasattr(queries, "positives_counts") else \
-            [len(q.positives) for q in queries]
+        counts = _positives_counts(queries)
         self.index = [(qi, j, f) for qi, n in enumerate(counts) for j in range(n) for f in flips]
         if not self.index:
             raise ValueError("no positive boxes in the training queries: nothing to train on")

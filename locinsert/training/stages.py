@@ -28,7 +28,7 @@ from transformers import TrainerCallback, TrainingArguments, set_seed
 from .checkpoints import AtomicCheckpointCallback, discard_incomplete_checkpoints, resolve_resume, save_final_model
 from .checkpoints import write_json_atomic
 from .config import DataArguments, ModelArguments, check_stage, parse_stage_args
-from .datasets import BoxDataset, PairDataset, collate, expand_pairs
+from .datasets import BoxDataset, CachedImageFeatures, PairDataset, collate, expand_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -37,32 +37,6 @@ SUMMARY_FILE = "run_summary.json"
 
 
 # -- data ------------------------------------------------------------------------------------------
-
-class PipeQueries(Sequence):
-    """A ``load_pipe`` dataset (columns image/category/box/width/height) seen as placement queries.
-
-    Rows are decoded only when indexed, so an 888k-row PIPE costs nothing until an epoch touches it.
-    """
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def positives_counts(self) -> list[int]:
-        return [1] * len(self)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        from ..data.query import PlacementQuery
-
-        row = self.dataset[int(i)]
-        return PlacementQuery(category=row["category"], positives=[row["box"]], negatives=torch.zeros(0, 4),
-                              image_source=row["image"], image_id=str(row.get("img_id", i)), query_id=str(i),
-                              width=int(row["width"]), height=int(row["height"]))
-
 
 def resolve_dataset_format(data_args: DataArguments, stage: str) -> str:
     """``synthetic`` | ``pipe`` | ``opa`` for the configured dataset."""
@@ -103,7 +77,7 @@ def load_queries(data_args: DataArguments, stage: str, split: str, num_bins: int
         else:
             queries = splits.opa_like(n, **kw)
     elif fmt == "pipe":
-        from ..data.pipe import load_pipe
+        from ..data.pipe import PipeQueries, load_pipe
 
         masks = data_args.masks_dataset
         masks = None if masks in (None, "", "none", "None") else masks
@@ -119,7 +93,7 @@ def load_queries(data_args: DataArguments, stage: str, split: str, num_bins: int
     else:
         raise ValueError(f"unknown dataset format {fmt!r}")
     if limit is not None and len(queries) > limit:
-        queries = queries[:limit]
+        queries = [queries[i] for i in range(limit)]
     if len(queries) == 0:
         raise ValueError(f"dataset {data_args.dataset!r} split {split!r} has no usable queries")
     return queries
@@ -141,7 +115,7 @@ def build_model(model_args: ModelArguments):
 
 
 def _preprocess(model):
-    return getattr(model, "image_processor", None) or model.preprocess
+    return getattr(model, "preprocessor", None) or model.preprocess
 
 
 def build_dataset(stage: str, queries, model, data_args: DataArguments, seed: int = 0, features=None):
@@ -152,6 +126,35 @@ def build_dataset(stage: str, queries, model, data_args: DataArguments, seed: in
         pairs = expand_pairs(queries, data_args.pairs_per_query, seed=seed)
         return PairDataset(queries, pairs, **kw)
     return BoxDataset(queries, **kw)
+
+
+def cache_namespace(data_args: DataArguments, stage: str, split: str) -> str:
+    """Prefix of feature-cache keys: image ids are unique within one dataset split only."""
+    fmt = resolve_dataset_format(data_args, stage)
+    if fmt == "synthetic":
+        kind = "test" if split == "test" else ("pipe_like" if stage == "pretrain" else "opa_like")
+        return f"synthetic/{kind}/seed{data_args.synthetic_seed}/size{data_args.synthetic_size}/"
+    return f"{fmt}/{data_args.dataset}/{split}/"
+
+
+def prepare_feature_cache(model, queries, data_args: DataArguments, stage: str, split: str, progress: bool = True
+                          ) -> CachedImageFeatures:
+    """Fill the image-feature cache for ``queries`` (each process its share), then open it for reading."""
+    from accelerate import PartialState
+
+    from ..data.feature_cache import FeatureCache
+
+    if not model.config.freeze_image_encoder:
+        raise ValueError("feature_cache needs a frozen image encoder (freeze_image_encoder=True): the features "
+                         "of an encoder that is being trained change at every step")
+    state = PartialState()
+    features = CachedImageFeatures(FeatureCache.for_model(model, data_args.feature_cache),
+                                   cache_namespace(data_args, stage, split))
+    features.fill(queries, hflip=data_args.hflip, rank=state.process_index, world_size=state.num_processes,
+                  progress=progress)
+    state.wait_for_everyone()
+    features.cache.refresh()
+    return features
 
 
 @torch.no_grad()
@@ -234,6 +237,10 @@ def run_stage(stage: str, model_args: ModelArguments, data_args: DataArguments, 
         model = build_model(model_args)
     if train_dataset is None:
         queries = load_queries(data_args, stage, data_args.train_split, model.config.num_bins)
+        if features is None and data_args.feature_cache:
+            model.to(training_args.device)
+            features = prepare_feature_cache(model, queries, data_args, stage, data_args.train_split,
+                                             progress=not training_args.disable_tqdm)
         train_dataset = build_dataset(stage, queries, model, data_args, seed=training_args.seed, features=features)
 
     common = dict(args=training_args, train_dataset=train_dataset, data_collator=collate,

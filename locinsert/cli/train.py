@@ -1,0 +1,58 @@
+"""Train a location model, one stage at a time, from a YAML config.
+
+  locinsert train pretrain --config training/configs/pretrain_pipe.yaml
+  locinsert train finetune --config training/configs/finetune_opa.yaml --learning_rate 1e-4
+  locinsert train dpo      --config training/configs/dpo_opa.yaml --beta 0.2
+  locinsert train synthetic --out runs/synthetic [--budget quick|default] [--seed 0]
+
+Stages (the paper's recipe): pretrain (box cross-entropy on PIPE), finetune (the same loss on OPA
+positives), dpo (preference pairs of OPA, reference = the frozen finetuned model). The dataset comes
+from the config: `dataset: synthetic`, a PIPE hub id / parquet folder, or an OPA root.
+`synthetic` runs all three stages on the synthetic world within a CPU budget.
+
+Any field of the config (ModelArguments, DataArguments, and transformers' TrainingArguments or
+trl's DPOConfig) can be given on the command line as `--name value`; it overrides the file.
+`locinsert train <stage> --help` lists them all. The final model goes to <output_dir>/final; an
+interrupted run resumes from its last complete checkpoint when started again with the same config.
+Several GPUs / nodes: `torchrun --nproc_per_node N training/pretrain_pipe.py --config ...` or
+`accelerate launch ...` (see README, section Training).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+STAGE_CHOICES = ("pretrain", "finetune", "dpo", "synthetic")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stage", choices=STAGE_CHOICES, help="which stage to run")
+    parser.add_argument("options", nargs=argparse.REMAINDER,
+                        help="--config FILE.yaml and --field value overrides (synthetic: --out DIR "
+                             "--budget quick|default --seed N)")
+
+
+def _synthetic_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="locinsert train synthetic",
+                                description="Pretrain, finetune and DPO on the synthetic world, then print "
+                                            "each stage's figures on the held-out test split.")
+    p.add_argument("--out", default="runs/synthetic", help="output folder (one subfolder per stage)")
+    p.add_argument("--budget", default="default", help="quick (about a minute) or default (a few minutes)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the world and of training")
+    p.add_argument("--no-eval", action="store_true", help="train only, skip the learning table")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.stage == "synthetic":
+        from ..training.synthetic import format_learning_table, run_synthetic_stages
+
+        opts = _synthetic_parser().parse_args(args.options)
+        report = run_synthetic_stages(opts.out, budget=opts.budget, seed=opts.seed, evaluate=not opts.no_eval)
+        if report.table:
+            print(format_learning_table(report.table))
+        return 0
+
+    from ..training.stages import main
+
+    return main(args.stage, args.options)

@@ -1,0 +1,158 @@
+"""The three stages on the synthetic world, within a CPU budget, and the learning table.
+
+``run_synthetic_stages(out_dir, budget="default")`` pretrains on the PIPE-like split, fine-tunes on
+the OPA-like positives, runs DPO on the OPA-like (positive, negative) pairs with the fine-tuned
+model as the frozen reference, and (``evaluate=True``) scores every stage and two baselines on the
+held-out test split: oracle precision, coverage, TPR/FPR at K = 10 and 100.
+
+The budgets are the same stages as ``training/configs/synthetic_*.yaml``, sized for a 2-core CPU:
+``quick`` (about a minute, for ``locinsert demo --quick`` and tests) and ``default`` (a few minutes).
+"""
+
+from __future__ import annotations
+
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from .config import STAGES, load_stage_config
+
+# Per budget: the world's sizes and each stage's overrides of its config fields.
+SYNTHETIC_BUDGETS: dict[str, dict] = {
+    "quick": {
+        "test_scenes": 60,
+        "pretrain": dict(synthetic_scenes=1500, num_train_epochs=1, per_device_train_batch_size=32,
+                         learning_rate=1e-3),
+        "finetune": dict(synthetic_scenes=300, num_train_epochs=1, per_device_train_batch_size=32,
+                         learning_rate=3e-4),
+        "dpo": dict(synthetic_scenes=300, num_train_epochs=1, per_device_train_batch_size=32,
+                    learning_rate=5e-5, pairs_per_query=4),
+    },
+    "default": {
+        "test_scenes": 200,
+        "pretrain": dict(synthetic_scenes=8000, num_train_epochs=2, per_device_train_batch_size=64,
+                         learning_rate=1e-3),
+        "finetune": dict(synthetic_scenes=1500, num_train_epochs=2, per_device_train_batch_size=64,
+                         learning_rate=3e-4),
+        "dpo": dict(synthetic_scenes=1500, num_train_epochs=1, per_device_train_batch_size=64,
+                    learning_rate=5e-5, pairs_per_query=8),
+    },
+}
+
+# Fields common to the three synthetic stages.
+_COMMON = dict(dataset="synthetic", preset="synthetic", logging_steps=10, save_steps=200, save_total_limit=1,
+               warmup_steps=0.05, lr_scheduler_type="cosine", dataloader_num_workers=0)
+
+STAGE_SEEDS = {"pretrain": 0, "finetune": 1, "dpo": 1}  # finetune and dpo share the OPA-like scenes
+
+
+def synthetic_stage_args(stage: str, out_dir: str, budget: str = "default", seed: int = 0, **overrides):
+    """``(model_args, data_args, training_args)`` of one synthetic stage under a budget.
+
+    The stage reads ``<out_dir>/<previous stage>/final`` as its starting model (finetune, dpo).
+    """
+    if budget not in SYNTHETIC_BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {sorted(SYNTHETIC_BUDGETS)}")
+    fields = {**_COMMON, **SYNTHETIC_BUDGETS[budget][stage]}
+    fields["output_dir"] = os.path.join(out_dir, stage)
+    fields["synthetic_seed"] = 1000 * seed + STAGE_SEEDS[stage]
+    fields["seed"] = seed
+    prev = {"finetune": "pretrain", "dpo": "finetune"}.get(stage)
+    if prev is not None:
+        fields["model_name_or_path"] = os.path.join(out_dir, prev, "final")
+    fields.update(overrides)
+    return load_stage_config(stage, None, **fields)
+
+
+@dataclass
+class SyntheticReport:
+    """What ``run_synthetic_stages`` returns: per-stage results, the learning table, timings."""
+
+    out_dir: str
+    budget: str
+    results: dict = field(default_factory=dict)
+    table: list = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
+
+
+def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, stages=STAGES,
+                         evaluate: bool = True, progress: bool = True, overrides: dict | None = None
+                         ) -> SyntheticReport:
+    """Pretrain -> finetune -> DPO on the synthetic world, then (``evaluate``) the learning table.
+
+    ``overrides``: ``{stage: {field: value}}`` on top of the budget. Re-running with the same
+    ``out_dir`` resumes an interrupted stage from its last checkpoint. Returns a :class:`SyntheticReport`.
+    """
+    from tqdm.auto import tqdm
+
+    from .stages import run_stage
+
+    overrides = overrides or {}
+    report = SyntheticReport(out_dir=out_dir, budget=budget)
+    bar = tqdm(list(stages), desc="synthetic stages", unit="stage", disable=not progress)
+    for stage in bar:
+        bar.set_postfix_str(stage)
+        model_args, data_args, train_args = synthetic_stage_args(
+            stage, out_dir, budget, seed, disable_tqdm=not progress, **overrides.get(stage, {}))
+        t0 = time.time()
+        report.results[stage] = run_stage(stage, model_args, data_args, train_args)
+        report.seconds[stage] = round(time.time() - t0, 1)
+    if evaluate:
+        t0 = time.time()
+        report.table = learning_table(out_dir, budget=budget, seed=seed, stages=stages, progress=progress)
+        report.seconds["evaluation"] = round(time.time() - t0, 1)
+    return report
+
+
+def learning_table(out_dir: str, budget: str = "default", seed: int = 0, stages=STAGES, ks=(10, 100),
+                   test_scenes: int | None = None, progress: bool = True) -> list[dict]:
+    """Each trained stage and the random / class-prior baselines on the held-out test split.
+
+    One row per method: ``method``, and for each K: ``oracle_precision@K``, ``coverage@K``,
+    ``tpr@K``, ``fpr@K``.
+    """
+    from ..data.synthetic import splits
+    from ..evaluation import ClassPrior, RandomBoxes, evaluate
+    from ..modeling import LocationModel
+
+    models = {s: LocationModel.from_pretrained(os.path.join(out_dir, s, "final")).eval() for s in stages}
+    num_bins = next(iter(models.values())).config.num_bins if models else 32
+    n_test = test_scenes or SYNTHETIC_BUDGETS[budget]["test_scenes"]
+    test = splits.test_split(n_test, seed=1000 * seed + 7, num_bins=num_bins)
+    _, data_args, _ = synthetic_stage_args("finetune", out_dir, budget, seed)
+    train = splits.opa_like(data_args.synthetic_scenes, seed=data_args.synthetic_seed, num_bins=num_bins)
+    methods = {"random": RandomBoxes(num_bins=num_bins), "class prior": ClassPrior.fit(train),
+               **{_STAGE_NAMES[s]: m for s, m in models.items()}}
+    rows = []
+    for name, model in methods.items():
+        curve = evaluate(model, test, ks=ks, seed=seed, progress=progress, name=name, per_category=False)
+        row = {"method": name}
+        for k in ks:
+            p = curve.at(k)
+            row.update({f"oracle_precision@{k}": p.oracle_precision, f"coverage@{k}": p.coverage,
+                        f"tpr@{k}": p.tpr, f"fpr@{k}": p.fpr})
+        rows.append(row)
+    return rows
+
+
+_STAGE_NAMES = {"pretrain": "1. pretrain (PIPE-like)", "finetune": "2. + finetune (OPA-like positives)",
+                "dpo": "3. + DPO (OPA-like pairs)"}
+
+
+def format_learning_table(rows: list[dict], ks=(10, 100)) -> str:
+    """The learning table as Markdown."""
+    cols = ["method"] + [f"{m}@{k}" for k in (ks[-1],) for m in ("oracle_precision", "coverage")] + \
+        [f"{m}@{k}" for k in ks for m in ("tpr", "fpr")]
+    head = ["method", f"oracle precision (K={ks[-1]})", f"coverage (K={ks[-1]})"] + \
+        [f"{m} (K={k})" for k in ks for m in ("TPR", "FPR")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["method"]] + [f"{r[c]:.3f}" if isinstance(r.get(c), float) else "n/a" for c in cols[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+__all__ = ["SYNTHETIC_BUDGETS", "synthetic_stage_args", "run_synthetic_stages", "learning_table",
+           "format_learning_table", "SyntheticReport"]
+
