@@ -74,3 +74,17 @@ def test_baselines_on_a_real_format_opa_archive(tmp_path):
         assert set(curve.per_category) <= {"cow", "sheep", "airplane", "zebra"}
     # The prior is fitted on the same labels here, so it must hit some of them.
     assert Curve.from_json(tmp_path / "prior" / "curve.json").at(100).tpr > 0
+
+
+def test_a_saved_location_model_loads_through_from_pretrained(tmp_path):
+    import locinsert
+
+    ckpt = tmp_path / "tiny"
+    locinsert.LocationModel(locinsert.LocationModelConfig.preset("tiny")).save_pretrained(ckpt)
+    out = tmp_path / "model"
+    assert main(["eval", "--model", str(ckpt), "--out", str(out), "--dataset", "synthetic", "--num-scenes", "2",
+                 "-k", "2,4", "--batch-size", "3", "--no-progress"]) == 0
+    curve = Curve.from_json(out / "curve.json")
+    assert curve.name == "tiny" and curve.meta["model"] == str(ckpt)
+    assert curve.at(4).num_predictions == 4 * curve.meta["num_queries"] > 0
+    assert curve.at(4).oracle_precision is not None

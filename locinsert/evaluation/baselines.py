@@ -23,14 +23,22 @@ from ..boxes import DEFAULT_NUM_BINS, denormalize, normalize, tokens_to_boxes
 
 @dataclass
 class BaselineSamples:
-    """Samples of one image: ``boxes`` (N, 4) xyxy pixels, ``logprobs`` (N,), ``tokens`` (N, 4) or None."""
+    """Samples of one image, shaped like the model's ``BoxSamples`` (kept separate so that baselines
+    never import the model stack): ``boxes`` (N, 4) xyxy pixels, ``logprobs`` (N,), ``tokens``
+    (N, 4) or None, and the image size."""
 
     boxes: torch.Tensor
     logprobs: torch.Tensor
     tokens: torch.Tensor | None = None
+    width: int = 0
+    height: int = 0
 
     def __len__(self) -> int:
         return self.boxes.shape[0]
+
+    def best(self, k: int = 1) -> torch.Tensor:
+        """The k most likely boxes, (k, 4)."""
+        return self.boxes[self.logprobs.argsort(descending=True, stable=True)[:k]]
 
 
 def image_size(image) -> tuple[int, int]:
@@ -123,7 +131,7 @@ class RandomBoxes:
                 boxes, tokens = denormalize(raw, w, h), None
             else:
                 boxes, tokens = tokens_to_boxes(raw, w, h, self.num_bins), raw
-            out.append(BaselineSamples(boxes, torch.full((n,), base), tokens))
+            out.append(BaselineSamples(boxes, torch.full((n,), base), tokens, w, h))
         return out[0] if single else out
 
 
@@ -197,7 +205,7 @@ class ClassPrior:
             idx = torch.randint(0, len(pool), (n,), generator=generator)
             # Exact probability of a drawn box: how often it occurs in the pool (duplicates add up).
             same = (pool[idx][:, None, :] == pool[None, :, :]).all(-1).sum(1).float()
-            out.append(BaselineSamples(denormalize(pool[idx], w, h), torch.log(same / len(pool))))
+            out.append(BaselineSamples(denormalize(pool[idx], w, h), torch.log(same / len(pool)), None, w, h))
         return out[0] if single else out
 
 
