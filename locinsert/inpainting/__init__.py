@@ -1,0 +1,25 @@
+"""Inpainters: draw an object inside a box and leave every pixel outside it unchanged.
+
+All backends share ``inpaint(image, box, prompt, generator=None) -> PIL.Image`` (``base.Inpainter``):
+
+- ``GLIGENInpainter``: box-grounded SD inpainting (``StableDiffusionGLIGENPipeline``);
+- ``PowerPaintInpainter``: PowerPaint-v1 weights on the stock ``StableDiffusionInpaintPipeline``;
+- ``DiffusersInpainter``: any ``AutoPipelineForInpainting`` checkpoint, or ``FluxFillPipeline``;
+- ``CutoutCompositor``: pastes an RGBA cut-out (offline, no model).
+
+Heavy imports (torch, diffusers) happen only when a backend loads or runs.
+"""
+
+from .base import ContextCrop, DiffusionInpainter, Inpainter, box_mask, paste_inside, pixel_box
+from .cutout import CutoutCompositor, as_cutout
+from .diffusers_inpaint import DiffusersInpainter
+from .gligen import GLIGENInpainter
+from .powerpaint import PowerPaintInpainter
+
+#: ``--inpainter`` names of the command line.
+BACKENDS = {"gligen": GLIGENInpainter, "powerpaint": PowerPaintInpainter, "diffusers": DiffusersInpainter,
+            "cutout": CutoutCompositor}
+
+__all__ = ["Inpainter", "DiffusionInpainter", "ContextCrop", "GLIGENInpainter", "PowerPaintInpainter",
+           "DiffusersInpainter", "CutoutCompositor", "as_cutout", "paste_inside", "pixel_box", "box_mask",
+           "BACKENDS"]
