@@ -155,3 +155,20 @@ def test_bad_inputs_raise_clear_errors():
         tpr_fpr([E], [E], [E], count="boxes")
     with pytest.raises(TypeError, match="list"):
         tpr_fpr("boxes", [E], [E])
+
+
+def test_bench_runs_small_and_reports_consistent_figures(tmp_path, capsys):
+    import json
+
+    from locinsert.bench.evaluation import bench, main, make_problem
+
+    preds, pos, neg = make_problem(num_queries=30, k=20, labels_per_query=4, seed=1)
+    assert len(preds) == 30 and all(len(p) == 20 for p in preds)
+    assert all(1 <= len(p) + len(n) <= 7 for p, n in zip(pos, neg))
+    r = bench(num_queries=30, k=20, labels_per_query=4, loop_queries=0, repeats=1, ks=(10, 20))
+    assert r["num_predictions"] == 600 and r["ks"] == [10, 20] and r["loop_queries_measured"] == 30
+    assert r["speedup_single"] > 0 and r["tpr_at_k"] > 0  # jittered label copies must match something
+    assert main(["--", "--num-queries", "10", "-k", "10", "--loop-queries", "5", "--repeats", "1",
+                 "--json", str(tmp_path / "b.json")]) == 0
+    assert "batched" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b.json").read_text())["loop_queries_measured"] == 5
