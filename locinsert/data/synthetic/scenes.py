@@ -101,9 +101,18 @@ def _boxes(lst) -> np.ndarray:
     return np.asarray(lst, dtype=np.float64).reshape(-1, 4)
 
 
-def _jitter(rng: np.random.Generator, base, amount: int) -> tuple[int, int, int]:
-    c = np.clip(np.asarray(base) + rng.integers(-amount, amount + 1, size=3), 0, 255)
-    return tuple(int(v) for v in c)
+class _Uniforms:
+    """Uniforms drawn from the Generator in blocks: one numpy call per scene instead of dozens."""
+
+    def __init__(self, rng: np.random.Generator, block: int = 96):
+        self.rng, self.block = rng, block
+        self.buf, self.i = rng.random(block).tolist(), 0
+
+    def __call__(self, lo: float = 0.0, hi: float = 1.0) -> float:
+        if self.i == len(self.buf):
+            self.buf, self.i = self.rng.random(self.block).tolist(), 0
+        self.i += 1
+        return lo + (hi - lo) * self.buf[self.i - 1]
 
 
 def make_scene(rng: np.random.Generator | int, size: int = 64, scene_id: str = "") -> Scene:
@@ -115,17 +124,20 @@ def make_scene(rng: np.random.Generator | int, size: int = 64, scene_id: str = "
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
     S = int(size)
-    r = lambda v: float(np.round(v))  # noqa: E731  (integer pixel edges make rendering exact)
-    horizon = r(rng.uniform(*HORIZON_RANGE) * S)
+    u = _Uniforms(rng)
+    r = lambda v: float(round(v))  # noqa: E731  (integer pixel edges make rendering exact)
+    horizon = r(u(*HORIZON_RANGE) * S)
     depth = S - horizon
+    # plain-float perspective: this runs a dozen times per scene
+    scale = lambda y: MIN_SCALE + (1.0 - MIN_SCALE) * min(max((y - horizon) / depth, 0.0), 1.0)  # noqa: E731
 
     windows: list = []
-    for _ in range(int(rng.integers(1, 3))):
+    for _ in range(1 + int(u() < 0.5)):
         for _try in range(10):
-            wh = r(rng.uniform(*WINDOW_HEIGHT) * horizon)
-            ww = r(wh * rng.uniform(*WINDOW_ASPECT))
-            y1 = r(rng.uniform(0.1 * horizon, horizon - wh - 0.1 * horizon))
-            x1 = r(rng.uniform(1, S - ww - 1))
+            wh = r(u(*WINDOW_HEIGHT) * horizon)
+            ww = r(wh * u(*WINDOW_ASPECT))
+            y1 = r(u(0.1 * horizon, horizon - wh - 0.1 * horizon))
+            x1 = r(u(1, S - ww - 1))
             box = (x1, y1, x1 + ww, y1 + wh)
             # leave wall room for a painting: windows keep apart and take at most 60% of the width
             if not _overlaps(box, windows, gap=0.12 * S) and sum(w[2] - w[0] for w in windows) + ww <= 0.6 * S:
@@ -134,14 +146,13 @@ def make_scene(rng: np.random.Generator | int, size: int = 64, scene_id: str = "
 
     tables: list = []
     tops: list = []
-    for _ in range(int(rng.integers(1, 3))):
+    for _ in range(1 + int(u() < 0.5)):
         for _try in range(10):
-            yb = r(horizon + rng.uniform(*TABLE_DEPTH) * depth)
-            yb = min(yb, S)
-            sc = float(depth_scale(yb, horizon, S))
+            yb = min(r(horizon + u(*TABLE_DEPTH) * depth), S)
+            sc = scale(yb)
             th = r(TABLE_HEIGHT * S * sc)
-            tw = r(rng.uniform(*TABLE_WIDTH) * S * sc)
-            x1 = r(rng.uniform(0, S - tw))
+            tw = r(u(*TABLE_WIDTH) * S * sc)
+            x1 = r(u(0, S - tw))
             box = (x1, yb - th, x1 + tw, yb)
             if not _overlaps(box, tables, gap=2):
                 tables.append(box)
@@ -149,13 +160,11 @@ def make_scene(rng: np.random.Generator | int, size: int = 64, scene_id: str = "
                 break
 
     crates: list = []
-    for _ in range(int(rng.integers(0, 3))):
+    for _ in range(min(int(u() * 3), 2)):
         for _try in range(10):
-            yb = r(horizon + rng.uniform(0.1, 1.0) * depth)
-            yb = min(yb, S)
-            sc = float(depth_scale(yb, horizon, S))
-            side = r(rng.uniform(*CRATE_SIZE) * S * sc)
-            x1 = r(rng.uniform(0, S - side))
+            yb = min(r(horizon + u(0.1, 1.0) * depth), S)
+            side = r(u(*CRATE_SIZE) * S * scale(yb))
+            x1 = r(u(0, S - side))
             box = (x1, yb - side, x1 + side, yb)
             if not _overlaps(box, tables + crates, gap=1):
                 crates.append(box)
@@ -163,17 +172,19 @@ def make_scene(rng: np.random.Generator | int, size: int = 64, scene_id: str = "
 
     vases: list = []
     for t, d in zip(tables, tops):
-        if rng.random() < 0.6:
-            sc = float(depth_scale(t[3], horizon, S))
-            vh = r(VASE_HEIGHT * S * sc)
+        if u() < 0.6:
+            vh = r(VASE_HEIGHT * S * scale(t[3]))
             vw = max(2.0, r(vh * 0.55))
-            x1 = r(rng.uniform(t[0] + 1, t[2] - vw - 1))
+            x1 = r(u(t[0] + 1, t[2] - vw - 1))
             y2 = t[1] + r(d / 2)
             vases.append((x1, y2 - vh, x1 + vw, y2))
 
+    jitter = rng.integers(-14, 15, size=6)
+    clip = lambda c: tuple(int(min(max(v, 0), 255)) for v in c)  # noqa: E731
     return Scene(
         size=S, horizon=horizon,
-        wall_color=_jitter(rng, (206, 196, 178), 14), floor_color=_jitter(rng, (112, 84, 60), 12),
+        wall_color=clip(np.array((206, 196, 178)) + jitter[:3]),
+        floor_color=clip(np.array((112, 84, 60)) + (jitter[3:] * 12) // 14),
         windows=_boxes(windows), tables=_boxes(tables), table_tops=np.asarray(tops, dtype=np.float64),
         crates=_boxes(crates), vases=_boxes(vases), scene_id=scene_id)
 

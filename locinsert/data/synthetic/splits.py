@@ -105,14 +105,16 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def sample_positives(scene: Scene, cls: str, k: int, rng: np.random.Generator,
                      num_bins: int | None = 32, max_iou: float = 0.7, tries: int = 96) -> np.ndarray:
     """Up to ``k`` distinct plausible boxes (pairwise IoU <= ``max_iou``), (<=k, 4) xyxy pixels."""
-    cand = snap(propose(scene, cls, tries, rng), scene.size, num_bins)
-    cand = cand[plausible_np(scene, cls, cand)]
     chosen: list[np.ndarray] = []
-    for box in cand:
+    for n in (tries, 4 * tries):  # a crowded scene gets a second, larger round
+        cand = snap(propose(scene, cls, n, rng), scene.size, num_bins)
+        for box in cand[plausible_np(scene, cls, cand)]:
+            if len(chosen) == k:
+                break
+            if not chosen or _iou(box[None], np.stack(chosen)).max() <= max_iou:
+                chosen.append(box)
         if len(chosen) == k:
             break
-        if not chosen or _iou(box[None], np.stack(chosen)).max() <= max_iou:
-            chosen.append(box)
     return np.stack(chosen) if chosen else np.zeros((0, 4))
 
 
@@ -266,7 +268,8 @@ def _grouped(stream: str, num_scenes, seed, size, num_bins, classes, classes_per
 def opa_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: int | None = 32, classes=None,
              classes_per_scene: int = 2, positives: tuple[int, int] = (2, 4),
              negatives_per_type: int = 2) -> list[PlacementQuery]:
-    """OPA-like training data: per (scene, class), 2-4 positives and up to 2 hard negatives of each kind."""
+    """OPA-like training data: per (scene, class), 2-4 distinct positives (fewer in the rare scene without
+    room for them) and up to 2 hard negatives of each kind that can occur there."""
     return _grouped("opa", num_scenes, seed, size, num_bins, classes, classes_per_scene, positives,
                     negatives_per_type)
 
