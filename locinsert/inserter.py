@@ -1,0 +1,232 @@
+"""``ObjectInserter``: parse an instruction, sample where the object could go, pick a box, draw it.
+
+    inserter = ObjectInserter(model, CutoutCompositor(sprite))
+    out = inserter(image, "add a cup on the left, then a lamp on the right", generator=torch.Generator().manual_seed(0))
+    out.image, out.box, out.candidates.boxes, out.candidates.logprobs, out.steps
+
+Each object of a sequence sees the image edited by the previous ones and, by default, avoids the
+boxes already inserted. One ``torch.Generator`` drives sampling, selection and the inpainter, so a
+seeded generator reproduces the whole edit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from PIL import Image, ImageDraw
+
+from .boxes import as_boxes, box_iou
+from .images import load_image
+from .instructions import Instruction, parse_instructions
+from .regions import Region, as_region
+
+__all__ = ["ObjectInserter", "InsertionResult", "InsertionStep", "Candidates", "SELECTIONS", "select_box",
+           "distinct_boxes", "overlay"]
+
+SELECTIONS = ("logprob", "diverse", "random")
+
+
+@dataclass
+class Candidates:
+    """Sampled boxes (N, 4) xyxy pixels and their log-probabilities (N,), best first is *not* implied."""
+
+    boxes: torch.Tensor
+    logprobs: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    def to_dict(self) -> dict:
+        return {"boxes": [[round(float(v), 2) for v in b] for b in self.boxes],
+                "logprobs": [round(float(v), 4) for v in self.logprobs]}
+
+
+@dataclass
+class InsertionStep:
+    """One object of an instruction: what, where allowed, the candidates, the chosen box, the image after."""
+
+    object: str
+    region: Region | None
+    candidates: Candidates
+    index: int
+    image: Image.Image
+
+    @property
+    def box(self) -> torch.Tensor:
+        return self.candidates.boxes[self.index]
+
+    @property
+    def logprob(self) -> float:
+        return float(self.candidates.logprobs[self.index])
+
+
+@dataclass
+class InsertionResult:
+    """The edited image and one ``InsertionStep`` per object. ``box``/``candidates``/``object``/``region``
+    are those of the last (for a single object: the only) step."""
+
+    image: Image.Image
+    steps: list[InsertionStep] = field(default_factory=list)
+
+    @property
+    def box(self) -> torch.Tensor:
+        return self.steps[-1].box
+
+    @property
+    def boxes(self) -> torch.Tensor:
+        """(K, 4): the chosen box of every step, in order."""
+        return torch.stack([s.box for s in self.steps])
+
+    @property
+    def candidates(self) -> Candidates:
+        return self.steps[-1].candidates
+
+    @property
+    def object(self) -> str:
+        return self.steps[-1].object
+
+    @property
+    def region(self) -> Region | None:
+        return self.steps[-1].region
+
+
+def distinct_boxes(boxes: torch.Tensor, logprobs: torch.Tensor, iou_threshold: float = 0.5) -> torch.Tensor:
+    """Indices of the most likely box of each cluster, best first (greedy non-maximum suppression)."""
+    order = torch.argsort(logprobs, descending=True)
+    iou = box_iou(boxes, boxes)
+    keep: list[int] = []
+    for i in order.tolist():
+        if all(iou[i, j] <= iou_threshold for j in keep):
+            keep.append(i)
+    return torch.tensor(keep, dtype=torch.long)
+
+
+def select_box(boxes: torch.Tensor, logprobs: torch.Tensor, selection: str = "logprob", generator=None,
+               diverse_top: int = 4, iou_threshold: float = 0.5) -> int:
+    """Index of the chosen candidate.
+
+    - ``"logprob"``: the most likely box;
+    - ``"diverse"``: one of the ``diverse_top`` most likely *distinct* places (boxes overlapping a
+      better one by IoU > ``iou_threshold`` are dropped), drawn uniformly: different seeds give
+      visibly different, still likely, placements;
+    - ``"random"``: a uniform draw among the candidates, i.e. a plain sample from the model.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    n = int(boxes.shape[0])
+    if n == 0:
+        raise ValueError("no candidate boxes to choose from")
+    if selection == "logprob":
+        return int(torch.argmax(logprobs))
+    pool = torch.arange(n) if selection == "random" else distinct_boxes(boxes, logprobs, iou_threshold)[:diverse_top]
+    pick = torch.randint(len(pool), (1,), generator=generator).item()
+    return int(pool[pick])
+
+
+class ObjectInserter:
+    """Location model + inpainter = spatially aware object insertion.
+
+    ``model`` is anything with ``sample(image, cls, num_samples=, region=, temperature=, top_k=, top_p=,
+    min_size=, generator=)`` returning boxes and log-probs (a ``LocationModel``). ``inpainter`` is any
+    object with ``inpaint(image, box, prompt, generator=None)`` (``locinsert.inpainting``).
+    """
+
+    def __init__(self, model, inpainter, num_candidates: int = 16, selection: str = "logprob", *,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 min_size: float | None = None, avoid_previous: bool = True, diverse_top: int = 4):
+        if not hasattr(model, "sample"):
+            raise TypeError(f"model must have a sample() method (a LocationModel), got {type(model).__name__}")
+        if inpainter is not None and not hasattr(inpainter, "inpaint"):
+            raise TypeError(f"inpainter must have an inpaint(image, box, prompt, generator) method, "
+                            f"got {type(inpainter).__name__}")
+        if int(num_candidates) < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+        self.model, self.inpainter = model, inpainter
+        self.num_candidates, self.selection = int(num_candidates), selection
+        self.sample_kwargs = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_size=min_size)
+        self.avoid_previous, self.diverse_top = avoid_previous, diverse_top
+
+    def propose(self, image, obj: str, region=None, avoid=None, generator=None,
+                num_candidates: int | None = None) -> Candidates:
+        """Sample candidate boxes for ``obj`` in ``image`` under ``region`` (and away from ``avoid`` boxes)."""
+        img = load_image(image)
+        region = as_region(region)
+        if avoid is not None and len(avoid):
+            region = (region or Region(None)).with_avoid(as_boxes(avoid, "avoid boxes"))
+        s = self.model.sample(img, obj, num_samples=num_candidates or self.num_candidates, region=region,
+                              generator=generator, **self.sample_kwargs)
+        return Candidates(torch.as_tensor(s.boxes, dtype=torch.float32).reshape(-1, 4),
+                          torch.as_tensor(s.logprobs, dtype=torch.float32).reshape(-1))
+
+    def __call__(self, image, instruction: str | Instruction | Sequence[str | Instruction], generator=None, *,
+                 region=None, avoid=None) -> InsertionResult:
+        """Carry out ``instruction`` ("add a cup on the left, then a lamp") on ``image``.
+
+        ``region`` (a ``Region``, box, mask or phrase) replaces the instruction's own location for
+        every object; ``avoid`` boxes are kept free in every step.
+        """
+        if self.inpainter is None:
+            raise ValueError("this ObjectInserter has no inpainter; use propose() or pass one")
+        img = load_image(image)
+        steps: list[InsertionStep] = []
+        avoid = as_boxes(avoid, "avoid boxes") if avoid is not None and len(avoid) else torch.zeros(0, 4)
+        override = as_region(region)
+        for ins in _instructions(instruction):
+            where = override or ins.region
+            keep_free = torch.cat([avoid] + [s.box[None] for s in steps]) if self.avoid_previous else avoid
+            cands = self.propose(img, ins.object, where, keep_free, generator)
+            index = select_box(cands.boxes, cands.logprobs, self.selection, generator, self.diverse_top)
+            img = self.inpainter.inpaint(img, [float(v) for v in cands.boxes[index]], ins.object, generator=generator)
+            steps.append(InsertionStep(ins.object, where, cands, index, img))
+        return InsertionResult(img, steps)
+
+
+def _instructions(instruction) -> list[Instruction]:
+    if isinstance(instruction, Instruction):
+        return [instruction]
+    if isinstance(instruction, str):
+        return parse_instructions(instruction)
+    if isinstance(instruction, (list, tuple)) and instruction:
+        out: list[Instruction] = []
+        for item in instruction:
+            out.extend(_instructions(item))
+        return out
+    raise TypeError(f"instruction must be a str, an Instruction or a list of them, got {type(instruction).__name__}")
+
+
+def overlay(image, candidates=None, chosen=None, *, logprobs=None, region=None, width: int | None = None,
+            labels: Sequence[str] | None = None) -> Image.Image:
+    """Draw candidate boxes (thin, brighter = more likely), the chosen box(es) (thick red) and the region.
+
+    ``candidates`` may be a ``Candidates`` (its log-probs shade the boxes) or (N, 4) boxes;
+    ``chosen`` one box or (K, 4) boxes; ``region`` a ``Region`` drawn as a dashed-looking outline.
+    """
+    img = load_image(image).copy()
+    W, H = img.size
+    lw = width or max(1, round(min(W, H) / 160))
+    draw = ImageDraw.Draw(img, "RGBA")
+    if region is not None:
+        x1, y1, x2, y2 = as_region(region).resolve(W, H).bounds()
+        draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=(255, 255, 255, 200), width=lw)
+    if candidates is not None:
+        if isinstance(candidates, Candidates):
+            boxes, lps = candidates.boxes, candidates.logprobs
+        else:
+            boxes, lps = as_boxes(candidates, "candidates"), logprobs
+        shade = torch.ones(len(boxes))
+        if lps is not None and len(boxes) > 1:
+            lps = torch.as_tensor(lps, dtype=torch.float32)
+            shade = (lps - lps.min()) / (lps.max() - lps.min()).clamp(min=1e-6)
+        for b, s in zip(boxes.tolist(), shade.tolist()):
+            draw.rectangle(b, outline=(255, 220, 0, int(80 + 175 * s)), width=max(1, lw // 2))
+    if chosen is not None:
+        chosen_boxes = as_boxes(chosen, "chosen box")
+        for i, b in enumerate(chosen_boxes.tolist()):
+            draw.rectangle(b, outline=(230, 30, 30, 255), width=lw * 2)
+            if labels is not None and i < len(labels):
+                draw.text((b[0] + 2 * lw, b[1] + 2 * lw), labels[i], fill=(230, 30, 30, 255))
+    return img
