@@ -1,0 +1,108 @@
+"""Edit metrics: was the background kept, and does the box show the object?
+
+- ``background_ssim(original, edited, box)``: scikit-image's full SSIM map, averaged over the area
+  outside the box, minus a margin of ``win_size // 2`` around the box and the image border so that
+  no SSIM window touches the box (or the padding). 1.0 means the background is untouched; an
+  inpainter that keeps pixels outside the box byte-identical scores 1 up to float error.
+- ``foreground_clip_score(image, box, text)``: cosine similarity of CLIP embeddings of the box crop
+  and ``"a photo of a {text}"``, in [-1, 1] (torchmetrics' CLIPScore is ``max(100 * cos, 0)``).
+  It uses transformers' ``CLIPModel`` forward outputs (``image_embeds`` / ``text_embeds``, already
+  L2-normalised), which behave the same on transformers 4 and 5.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from PIL import Image
+
+from .images import load_image
+from .inpainting.base import check_box, pixel_box
+
+__all__ = ["background_ssim", "foreground_clip_score", "CLIPScorer", "DEFAULT_CLIP"]
+
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+TEMPLATE = "a photo of a {}"
+
+
+def background_ssim(original, edited, box, win_size: int = 7) -> float:
+    """Mean SSIM outside ``box`` (xyxy pixels); ``ValueError`` if no background is left to measure."""
+    from skimage.metrics import structural_similarity
+
+    a, b = load_image(original, "original"), load_image(edited, "edited")
+    if a.size != b.size:
+        raise ValueError(f"original is {a.width}x{a.height} but edited is {b.width}x{b.height}")
+    if win_size < 3 or win_size % 2 == 0:
+        raise ValueError(f"win_size must be an odd number >= 3, got {win_size}")
+    W, H = a.size
+    if min(W, H) < win_size:
+        raise ValueError(f"image {W}x{H} is smaller than the SSIM window ({win_size})")
+    _, ssim_map = structural_similarity(np.asarray(a), np.asarray(b), channel_axis=-1, data_range=255,
+                                        win_size=win_size, full=True)
+    r = win_size // 2
+    x1, y1, x2, y2 = pixel_box(check_box(box, W, H), W, H)
+    keep = np.zeros((H, W), bool)
+    keep[r:H - r, r:W - r] = True
+    keep[max(0, y1 - r):y2 + r, max(0, x1 - r):x2 + r] = False
+    if not keep.any():
+        raise ValueError(f"box {[x1, y1, x2, y2]} leaves no background farther than {r} px from it "
+                         f"in the {W}x{H} image")
+    return float(ssim_map.mean(axis=-1)[keep].mean())
+
+
+class CLIPScorer:
+    """CLIP similarity of image crops and texts with a transformers ``CLIPModel`` + ``CLIPProcessor``."""
+
+    def __init__(self, model, processor, template: str = TEMPLATE):
+        self.model, self.processor, self.template = model.eval(), processor, template
+
+    @classmethod
+    def from_pretrained(cls, model_id: str = DEFAULT_CLIP, *, device=None, dtype=None, **kwargs) -> "CLIPScorer":
+        from transformers import CLIPModel, CLIPProcessor
+
+        model = CLIPModel.from_pretrained(model_id, **({"dtype": dtype} if dtype is not None else {}))
+        if device is not None:
+            model = model.to(device)
+        return cls(model, CLIPProcessor.from_pretrained(model_id), **kwargs)
+
+    def similarity(self, images: list[Image.Image], texts: list[str]):
+        """(len(images), len(texts)) cosine similarities."""
+        import torch
+
+        inputs = self.processor(text=[self.template.format(t) for t in texts], images=images, return_tensors="pt",
+                                padding=True, truncation=True)
+        device = next(self.model.parameters()).device
+        with torch.no_grad():
+            out = self.model(**{k: v.to(device) for k, v in inputs.items()})
+        return (out.image_embeds.float() @ out.text_embeds.float().T).cpu()
+
+    def __call__(self, image, box, text: str) -> float:
+        """Cosine similarity of the crop of ``box`` and ``text``."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text is empty: name the object the box should show")
+        img = load_image(image)
+        crop = img.crop(pixel_box(check_box(box, *img.size), *img.size))
+        return float(self.similarity([crop], [text.strip()])[0, 0])
+
+
+@functools.lru_cache(maxsize=2)
+def _scorer(model_id: str) -> CLIPScorer:
+    return CLIPScorer.from_pretrained(model_id)
+
+
+def foreground_clip_score(image, box, text: str, model=None, processor=None) -> float:
+    """CLIP cosine similarity of the box crop and ``"a photo of a {text}"``.
+
+    ``model`` may be a ``CLIPModel`` (then ``processor`` is required), a ``CLIPScorer``, a model id
+    or path, or ``None`` for ``openai/clip-vit-base-patch32`` (needs the hub or a warm cache).
+    """
+    if isinstance(model, CLIPScorer):
+        scorer = model
+    elif model is None or isinstance(model, str):
+        scorer = _scorer(model or DEFAULT_CLIP)
+    else:
+        if processor is None:
+            raise ValueError("pass the CLIPProcessor that goes with the CLIPModel (processor=...)")
+        scorer = CLIPScorer(model, processor)
+    return scorer(image, box, text)
