@@ -439,6 +439,31 @@ class LocationModel(PreTrainedModel):
 
     # -- save / load -----------------------------------------------------------------------------
 
+    def save_pretrained(self, save_directory, state_dict: dict | None = None, is_main_process: bool = True,
+                        **kwargs) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (one file, atomically, no pickle).
+
+        The state dict is written with the module names as they are in memory: transformers'
+        own ``save_pretrained`` would rename the keys of nested models (e.g. ``ViTModel``) to
+        their legacy checkpoint layout, which ``from_pretrained`` here does not need.
+        Extra keywords that ``Trainer`` passes (``safe_serialization``, ``max_shard_size``...)
+        are accepted and ignored; ``push_to_hub`` is not supported.
+        """
+        from safetensors.torch import save_file
+
+        if kwargs.get("push_to_hub"):
+            raise ValueError("push_to_hub is not supported; upload the saved folder with huggingface_hub")
+        if not is_main_process:
+            return
+        os.makedirs(save_directory, exist_ok=True)
+        state = self.state_dict() if state_dict is None else state_dict
+        state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+        tmp = os.path.join(save_directory, "model.safetensors.tmp")
+        save_file(state, tmp, metadata={"format": "pt"})
+        os.replace(tmp, os.path.join(save_directory, "model.safetensors"))
+        self.config.architectures = [type(self).__name__]
+        self.config.save_pretrained(save_directory)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
         """Load a saved model (a folder or a hub id) from safetensors.

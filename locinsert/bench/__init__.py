@@ -1,0 +1,1 @@
+"""Speed benchmarks behind `locinsert bench`: sampling (here), training and evaluation."""

@@ -1,0 +1,73 @@
+"""Speed benchmarks, each measured in one run on this machine.
+
+subcommands:
+  sampling    100 box samples for one image with the "base" shapes (random weights, offline):
+              generate() with the prefix repeated per sample, a KV cache copied per sample,
+              our shared-prefix decoding, and the arithmetic floor (FLOPs / measured GEMM rate)
+  training    training samples/s with and without cached encoder features (locinsert.bench.training)
+  evaluation  evaluation throughput (locinsert.bench.evaluation)
+
+examples:
+  locinsert bench sampling
+  locinsert bench sampling --preset tiny --num-samples 50 --skip-generate --json bench.json
+  locinsert bench training --help
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", metavar="<benchmark>")
+    s = sub.add_parser("sampling", help="box sampling: generate() vs copied cache vs shared prefix vs floor")
+    s.add_argument("--preset", default="base", help="model preset, random weights (default: base)")
+    s.add_argument("--num-samples", type=int, default=100, help="boxes per image (default: 100)")
+    s.add_argument("--repeats", type=int, default=3, help="timed runs per fast approach; best is kept (default: 3)")
+    s.add_argument("--skip-generate", action="store_true", help="skip the slow generate() baseline")
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    s.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    for name, text in (("training", "training samples/s (locinsert.bench.training)"),
+                       ("evaluation", "evaluation throughput (locinsert.bench.evaluation)")):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to that benchmark")
+
+
+def _delegate(name: str, argv: list[str]) -> int:
+    import importlib
+
+    try:
+        module = importlib.import_module(f"locinsert.bench.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"locinsert.bench.{name}":
+            raise
+        print(f"locinsert bench {name}: not available (locinsert.bench.{name} is not installed in this version)")
+        return 1
+    if not hasattr(module, "main"):
+        print(f"locinsert bench {name}: locinsert.bench.{name} has no main(argv) entry point")
+        return 1
+    return int(module.main(argv) or 0)
+
+
+def run(args) -> int:
+    if args.bench in ("training", "evaluation"):
+        return _delegate(args.bench, list(args.rest))
+    if args.bench != "sampling":
+        print("choose a benchmark: sampling, training or evaluation (see locinsert bench --help)")
+        return 1
+    import json
+
+    import torch
+
+    from locinsert.bench.sampling import format_results, run_sampling_bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.num_samples < 1 or args.repeats < 1:
+        raise ValueError("--num-samples and --repeats must be at least 1")
+    results = run_sampling_bench(args.preset, args.num_samples, args.repeats, args.skip_generate)
+    print(format_results(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
