@@ -162,9 +162,26 @@ def check_stage(stage: str) -> str:
     return stage
 
 
+def use_cpu_for_multiprocess_without_gpu() -> bool:
+    """Under ``torchrun`` on a machine without GPUs, make the Trainer use CPU DDP (gloo).
+
+    Otherwise transformers' device setup does not join the launched processes and every process
+    trains alone on the whole data. Sets ``ACCELERATE_USE_CPU`` (what ``accelerate launch --cpu``
+    sets); returns True when it did.
+    """
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        if "ACCELERATE_USE_CPU" not in os.environ:
+            os.environ["ACCELERATE_USE_CPU"] = "true"
+            return True
+    return False
+
+
 def parse_stage_args(stage: str, argv: Sequence[str] | None = None
                      ) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """Parse ``[--config file.yaml] [--field value ...]`` for ``stage`` into the three argument objects."""
+    use_cpu_for_multiprocess_without_gpu()
     parser = TrlParser((ModelArguments, DataArguments, training_arguments_class(stage)))
     argv = list(argv) if argv is not None else None
     if argv is not None and "--config" in argv:

@@ -231,6 +231,11 @@ def run_stage(stage: str, model_args: ModelArguments, data_args: DataArguments, 
     """Train one stage end to end; see the module docstring. ``model`` / ``train_dataset`` override the
     ones the arguments describe (for callers that already hold them)."""
     check_stage(stage)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.world_size != launched:
+        raise ValueError(f"{launched} processes were launched but the Trainer sees world_size="
+                         f"{training_args.world_size}: each would train alone. Without GPUs set use_cpu: true "
+                         "(or launch with `accelerate launch --cpu`)")
     t0 = time.time()
     set_seed(training_args.seed)
     if model is None:
