@@ -74,6 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="overlay the paper's OPA curves (arXiv 2410.13564 Fig. 6): 'main' (with/without DPO, "
                         "random; default when given) or 'all'")
     o.add_argument("--title", default=None, help="plot title")
+    o.add_argument("--plot", default=None, metavar="PNG", help="also write the figure to this path")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -155,7 +156,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     curve.to_json(out / "curve.json")
     _write_per_category(curve, out / "per_category.csv")
-    save_figure([curve, *compare], out / "curves.png", paper=args.paper, title=args.title)
+    written = [out / "curve.json", out / "per_category.csv",
+               save_figure([curve, *compare], out / "curves.png", paper=args.paper, title=args.title)]
+    if args.plot:
+        written.append(save_figure([curve, *compare], args.plot, paper=args.paper, title=args.title))
     print(curve.table())
-    print(f"wrote {out / 'curve.json'}, {out / 'per_category.csv'}, {out / 'curves.png'}")
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
