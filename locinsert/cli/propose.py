@@ -1,0 +1,127 @@
+"""Sample plausible boxes for an object in an image; write them as JSON and as an overlay PNG.
+
+The location model draws -n boxes from p(box | image, object), optionally only where --where
+allows ("left", "top right", "near the bottom", "center", ...). Writes into --out:
+<image>_proposals.json (boxes in xyxy pixels, log-probabilities, image size, region) and
+<image>_proposals.png (the boxes drawn on the image, brighter = more likely, best in red).
+
+--model is a trained LocationModel checkpoint (a folder written by `locinsert train`, or a hub
+id). 'tiny' and 'synthetic' build an UNTRAINED random model of that preset instead: the command
+then runs offline, but its boxes are random.
+
+examples:
+  locinsert propose room.jpg --object dog --model runs/finetune
+  locinsert propose room.jpg --object "red mug" --where "top left" -n 20 --model runs/dpo --out props
+  locinsert propose room.jpg --object cup --model tiny        # offline smoke test, random boxes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+#: --model names that build a random (untrained) model of a preset.
+RANDOM_PRESETS = ("tiny", "synthetic")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by `propose` and `insert`."""
+    g = p.add_argument_group("location model")
+    g.add_argument("--model", default=None,
+                   help="trained LocationModel checkpoint (folder or hub id); 'tiny' or 'synthetic' = an "
+                        "untrained random model of that preset (offline; its boxes are random)")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    g.add_argument("--top-k", type=int, default=None, help="sample only among the k likeliest tokens per step")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    g.add_argument("--min-size", type=float, default=None, help="smallest box width and height in pixels")
+    g.add_argument("--seed", type=int, default=0, help="seed: same seed, same boxes (default: 0)")
+    g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="the image (any format PIL reads)")
+    p.add_argument("--object", required=True, help="what to place, e.g. 'dog' or 'red mug'")
+    p.add_argument("--where", default=None,
+                   help="positional constraint: left, right, top, bottom, 'top left' (any corner), center, "
+                        "'near the top', ... (the box centre must lie there)")
+    p.add_argument("-n", "--num-samples", type=int, default=10, help="boxes to sample (default: 10)")
+    add_model_arguments(p)
+    p.add_argument("--out", default="locinsert-propose", help="output folder (default: %(default)s)")
+
+
+def load_location_model(spec: str | None, device: str = "cpu", seed: int = 0):
+    """A ``LocationModel`` from a checkpoint folder / hub id, or a random one for 'tiny' / 'synthetic'."""
+    import torch
+
+    from ..modeling import LocationModel, LocationModelConfig
+
+    if not spec:
+        raise ValueError("--model is required: a trained LocationModel checkpoint (folder or hub id), or "
+                         f"{' / '.join(RANDOM_PRESETS)} for an untrained random model (offline; random boxes)")
+    if spec in RANDOM_PRESETS and not os.path.exists(spec):
+        print(f"warning: --model {spec}: an UNTRAINED random model; its boxes carry no meaning",
+              file=sys.stderr)
+        torch.manual_seed(seed)
+        model = LocationModel(LocationModelConfig.preset(spec, pretrained=False))
+    else:
+        path = os.path.expanduser(spec)
+        if os.path.isfile(path):
+            raise ValueError(f"--model {spec} is a file; give the checkpoint folder (with config.json)")
+        if not os.path.isdir(path) and (spec.startswith((".", "/", "~")) or spec.count("/") > 1):
+            raise ValueError(f"--model: checkpoint folder not found: {spec}")
+        try:
+            model = LocationModel.from_pretrained(path if os.path.isdir(path) else spec)
+        except OSError as e:   # neither a local folder nor reachable on the hub
+            raise ValueError(f"--model {spec}: not a checkpoint folder, and loading it as a hub id failed ({e})") from e
+    return model.to(device).eval()
+
+
+def sample_kwargs(args) -> dict:
+    return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_size=args.min_size)
+
+
+def region_json(region, width: int, height: int) -> dict | None:
+    if region is None:
+        return None
+    r = region.resolve(width, height)
+    return {"phrase": region.name, "mode": region.mode, "rect": [round(v, 2) for v in r.bounds()],
+            "avoid": r.avoid.tolist()}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..images import load_image
+    from ..inserter import Candidates, overlay
+    from ..regions import Region
+
+    if args.num_samples < 1:
+        raise ValueError(f"-n must be at least 1, got {args.num_samples}")
+    if not args.object.strip():
+        raise ValueError("--object is empty: say what to place")
+    image = load_image(args.image)
+    region = Region.parse(args.where) if args.where else None
+    if region is not None:
+        region.resolve(*image.size)   # an impossible region fails here, before loading the model
+    model = load_location_model(args.model, args.device, args.seed)
+    s = model.sample(image, args.object.strip(), num_samples=args.num_samples, region=region,
+                     generator=torch.Generator().manual_seed(args.seed), **sample_kwargs(args))
+    cands = Candidates(s.boxes.float().cpu(), s.logprobs.float().cpu())
+    order = torch.argsort(cands.logprobs, descending=True)
+    cands = Candidates(cands.boxes[order], cands.logprobs[order])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image).stem
+    record = {"image": str(args.image), "width": image.width, "height": image.height, "object": args.object.strip(),
+              "region": region_json(region, *image.size), "model": args.model,
+              "untrained": args.model in RANDOM_PRESETS and not os.path.exists(args.model),
+              "box_format": "xyxy pixels", **cands.to_dict()}
+    (out / f"{stem}_proposals.json").write_text(json.dumps(record, indent=2))
+    overlay(image, cands, chosen=cands.boxes[0], region=region).save(out / f"{stem}_proposals.png")
+    print(f"{len(cands)} boxes for {args.object!r} -> {out / f'{stem}_proposals.json'}, {out / f'{stem}_proposals.png'}")
+    for b, lp in zip(cands.boxes[:5].tolist(), cands.logprobs[:5].tolist()):
+        print(f"  [{b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f}]  log p = {lp:.2f}")
+    return 0
