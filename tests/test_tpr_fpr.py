@@ -140,6 +140,9 @@ def test_per_query_selection():
     assert m.counts(queries=torch.tensor([True, False])).tpr == 1.0
     assert m.counts(queries=[1]).tpr == 0.0
     assert m.counts(k=0).num_predictions == 0
+    assert m.counts(queries=[]).num_queries == 0
+    # One (queries, N, 4) tensor works as well as a list.
+    assert tpr_fpr(torch.stack(preds), pos, [E, E]).matched_positives == 1
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -110,7 +110,9 @@ def _as_box_list(x, name: str) -> list[torch.Tensor]:
     if isinstance(x, torch.Tensor):
         if x.ndim != 3 or x.shape[-1] != 4:
             raise ValueError(f"{name} as one tensor must have shape (queries, N, 4), got {tuple(x.shape)}")
-        return list(x.float().unbind(0))
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return list(x.detach().float().cpu().unbind(0))
     if not isinstance(x, (list, tuple)):
         raise TypeError(f"{name} must be a list with one (N, 4) box tensor per query, got {type(x).__name__}")
     out = []
@@ -183,6 +185,8 @@ class Matches:
         first_hit, label_kind, pred_kind = self.first_hit, self.label_kind, self.pred_kind
         if queries is not None:
             sel = torch.as_tensor(queries)
+            if sel.dtype != torch.bool:
+                sel = sel.long()  # indices (an empty list would otherwise be float)
             first_hit, label_kind, pred_kind = first_hit[sel], label_kind[sel], pred_kind[sel]
         if k is not None:
             if int(k) < 0:
