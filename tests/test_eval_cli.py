@@ -88,3 +88,24 @@ def test_a_saved_location_model_loads_through_from_pretrained(tmp_path):
     assert curve.name == "tiny" and curve.meta["model"] == str(ckpt)
     assert curve.at(4).num_predictions == 4 * curve.meta["num_queries"] > 0
     assert curve.at(4).oracle_precision is not None
+
+
+def test_fopa_pair_labels_with_an_image_root(tmp_path, capsys):
+    from helpers_data import OPA_LABELS, OPA_TEST_FOREGROUNDS, build_opa_archive
+
+    root = tmp_path / "opa"
+    build_opa_archive(root, split="test", malformed=False)
+    cats = tmp_path / "categories.json"
+    cats.write_text(json.dumps(OPA_TEST_FOREGROUNDS))
+    pairs = str(OPA_LABELS / "test_data_pair.csv")
+    out = tmp_path / "pairs"
+    assert main(["eval", "--model", "random", "--dataset", pairs, "--images", str(root), "--categories", str(cats),
+                 "--out", str(out), "-k", "50", "--no-progress"]) == 0
+    curve = Curve.from_json(out / "curve.json")
+    assert set(curve.per_category) == {"cow", "sheep", "airplane", "zebra"}
+    assert curve.at(50).num_predictions == 50 * curve.meta["num_queries"]
+    assert "missing_image" in capsys.readouterr().out  # the reader's skip report is shown
+    # Labels alone: no image sizes, so even a baseline cannot place boxes; one clear error.
+    assert main(["eval", "--model", "random", "--dataset", pairs, "--out", str(out), "--no-progress",
+                 "--max-queries", "3"]) == 2
+    assert "image" in capsys.readouterr().err
