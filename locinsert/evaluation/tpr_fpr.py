@@ -124,20 +124,21 @@ def _as_box_list(x, name: str) -> list[torch.Tensor]:
             t = t[None]
         if t.ndim != 2 or t.shape[-1] != 4:
             raise ValueError(f"{name}[{i}] must have shape (N, 4) (xyxy), got {tuple(t.shape)}")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{name}[{i}] contains NaN or infinite values")
         out.append(t)
+    # One finiteness check for all queries; look for the culprit only when it fails.
+    if out and not torch.isfinite(torch.cat(out)).all():
+        i = next(i for i, t in enumerate(out) if not torch.isfinite(t).all())
+        raise ValueError(f"{name}[{i}] contains NaN or infinite values")
     return out
 
 
 def _pad(boxes: list[torch.Tensor], width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack (N_i, 4) into (Qn, width, 4) with a (Qn, width) validity mask."""
+    lengths = torch.tensor([min(len(b), width) for b in boxes])
+    valid = torch.arange(width)[None, :] < lengths[:, None]
     out = torch.zeros(len(boxes), width, 4)
-    valid = torch.zeros(len(boxes), width, dtype=torch.bool)
-    for i, b in enumerate(boxes):
-        n = min(len(b), width)
-        out[i, :n] = b[:n]
-        valid[i, :n] = True
+    if valid.any():
+        out[valid] = torch.cat([b[:width] for b in boxes])  # row-major order of valid matches the cat
     return out, valid
 
 
