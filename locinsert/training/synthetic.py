@@ -47,10 +47,11 @@ _COMMON = dict(dataset="synthetic", preset="synthetic", logging_steps=10, save_s
 STAGE_SEEDS = {"pretrain": 0, "finetune": 1, "dpo": 1}  # finetune and dpo share the OPA-like scenes
 
 
-def synthetic_stage_args(stage: str, out_dir: str, budget: str = "default", seed: int = 0, **overrides):
-    """``(model_args, data_args, training_args)`` of one synthetic stage under a budget.
+def synthetic_stage_fields(stage: str, out_dir: str, budget: str = "default", seed: int = 0, **overrides) -> dict:
+    """The config fields (a flat mapping, as in a YAML config) of one synthetic stage under a budget.
 
     The stage reads ``<out_dir>/<previous stage>/final`` as its starting model (finetune, dpo).
+    ``training/configs/synthetic_*.yaml`` are these fields for the default budget.
     """
     if budget not in SYNTHETIC_BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {sorted(SYNTHETIC_BUDGETS)}")
@@ -62,7 +63,22 @@ def synthetic_stage_args(stage: str, out_dir: str, budget: str = "default", seed
     if prev is not None:
         fields["model_name_or_path"] = os.path.join(out_dir, prev, "final")
     fields.update(overrides)
-    return load_stage_config(stage, None, **fields)
+    return fields
+
+
+def synthetic_stage_args(stage: str, out_dir: str, budget: str = "default", seed: int = 0, **overrides):
+    """``(model_args, data_args, training_args)`` of one synthetic stage under a budget."""
+    return load_stage_config(stage, None, **synthetic_stage_fields(stage, out_dir, budget, seed, **overrides))
+
+
+def synthetic_config_yaml(stage: str, budget: str = "default", out_dir: str = "runs/synthetic") -> str:
+    """The YAML config of one synthetic stage (what ``training/configs/synthetic_<stage>.yaml`` holds)."""
+    import yaml
+
+    head = (f"# Synthetic world, stage '{stage}', budget '{budget}' (written by "
+            f"locinsert.training.synthetic.synthetic_config_yaml).\n"
+            f"#   locinsert train {stage} --config training/configs/synthetic_{stage}.yaml\n")
+    return head + yaml.safe_dump(synthetic_stage_fields(stage, out_dir, budget), sort_keys=False)
 
 
 @dataclass
