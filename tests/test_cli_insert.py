@@ -95,6 +95,8 @@ def test_insert_with_a_diffusers_pipeline_folder(image_path, tmp_path):
     (["add a unicorn", "--model", "tiny"], "no built-in sprite"),
     (["add a cup"], "--model is required"),
     (["add a cup", "--model", "./no/such/folder"], "not found"),
+    (["add a cup", "--model", "tiny", "--inpainter", "gligen", "--inpainter-model", "./no/such/gligen"],
+     "no/such/gligen"),
 ])
 def test_insert_bad_inputs_fail_with_one_clear_line(image_path, tmp_path, capsys, argv_tail, message):
     argv = ["insert", image_path] + [disc_png(tmp_path, "RGB") if a == "RGB" else a for a in argv_tail]

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers_diffusers import tiny_clip_tokenizer, tiny_flux_fill, tiny_gligen, tiny_sd_inpaint, tiny_text_encoder, tiny_unet
+from helpers_diffusers import tiny_flux_fill, tiny_gligen, tiny_sd_inpaint, tiny_text_encoder, tiny_unet
 from locinsert.inpainting import (CutoutCompositor, DiffusersInpainter, GLIGENInpainter, PowerPaintInpainter,
-                                  box_mask, pixel_box)
+                                  box_mask)
 from locinsert.inpainting.powerpaint import V1_NEGATIVE, task_token_text
 
 CASES = [

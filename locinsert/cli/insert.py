@@ -82,7 +82,11 @@ def build_inpainter(args, objects: list[str]):
     load = dict(dtype=args.dtype, device=args.device, **kwargs)
     if args.inpainter == "powerpaint" and args.powerpaint_base:
         load["base"] = args.powerpaint_base
-    return cls.from_pretrained(args.inpainter_model, **load) if args.inpainter_model else cls.from_pretrained(**load)
+    try:
+        return cls.from_pretrained(args.inpainter_model, **load) if args.inpainter_model else cls.from_pretrained(**load)
+    except OSError as e:   # weights neither in a local folder nor reachable / cached from the hub
+        raise ValueError(f"cannot load the {args.inpainter} weights "
+                         f"{args.inpainter_model or '(default)'}: {e}; offline, pass --inpainter-model FOLDER") from e
 
 
 def run(args: argparse.Namespace) -> int:
