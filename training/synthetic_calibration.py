@@ -24,6 +24,22 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _figure(args) -> None:
+    """Eight OPA-like queries, every class first, with positives (green) and negatives (red)."""
+    from locinsert.data import synthetic
+
+    queries = synthetic.opa_like(12, seed=args.seed + 1, size=args.size, num_bins=args.num_bins)
+    picked, seen = [], set()
+    for q in queries:
+        if q.category not in seen:
+            picked.append(q)
+            seen.add(q.category)
+    ids = {q.query_id for q in picked}
+    picked += [q for q in queries if q.query_id not in ids][: 8 - len(picked)]
+    synthetic.plot_scenes(picked, ncols=4, path=args.figure)
+    print(f"\nfigure: {args.figure}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0, help="seed of every split (default 0)")
@@ -34,8 +50,14 @@ def main(argv=None) -> int:
     p.add_argument("--test-scenes", type=int, default=300, help="held-out test scenes (default 300)")
     p.add_argument("--timing-scenes", type=int, default=10_000, help="scenes for the speed figures (default 10000)")
     p.add_argument("--figure", default=None, help="also write the sample-scenes figure to this PNG path")
+    p.add_argument("--figure-only", action="store_true", help="only write --figure, skip the figures' tables")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    if args.figure_only:
+        if not args.figure:
+            p.error("--figure-only needs --figure PATH")
+        _figure(args)
+        return 0
 
     from locinsert.data import synthetic
     from locinsert.data.synthetic.calibration import calibrate, timings
@@ -72,15 +94,7 @@ def main(argv=None) -> int:
         for k, v in r["negatives"].items()]))
 
     if args.figure:
-        queries = synthetic.opa_like(12, seed=args.seed + 1, size=args.size, num_bins=args.num_bins)
-        picked, seen = [], set()
-        for q in queries:  # one query per class first, so the figure shows every rule
-            if q.category not in seen:
-                picked.append(q)
-                seen.add(q.category)
-        picked += [q for q in queries if q not in picked][: 8 - len(picked)]
-        synthetic.plot_scenes(picked, ncols=4, path=args.figure)
-        print(f"\nfigure: {args.figure}")
+        _figure(args)
     return 0
 
 
