@@ -109,3 +109,7 @@ def test_fopa_pair_labels_with_an_image_root(tmp_path, capsys):
     assert main(["eval", "--model", "random", "--dataset", pairs, "--out", str(out), "--no-progress",
                  "--max-queries", "3"]) == 2
     assert "image" in capsys.readouterr().err
+    # The prior must not be fitted on the evaluated CSV itself.
+    assert main(["eval", "--model", "prior", "--dataset", pairs, "--images", str(root), "--out", str(out),
+                 "--no-progress"]) == 2
+    assert "--prior-train" in capsys.readouterr().err

@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="OPA: fg_id -> category name (.json or two-column .csv); else folder names are used")
     g.add_argument("--split", default="test", help="OPA split to evaluate (default: test)")
     g.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
+    g.add_argument("--prior-train", default=None, metavar="PATH",
+                   help="OPA: the training labels the 'prior' baseline draws from (a folder or CSV; default: the "
+                        "train split beside --dataset)")
 
     s = p.add_argument_group("synthetic world")
     s.add_argument("--num-scenes", type=int, default=200, help="scenes in the test split (default: 200)")
@@ -79,7 +82,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _load_queries(args):
-    """(test queries, a thunk giving training queries for the prior, a description, default num_bins)."""
+    """(test queries, a thunk giving training queries for the prior, a description)."""
+    from pathlib import Path
+
     if args.dataset == "synthetic":
         from locinsert.data import synthetic
 
@@ -88,7 +93,7 @@ def _load_queries(args):
 
         queries = synthetic.test_split(**kw(args.num_scenes))
         desc = f"synthetic test split ({args.num_scenes} scenes, world seed {args.world_seed})"
-        return queries, (lambda: synthetic.opa_like(**kw(args.train_scenes))), desc, 32
+        return queries, (lambda: synthetic.opa_like(**kw(args.train_scenes))), desc
 
     from locinsert.data import load_opa
 
@@ -96,8 +101,14 @@ def _load_queries(args):
     report = getattr(queries, "report", None)
     if report is not None and str(report).strip():
         print(str(report))
-    train = lambda: load_opa(args.dataset, split="train", images=args.images, categories=args.categories)  # noqa: E731
-    return queries, train, f"OPA {args.split} ({args.dataset})", None
+    def train():
+        source = args.prior_train or args.dataset
+        if args.prior_train is None and Path(source).is_file():
+            # A CSV path names one split; reading "train" from it would fit the prior on the test labels.
+            raise ValueError("--dataset is a single CSV; give the prior's training labels with --prior-train")
+        return load_opa(source, split="train", images=args.images, categories=args.categories)
+
+    return queries, train, f"OPA {args.split} ({args.dataset})"
 
 
 def _load_model(args, train_queries):
@@ -140,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-queries must be >= 1, got {args.max_queries}")
     compare = [Curve.from_json(p) for p in args.compare]  # fail early on a bad file
 
-    queries, train_queries, desc, _ = _load_queries(args)
+    queries, train_queries, desc = _load_queries(args)
     queries = list(queries)[: args.max_queries] if args.max_queries else list(queries)
     if not queries:
         raise ValueError(f"{desc}: no queries to evaluate")

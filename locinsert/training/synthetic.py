@@ -93,11 +93,12 @@ class SyntheticReport:
 
 
 def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, stages=STAGES,
-                         evaluate: bool = True, progress: bool = True, overrides: dict | None = None
-                         ) -> SyntheticReport:
+                         evaluate: bool = True, progress: bool = True, overrides: dict | None = None,
+                         test_scenes: int | None = None) -> SyntheticReport:
     """Pretrain -> finetune -> DPO on the synthetic world, then (``evaluate``) the learning table.
 
-    ``overrides``: ``{stage: {field: value}}`` on top of the budget. Re-running with the same
+    ``overrides``: ``{stage: {field: value}}`` on top of the budget; ``test_scenes``: size of the test
+    split (default: the budget's). Re-running with the same
     ``out_dir`` resumes an interrupted stage from its last checkpoint. Returns a :class:`SyntheticReport`.
     """
     from tqdm.auto import tqdm
@@ -116,7 +117,8 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
         report.seconds[stage] = round(time.time() - t0, 1)
     if evaluate:
         t0 = time.time()
-        report.table = learning_table(out_dir, budget=budget, seed=seed, stages=stages, progress=progress)
+        report.table = learning_table(out_dir, budget=budget, seed=seed, stages=stages, progress=progress,
+                                      test_scenes=test_scenes)
         report.seconds["evaluation"] = round(time.time() - t0, 1)
     return report
 
