@@ -98,14 +98,13 @@ class SharedPrefixDecoder:
             self.own_k[i][:, :, :, t] = k.view(b, n, self.n_head, self.head_dim)
             self.own_v[i][:, :, :, t] = v.view(b, n, self.n_head, self.head_dim)
             ok, ov = self.own_k[i][:, :, :, : t + 1], self.own_v[i][:, :, :, : t + 1]
-            qh = q.permute(0, 2, 1, 3)                                   # (B, H, N, d)
-            s_prefix = torch.matmul(qh, self.cache.keys_t[i])            # (B, H, N, L): one GEMM
-            s_own = torch.einsum("bnhd,bnhtd->bhnt", q, ok)              # (B, H, N, t+1)
+            s_prefix = torch.matmul(q.transpose(1, 2), self.cache.keys_t[i])  # (B, H, N, L): one GEMM
+            s_own = (q[:, :, :, None] * ok).sum(-1).permute(0, 2, 1, 3)        # (B, H, N, t+1)
             p = torch.softmax(torch.cat([s_prefix, s_own], -1), -1)
             length = s_prefix.shape[-1]
-            a = torch.matmul(p[..., :length], self.cache.values[i])      # (B, H, N, d)
-            a = a + torch.einsum("bhnt,bnhtd->bhnd", p[..., length:], ov)
-            x = x + block.attn.c_proj(a.permute(0, 2, 1, 3).reshape(b, n, self.dim))
+            a = torch.matmul(p[..., :length], self.cache.values[i]).transpose(1, 2)  # (B, N, H, d)
+            a = a + (p[..., length:].permute(0, 2, 1, 3)[..., None] * ov).sum(3)
+            x = x + block.attn.c_proj(a.reshape(b, n, self.dim))
             x = x + block.mlp(block.ln_2(x))
         self.t += 1
         return dec.ln_f(x)
