@@ -90,6 +90,17 @@ def test_splits_are_deterministic_and_disjoint():
     assert not any((q.meta["scene"].horizon, tuple(q.meta["scene"].tables.ravel())) in train_horizons for q in test)
 
 
+def test_mirrored_scene_matches_the_mirrored_image_and_labels(opa):
+    from locinsert.data.augment import hflip_boxes
+
+    for q in opa[:10]:
+        scene = q.meta["scene"]
+        flipped = scene.hflip()
+        np.testing.assert_array_equal(flipped.render(), scene.render()[:, ::-1])
+        assert synthetic.is_plausible(flipped, q.category, hflip_boxes(q.positives, 64)).all()
+        assert not synthetic.is_plausible(flipped, q.category, hflip_boxes(q.negatives, 64)).any()
+
+
 def test_layout_invariants():
     for s in synthetic.make_scenes(200, seed=11):
         S = s.size

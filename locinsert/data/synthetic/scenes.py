@@ -85,6 +85,16 @@ class Scene:
             self._image = render(self)
         return self._image
 
+    def hflip(self) -> "Scene":
+        """The mirrored scene (x -> S - x). Every rule is left-right symmetric, so a mirrored query's
+        labels are checked against the mirrored scene; its image is the mirrored image, pixel for pixel."""
+        def m(b: np.ndarray) -> np.ndarray:
+            return np.stack([self.size - b[:, 2], b[:, 1], self.size - b[:, 0], b[:, 3]], 1) if len(b) else b.copy()
+        return Scene(size=self.size, horizon=self.horizon, wall_color=self.wall_color, floor_color=self.floor_color,
+                     windows=m(self.windows), tables=m(self.tables), table_tops=self.table_tops.copy(),
+                     crates=m(self.crates), vases=m(self.vases),
+                     scene_id=f"{self.scene_id}:hflip" if self.scene_id else "")
+
     def __call__(self) -> np.ndarray:
         # A Scene is a valid PlacementQuery.image_source: the image is drawn only when asked for.
         return self.render()
