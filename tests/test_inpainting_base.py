@@ -100,3 +100,25 @@ def test_square_window_larger_than_image_is_mirror_padded():
     crop = ContextCrop.around(img, (10, 0, 90, 40), resolution=32, square=True)
     wx1, wy1, wx2, wy2 = crop.window
     assert wy1 < 0 and wy2 > 40 and wx2 - wx1 == wy2 - wy1 >= 80
+
+
+def test_load_pipeline_uses_the_dtype_keyword_of_the_installed_diffusers(monkeypatch):
+    import diffusers
+    import torch
+
+    from locinsert.inpainting.base import load_pipeline
+
+    class Recorder:
+        @classmethod
+        def from_pretrained(cls, model_id, **kwargs):
+            cls.got = (model_id, kwargs)
+            return cls()
+
+    monkeypatch.setattr(diffusers, "__version__", "0.42.1")
+    load_pipeline(Recorder, "some/id", dtype="float16")
+    assert Recorder.got == ("some/id", {"dtype": torch.float16})
+    monkeypatch.setattr(diffusers, "__version__", "0.35.2")
+    load_pipeline(Recorder, "some/id", dtype=torch.bfloat16, variant="fp16")
+    assert Recorder.got == ("some/id", {"torch_dtype": torch.bfloat16, "variant": "fp16"})
+    load_pipeline(Recorder, "some/id")
+    assert Recorder.got == ("some/id", {})

@@ -254,9 +254,14 @@ class DiffusionInpainter(Inpainter):
         return int(getattr(self.pipe, "vae_scale_factor", 8))
 
     def default_resolution(self) -> int:
+        """What the pipeline generates when given no size: UNet sample size (SD: 64 latents = 512 px) or
+        ``default_sample_size`` (Flux, SD3: 128 latents = 1024 px) times the VAE factor."""
+        vae_scale = int(getattr(self.pipe, "vae_scale_factor", 8))
         unet = getattr(self.pipe, "unet", None)
-        if unet is not None:
-            return int(unet.config.sample_size) * self.default_multiple()
+        if unet is not None and isinstance(getattr(unet.config, "sample_size", None), int):
+            return int(unet.config.sample_size) * vae_scale
+        if isinstance(getattr(self.pipe, "default_sample_size", None), int):
+            return int(self.pipe.default_sample_size) * vae_scale
         return 512
 
     def draw(self, image, box, prompt, generator=None):

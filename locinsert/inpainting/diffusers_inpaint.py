@@ -32,11 +32,6 @@ class DiffusersInpainter(DiffusionInpainter):
             return 64
         return vae_scale
 
-    def default_resolution(self) -> int:
-        if _is_flux(self.pipe):
-            return int(getattr(self.pipe, "default_sample_size", 128)) * int(getattr(self.pipe, "vae_scale_factor", 8))
-        return super().default_resolution()
-
     def generate(self, crop, prompt, generator=None):
         kw = self.common_kwargs(generator)
         if self.strength is not None:
