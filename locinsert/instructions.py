@@ -14,7 +14,8 @@ Rules (and what they decide):
   ("cup behind the sofa"), so a text-guided inpainter still sees it. ``strict=True`` raises instead
   when the object text still holds a spatial preposition.
 - No object ("add on the left", "", "add a") -> ``ValueError``.
-- ``parse_instructions`` splits a sequence on "then", ";" and ", and" and parses each part.
+- ``parse_instructions`` splits a sequence on "then", ";", ", and", and on "and" before a new
+  article or verb ("a cup and a lamp", not "salt and pepper shaker"), and parses each part.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ _TAIL = re.compile(r"(?:\s+(?:please|here|there))+$", re.IGNORECASE)
 _DANGLING = re.compile(r"(?:\s+(?:on|in|at|to|the|far|of|near|towards?|into|onto|over|very|and))+$", re.IGNORECASE)
 _SPATIAL = re.compile(r"\b(?:behind|under|underneath|beneath|below|above|beside|next\s+to|in\s+front\s+of|"
                       r"on\s+top\s+of|between|inside|near|left\s+of|right\s+of|on|in|at)\b", re.IGNORECASE)
-_SPLIT = re.compile(r"\s*(?:[,;]\s*(?:and\s+)?then\b|\band\s+then\b|\bthen\b|;|,\s*and\b|\n)\s*", re.IGNORECASE)
+# "then", ";", ", and", newlines, and "and" when a new object starts ("a cup and a lamp", but not
+# "salt and pepper shaker").
+_SPLIT = re.compile(r"\s*(?:[,;]\s*(?:and\s+)?then\b|\band\s+then\b|\bthen\b|;|,\s*and\b|\n|"
+                    r"\band\b(?=\s+(?:add|insert|put|place|draw|a|an|another|the|some)\b))\s*", re.IGNORECASE)
 
 
 class Instruction(NamedTuple):

@@ -67,5 +67,7 @@ def test_sequences():
     assert [s.object for s in steps] == ["cup", "dog", "bird"]
     assert steps[0].region is None
     assert parse_instructions("add a salt and pepper shaker") == [("salt and pepper shaker", None)]
+    steps = parse_instructions("add a cat on the left and a dog on the right")
+    assert [s.object for s in steps] == ["cat", "dog"] and rect(steps[1].region)[0] == 50
     with pytest.raises(ValueError, match="no object"):
         parse_instructions("add a cup, then on the left")

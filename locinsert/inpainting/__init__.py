@@ -7,7 +7,7 @@ All backends share ``inpaint(image, box, prompt, generator=None) -> PIL.Image`` 
 - ``DiffusersInpainter``: any ``AutoPipelineForInpainting`` checkpoint, or ``FluxFillPipeline``;
 - ``CutoutCompositor``: pastes an RGBA cut-out (offline, no model).
 
-Heavy imports (torch, diffusers) happen only when a backend loads or runs.
+diffusers is imported only when a backend loads a pipeline or runs one.
 """
 
 from .base import ContextCrop, DiffusionInpainter, Inpainter, box_mask, paste_inside, pixel_box
