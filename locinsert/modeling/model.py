@@ -92,6 +92,7 @@ class LocationModel(PreTrainedModel):
     base_model_prefix = "locinsert"
     main_input_name = "pixel_values"
     _no_split_modules: list = []
+    supports_gradient_checkpointing = True  # the GPT-2 blocks checkpoint; the encoders are usually frozen
 
     def __init__(self, config: LocationModelConfig):
         super().__init__(config)
@@ -186,6 +187,9 @@ class LocationModel(PreTrainedModel):
         if self.config.freeze_class_encoder:
             self.class_encoder.eval()
         return self
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.decoder.wte
 
     # -- encoders ------------------------------------------------------------------------------
 
@@ -314,13 +318,13 @@ class LocationModel(PreTrainedModel):
         prefix = self.prefix_embeddings(image_features, class_features)
         box_tokens = labels if box_tokens is None else box_tokens
         if box_tokens is None:
-            hidden = self.decoder(inputs_embeds=prefix).last_hidden_state[:, -1:]
+            hidden = self.decoder(inputs_embeds=prefix, use_cache=False).last_hidden_state[:, -1:]
             return LocationModelOutput(logits=self.lm_head(hidden))
         tokens = self.check_tokens(box_tokens)
         if tokens.shape[0] != prefix.shape[0]:
             raise ValueError(f"{tokens.shape[0]} boxes for {prefix.shape[0]} images")
         embeds = torch.cat([prefix, self.decoder.wte(tokens[:, :3])], 1)
-        hidden = self.decoder(inputs_embeds=embeds).last_hidden_state[:, prefix.shape[1] - 1:]
+        hidden = self.decoder(inputs_embeds=embeds, use_cache=False).last_hidden_state[:, prefix.shape[1] - 1:]
         logits = self.lm_head(hidden)
         logp = torch.log_softmax(logits.float(), -1).gather(-1, tokens[..., None])[..., 0]
         return LocationModelOutput(loss=-logp.mean(), logits=logits, box_logps=logp.sum(-1))

@@ -159,7 +159,10 @@ def decode_boxes(decoder, lm_head, cache: PrefixCache, num_samples: int, allowed
             tok = forced[:, :, step]
         else:
             probs = torch.softmax(_filter(logits, temperature, top_k, top_p), -1)
-            tok = torch.multinomial(probs.reshape(b * n, -1), 1, generator=generator).view(b, n)
+            flat = probs.reshape(b * n, -1)
+            if generator is not None and generator.device != flat.device:  # e.g. a CPU generator, GPU model
+                flat = flat.to(generator.device)
+            tok = torch.multinomial(flat, 1, generator=generator).view(b, n).to(device)
         tokens[:, :, step] = tok
         logps += logp_all.gather(-1, tok[..., None])[..., 0]
         if step < NUM_COORDS - 1:
