@@ -59,7 +59,6 @@ class Scene:
     crates: np.ndarray
     vases: np.ndarray
     scene_id: str = ""
-    _image: np.ndarray | None = field(default=None, repr=False)
     _dense: dict = field(default_factory=dict, repr=False)  # (class, num_bins) -> dense positives
 
     @property
@@ -79,11 +78,10 @@ class Scene:
         return depth_scale(y, self.horizon, self.size)
 
     def render(self) -> np.ndarray:
-        """The scene's image, (S, S, 3) uint8, rendered once and cached."""
-        if self._image is None:
-            from .drawing import render
-            self._image = render(self)
-        return self._image
+        """The scene's image, (S, S, 3) uint8. Not cached: drawing takes a fraction of a millisecond,
+        and the query that owns the scene keeps its own decoded image."""
+        from .drawing import render
+        return render(self)
 
     def hflip(self) -> "Scene":
         """The mirrored scene (x -> S - x). Every rule is left-right symmetric, so a mirrored query's
@@ -208,7 +206,7 @@ def scene_rng(seed: int, stream: str) -> np.random.Generator:
 
 
 def make_scenes(n: int, seed: int = 0, size: int = 64, stream: str = "scenes") -> list[Scene]:
-    """``n`` scenes, deterministic from ``(seed, stream)``. 10k scenes take well under a second or two."""
+    """``n`` scenes, deterministic from ``(seed, stream)``; 10k scenes take about half a second."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     rng = scene_rng(seed, stream)
