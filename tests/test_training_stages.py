@@ -74,7 +74,7 @@ def test_config_errors(tmp_path):
 
 
 def test_three_synthetic_stages_from_their_configs(tmp_path):
-    small = ["--preset", "tiny", "--synthetic_scenes", "8"]
+    small = ["--preset", "tiny", "--synthetic_scenes", "8", "--preset_overrides", "{}"]
     pre, _ = _train("pretrain", CONFIGS / "synthetic_pretrain.yaml", tmp_path / "pretrain", *small)
     fine, _ = _train("finetune", CONFIGS / "synthetic_finetune.yaml", tmp_path / "finetune", *small,
                      "--model_name_or_path", str(tmp_path / "pretrain" / "final"))

@@ -15,6 +15,7 @@ Defaults differ from upstream where upstream's are wrong for this model: trl's D
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -202,7 +203,9 @@ def load_stage_config(stage: str, config: str | None = None, **overrides
     if config is not None:
         argv += ["--config", str(config)]
     for key, value in overrides.items():
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        elif isinstance(value, (list, tuple)):
             argv += [f"--{key}", *map(str, value)]
         else:
             argv += [f"--{key}", str(value)]

@@ -22,23 +22,30 @@ from .config import STAGES, load_stage_config
 SYNTHETIC_BUDGETS: dict[str, dict] = {
     "quick": {
         "test_scenes": 60,
-        "pretrain": dict(synthetic_scenes=1500, num_train_epochs=1, per_device_train_batch_size=32,
-                         learning_rate=1e-3),
-        "finetune": dict(synthetic_scenes=300, num_train_epochs=1, per_device_train_batch_size=32,
-                         learning_rate=3e-4),
-        "dpo": dict(synthetic_scenes=300, num_train_epochs=1, per_device_train_batch_size=32,
-                    learning_rate=5e-5, pairs_per_query=4),
+        "pretrain": dict(synthetic_scenes=2400, num_train_epochs=1, per_device_train_batch_size=16,
+                         learning_rate=2e-3),
+        "finetune": dict(synthetic_scenes=150, num_train_epochs=1, per_device_train_batch_size=16,
+                         learning_rate=5e-4),
+        "dpo": dict(synthetic_scenes=80, num_train_epochs=1, per_device_train_batch_size=16,
+                    learning_rate=1e-4, pairs_per_query=4),
     },
     "default": {
         "test_scenes": 200,
-        "pretrain": dict(synthetic_scenes=8000, num_train_epochs=2, per_device_train_batch_size=64,
-                         learning_rate=1e-3),
-        "finetune": dict(synthetic_scenes=1500, num_train_epochs=2, per_device_train_batch_size=64,
-                         learning_rate=3e-4),
-        "dpo": dict(synthetic_scenes=1500, num_train_epochs=1, per_device_train_batch_size=64,
-                    learning_rate=5e-5, pairs_per_query=8),
+        "pretrain": dict(synthetic_scenes=24000, num_train_epochs=1, per_device_train_batch_size=32,
+                         learning_rate=2e-3),
+        "finetune": dict(synthetic_scenes=1000, num_train_epochs=1, per_device_train_batch_size=32,
+                         learning_rate=5e-4),
+        "dpo": dict(synthetic_scenes=300, num_train_epochs=1, per_device_train_batch_size=32,
+                    learning_rate=1e-4, pairs_per_query=4),
     },
 }
+
+
+def _synthetic_decoder_without_dropout() -> dict:
+    # Every synthetic example is a fresh scene: dropout only slows learning within a CPU budget.
+    from ..modeling.config import PRESETS
+
+    return {**PRESETS["synthetic"]["decoder_config"], "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
 
 # Fields common to the three synthetic stages.
 _COMMON = dict(dataset="synthetic", preset="synthetic", logging_steps=10, save_steps=200, save_total_limit=1,
@@ -63,6 +70,8 @@ def synthetic_stage_fields(stage: str, out_dir: str, budget: str = "default", se
     if prev is not None:
         fields["model_name_or_path"] = os.path.join(out_dir, prev, "final")
     fields.update(overrides)
+    if prev is None and fields["preset"] == "synthetic" and "preset_overrides" not in overrides:
+        fields["preset_overrides"] = {"decoder_config": _synthetic_decoder_without_dropout()}
     return fields
 
 
