@@ -204,43 +204,34 @@ def _clip_from_cfg(model_cfg: dict) -> nn.Module:
 class HFCLIPTextEncoder(nn.Module):
     """A transformers ``CLIPTextModel``; ``forward`` returns ``pooler_output`` (the EOS token).
 
-    Tokenised with the checkpoint's own tokenizer if it has one, otherwise with open_clip's copy
-    of the same OpenAI BPE vocabulary (same ids, shipped with open_clip, works offline).
+    Tokenised with open_clip's copy of the OpenAI CLIP BPE vocabulary (the same ids as
+    ``CLIPTokenizer``; shipped with open_clip, so it works offline and is identical before
+    saving and after loading).
     """
+
+    CLIP_VOCAB = 49408
 
     def __init__(self, name: str | None, kwargs: dict | None = None, pretrained=False):
         super().__init__()
+        import open_clip
         from transformers import CLIPTextConfig, CLIPTextModel
 
         if pretrained:
             self.model = CLIPTextModel.from_pretrained(name)
         else:
             self.model = CLIPTextModel(CLIPTextConfig(**(kwargs or {})))
+        if self.model.config.vocab_size != self.CLIP_VOCAB:
+            raise ValueError(f"hf_clip class encoders must use the CLIP BPE vocabulary ({self.CLIP_VOCAB} tokens), "
+                             f"got vocab_size={self.model.config.vocab_size}")
         self.dim = self.model.config.hidden_size
-        self.context_length = min(77, int(self.model.config.max_position_embeddings))
-        self._hf_tokenizer = None
-        if pretrained:
-            try:
-                from transformers import AutoTokenizer
-
-                self._hf_tokenizer = AutoTokenizer.from_pretrained(name)
-            except (OSError, ValueError):
-                self._hf_tokenizer = None
-        if self._hf_tokenizer is None:
-            import open_clip
-
-            self._oc_tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=self.context_length)
+        self.tokenizer = open_clip.tokenizer.SimpleTokenizer(
+            context_length=min(77, int(self.model.config.max_position_embeddings)))
 
     def architecture(self) -> dict:
         return self.model.config.to_diff_dict()
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        device = next(self.model.parameters()).device
-        if self._hf_tokenizer is not None:
-            enc = self._hf_tokenizer(list(texts), padding=True, truncation=True, max_length=self.context_length,
-                                     return_tensors="pt").to(device)
-            return self.model(**enc).pooler_output
-        ids = self._oc_tokenizer(list(texts)).to(device)
+        ids = self.tokenizer(list(texts)).to(next(self.model.parameters()).device)
         return self.model(input_ids=ids, attention_mask=(ids != 0).long()).pooler_output
 
 
