@@ -124,22 +124,28 @@ def run_sampling_bench(preset: str = "base", num_samples: int = 100, repeats: in
     results: dict = dict(preset=preset, num_samples=num_samples, repeats=repeats,
                          threads=torch.get_num_threads(), machine=f"{platform.machine()}, "
                          f"{torch.get_num_threads()} torch threads, fp32", torch=torch.__version__)
-    say("timing shared-prefix sampling (ours) ...", flush=True)
-    results["shared_prefix_s"] = _timed(lambda: model.sample(image, cls, num_samples=num_samples), repeats)
-    say("timing copied KV cache ...", flush=True)
     copied = _copied_cache_fn(model, image, cls, num_samples)
     copied()
-    results["copied_cache_s"] = _timed(copied, repeats)
+    ours_fn = lambda: model.sample(image, cls, num_samples=num_samples)  # noqa: E731
+    # Interleave the fast approaches and the GEMM-rate probe, keeping the best of each, so that
+    # load from other processes on a shared machine biases none of them more than the others.
+    best = dict(shared_prefix_s=float("inf"), copied_cache_s=float("inf"), gemm_flops_per_s=0.0)
+    for r in range(repeats):
+        say(f"round {r + 1}/{repeats}: shared prefix (ours), copied KV cache, GEMM rate ...", flush=True)
+        best["shared_prefix_s"] = min(best["shared_prefix_s"], _timed(ours_fn, 1))
+        best["copied_cache_s"] = min(best["copied_cache_s"], _timed(copied, 1))
+        best["gemm_flops_per_s"] = max(best["gemm_flops_per_s"], gemm_rate())
+    results.update(best)
     if not skip_generate:
         say("timing generate() with the prefix repeated per sample (slow) ...", flush=True)
         results["generate_s"] = _timed(_generate_fn(model, image, cls, num_samples), 1)
-    say("counting FLOPs and measuring the GEMM rate ...", flush=True)
+    say("counting FLOPs ...", flush=True)
     with torch.no_grad():
         pv = model.preprocess(image)
         prefix = model.prefix_embeddings(model.encode_image(pv), model.encode_class([cls]))
     flops = floor_flops(model, pv, prefix, num_samples)
-    rate = gemm_rate()
-    results.update(flops=flops, gemm_flops_per_s=rate, floor_s=flops["total"] / rate)
+    rate = results["gemm_flops_per_s"]
+    results.update(flops=flops, floor_s=flops["total"] / rate)
     ours = results["shared_prefix_s"]
     results["ours_over_floor"] = ours / results["floor_s"]
     results["copied_over_ours"] = results["copied_cache_s"] / ours
