@@ -132,12 +132,28 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
     return report
 
 
+def tpr_at_fpr(curve, fpr: float) -> float:
+    """TPR of a K-curve at a given FPR, linearly interpolated between its K points (NaN outside them)."""
+    import numpy as np
+
+    fprs, tprs = np.array(curve.fpr, dtype=float), np.array(curve.tpr, dtype=float)
+    order = np.argsort(fprs)
+    fprs, tprs = fprs[order], tprs[order]
+    if not len(fprs) or fpr < fprs[0] or fpr > fprs[-1]:
+        return float("nan")
+    return float(np.interp(fpr, fprs, tprs))
+
+
+MATCHED_FPRS = (0.1, 0.2)
+
+
 def learning_table(out_dir: str, budget: str = "default", seed: int = 0, stages=STAGES, ks=(10, 100),
                    test_scenes: int | None = None, progress: bool = True) -> list[dict]:
     """Each trained stage and the random / class-prior baselines on the held-out test split.
 
-    One row per method: ``method``, and for each K: ``oracle_precision@K``, ``coverage@K``,
-    ``tpr@K``, ``fpr@K``.
+    One row per method: ``method``, and for each K in ``ks``: ``oracle_precision@K``, ``coverage@K``,
+    ``tpr@K``, ``fpr@K``; plus ``tpr@fpr=F`` for F in ``MATCHED_FPRS``: the TPR of the method's
+    curve over K = 10, 20, ..., 100 at that FPR (interpolated), to compare methods at matched FPR.
     """
     from ..data.synthetic import splits
     from ..evaluation import ClassPrior, RandomBoxes, evaluate
@@ -151,14 +167,17 @@ def learning_table(out_dir: str, budget: str = "default", seed: int = 0, stages=
     train = splits.opa_like(data_args.synthetic_scenes, seed=data_args.synthetic_seed, num_bins=num_bins)
     methods = {"random": RandomBoxes(num_bins=num_bins), "class prior": ClassPrior.fit(train),
                **{_STAGE_NAMES[s]: m for s, m in models.items()}}
+    grid = sorted(set(range(10, max(ks) + 1, 10)) | set(ks))
     rows = []
     for name, model in methods.items():
-        curve = evaluate(model, test, ks=ks, seed=seed, progress=progress, name=name, per_category=False)
+        curve = evaluate(model, test, ks=grid, seed=seed, progress=progress, name=name, per_category=False)
         row = {"method": name}
         for k in ks:
             p = curve.at(k)
             row.update({f"oracle_precision@{k}": p.oracle_precision, f"coverage@{k}": p.coverage,
                         f"tpr@{k}": p.tpr, f"fpr@{k}": p.fpr})
+        for f in MATCHED_FPRS:
+            row[f"tpr@fpr={f}"] = tpr_at_fpr(curve, f)
         rows.append(row)
     return rows
 
@@ -170,12 +189,13 @@ _STAGE_NAMES = {"pretrain": "1. pretrain (PIPE-like)", "finetune": "2. + finetun
 def format_learning_table(rows: list[dict], ks=(10, 100)) -> str:
     """The learning table as Markdown."""
     cols = ["method"] + [f"{m}@{k}" for k in (ks[-1],) for m in ("oracle_precision", "coverage")] + \
-        [f"{m}@{k}" for k in ks for m in ("tpr", "fpr")]
+        [f"{m}@{k}" for k in ks for m in ("tpr", "fpr")] + [f"tpr@fpr={f}" for f in MATCHED_FPRS]
     head = ["method", f"oracle precision (K={ks[-1]})", f"coverage (K={ks[-1]})"] + \
-        [f"{m} (K={k})" for k in ks for m in ("TPR", "FPR")]
+        [f"{m} (K={k})" for k in ks for m in ("TPR", "FPR")] + [f"TPR at FPR {f}" for f in MATCHED_FPRS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["method"]] + [f"{r[c]:.3f}" if isinstance(r.get(c), float) else "n/a" for c in cols[1:]]
+        cells = [r["method"]] + [f"{r[c]:.3f}" if isinstance(r.get(c), float) and r[c] == r[c] else "n/a"
+                                 for c in cols[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
