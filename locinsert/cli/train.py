@@ -55,4 +55,4 @@ def run(args: argparse.Namespace) -> int:
 
     from ..training.stages import main
 
-    return main(args.stage, args.options)
+    return main(args.stage, args.options, prog=f"locinsert train {args.stage}")

@@ -179,11 +179,11 @@ def use_cpu_for_multiprocess_without_gpu() -> bool:
     return False
 
 
-def parse_stage_args(stage: str, argv: Sequence[str] | None = None
+def parse_stage_args(stage: str, argv: Sequence[str] | None = None, prog: str | None = None
                      ) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """Parse ``[--config file.yaml] [--field value ...]`` for ``stage`` into the three argument objects."""
     use_cpu_for_multiprocess_without_gpu()
-    parser = TrlParser((ModelArguments, DataArguments, training_arguments_class(stage)))
+    parser = TrlParser((ModelArguments, DataArguments, training_arguments_class(stage)), prog=prog)
     argv = list(argv) if argv is not None else None
     if argv is not None and "--config" in argv:
         i = argv.index("--config")

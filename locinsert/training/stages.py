@@ -291,10 +291,10 @@ def run_stage(stage: str, model_args: ModelArguments, data_args: DataArguments, 
     return result
 
 
-def main(stage: str, argv: Sequence[str] | None = None) -> int:
+def main(stage: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Entry point of the ``training/`` scripts: ``[--config cfg.yaml] [--field value ...]``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model_args, data_args, training_args = parse_stage_args(stage, sys.argv[1:] if argv is None else argv)
+    model_args, data_args, training_args = parse_stage_args(stage, sys.argv[1:] if argv is None else argv, prog)
     result = run_stage(stage, model_args, data_args, training_args)
     if training_args.should_save:
         print(json.dumps(asdict(result), indent=2))
