@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..boxes import as_boxes
-from ..regions import Region, ResolvedRegion, as_region
+from ..regions import ResolvedRegion, as_region
 
 _EPS = 1e-6  # geometric slack on bin-centre comparisons (float64 maths)
 
@@ -274,9 +274,3 @@ class BoxConstraints:
             ok &= ~overlap
         return ok
 
-
-def build_constraints(width: int, height: int, num_bins: int, region=None, min_size=None) -> BoxConstraints:
-    """``BoxConstraints`` for one image; ``ValueError`` if the region is impossible."""
-    if isinstance(region, Region) or region is None:
-        return BoxConstraints(width, height, num_bins, region, min_size)
-    return BoxConstraints(width, height, num_bins, as_region(region), min_size)
