@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 
@@ -55,7 +54,6 @@ def test_dpo_on_two_processes(tmp_path):
     assert changed, "DPO under DDP did not update the weights"
 
 
-@pytest.mark.slow
 def test_pretrain_on_two_processes(tmp_path):
     out = _torchrun("pretrain_pipe.py", {
         "preset": "tiny", "dataset": "synthetic", "synthetic_scenes": 16, "output_dir": str(tmp_path / "pre"),

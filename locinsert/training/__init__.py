@@ -29,6 +29,9 @@ _EXPORTS = {
     "StageResult": "locinsert.training.stages",
     "run_synthetic_stages": "locinsert.training.synthetic",
     "SYNTHETIC_BUDGETS": "locinsert.training.synthetic",
+    "synthetic_stage_args": "locinsert.training.synthetic",
+    "learning_table": "locinsert.training.synthetic",
+    "format_learning_table": "locinsert.training.synthetic",
 }
 
 __all__ = sorted(_EXPORTS)
