@@ -79,7 +79,12 @@ def test_three_synthetic_stages_from_their_configs(tmp_path):
     fine, _ = _train("finetune", CONFIGS / "synthetic_finetune.yaml", tmp_path / "finetune", *small,
                      "--model_name_or_path", str(tmp_path / "pretrain" / "final"))
     dpo, summary = _train("dpo", CONFIGS / "synthetic_dpo.yaml", tmp_path / "dpo", *small,
-                          "--model_name_or_path", str(tmp_path / "finetune" / "final"))
+                          "--model_name_or_path", str(tmp_path / "finetune" / "final"),
+                          "--eval_split", "test", "--max_eval_queries", "2", "--eval_strategy", "steps",
+                          "--eval_steps", "2")
+    state = json.loads((tmp_path / "dpo" / "checkpoint-2" / "trainer_state.json").read_text())
+    evals = [h for h in state["log_history"] if "eval_loss" in h]
+    assert evals and "eval_rewards/margins" in evals[0] and "eval_logps/chosen" in evals[0]
     assert pre.config.num_bins == fine.config.num_bins == dpo.config.num_bins == 16
     sd_pre, sd_fine = pre.state_dict(), fine.state_dict()
     assert any(not torch.equal(sd_pre[k], v) for k, v in sd_fine.items())  # finetuning continued training

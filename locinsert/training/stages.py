@@ -56,7 +56,8 @@ def resolve_dataset_format(data_args: DataArguments, stage: str) -> str:
     return "pipe"  # a hub id or a parquet file
 
 
-def load_queries(data_args: DataArguments, stage: str, split: str, num_bins: int, seed: int | None = None):
+def load_queries(data_args: DataArguments, stage: str, split: str, num_bins: int, seed: int | None = None,
+                 limit: int | None = None):
     """The placement queries of one split, for a stage.
 
     Synthetic world: ``pretrain`` reads the PIPE-like split (one positive per scene), ``finetune`` and
@@ -64,7 +65,7 @@ def load_queries(data_args: DataArguments, stage: str, split: str, num_bins: int
     split. Boxes are snapped to the model's ``num_bins`` grid.
     """
     fmt = resolve_dataset_format(data_args, stage)
-    limit = data_args.max_train_queries
+    limit = data_args.max_train_queries if limit is None else limit
     if fmt == "synthetic":
         from ..data.synthetic import splits
 
@@ -248,7 +249,13 @@ def run_stage(stage: str, model_args: ModelArguments, data_args: DataArguments, 
                                              progress=not training_args.disable_tqdm)
         train_dataset = build_dataset(stage, queries, model, data_args, seed=training_args.seed, features=features)
 
-    common = dict(args=training_args, train_dataset=train_dataset, data_collator=collate,
+    eval_dataset = None
+    if data_args.eval_split:
+        eval_queries = load_queries(data_args, stage, data_args.eval_split, model.config.num_bins,
+                                    limit=data_args.max_eval_queries)
+        eval_dataset = build_dataset(stage, eval_queries, model, data_args, seed=training_args.seed)
+    common = dict(args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                  data_collator=collate,
                   callbacks=[AtomicCheckpointCallback(), RankLogCallback(), *callbacks])
     if stage == "dpo":
         from .dpo import BoxDPOTrainer
