@@ -48,3 +48,19 @@ def test_ci_runs_the_readme_test_command():
     assert m, "README must start with the install-and-test command"
     assert m.group(1).strip() in ci, f"CI must run the README's test command {m.group(1)!r}"
     assert 'pip install -e ".[dev]"' in ci
+
+
+def test_bench_passes_options_on(monkeypatch):
+    import locinsert.bench.evaluation as bench_eval
+
+    seen = {}
+    monkeypatch.setattr(bench_eval, "main", lambda argv: seen.setdefault("argv", argv) and 0)
+    assert main(["bench", "evaluation", "--threads", "1", "--num-queries", "5"]) == 0
+    assert seen["argv"] == ["--threads", "1", "--num-queries", "5"]
+
+
+def test_unknown_option_is_an_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--no-such-option"])
+    assert e.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 
+#: ``locinsert bench training ARGS``: ARGS go to that benchmark's own parser (see cli/main.py).
+PASSTHROUGH = "bench"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="<benchmark>")

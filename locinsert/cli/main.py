@@ -44,7 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Subcommands that hand their options on to another entry point (``locinsert bench training
+    # --threads 1``) declare ``PASSTHROUGH``, the destination of their sub-subcommand; everything
+    # after that word goes on untouched (argparse's REMAINDER alone would split leading options off).
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, unknown = parser.parse_known_args(argv)
+    dest = getattr(getattr(args, "_module", None), "PASSTHROUGH", None)
+    if dest and isinstance(getattr(args, "rest", None), list):
+        tail = argv[argv.index(getattr(args, dest)) + 1:]
+        args.rest = tail[1:] if tail[:1] == ["--"] else tail
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "command", None):
         parser.print_help()
         return 1
