@@ -23,11 +23,11 @@ MIN_SIDE = 4
 MAX_PIXELS = 268_435_456
 
 
-def _from_array(a: np.ndarray) -> Image.Image:
+def _from_array(a: np.ndarray, name: str = "image") -> Image.Image:
     if a.dtype == np.uint16:
         a = (a.astype(np.uint32) // 257).astype(np.uint8)
     if a.dtype != np.uint8:
-        raise TypeError(f"image array must be uint8 (or uint16), got dtype {a.dtype}; "
+        raise TypeError(f"{name}: image array must be uint8 (or uint16), got dtype {a.dtype}; "
                         "convert float images with (a * 255).round().astype(np.uint8)")
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
@@ -35,7 +35,7 @@ def _from_array(a: np.ndarray) -> Image.Image:
         return Image.fromarray(a, mode="L")
     if a.ndim == 3 and a.shape[2] in (3, 4):
         return Image.fromarray(np.ascontiguousarray(a), mode="RGB" if a.shape[2] == 3 else "RGBA")
-    raise ValueError(f"image array must have shape (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+    raise ValueError(f"{name}: image array must have shape (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -76,7 +76,7 @@ def load_image(image: ImageInput, name: str = "image") -> Image.Image:
             raise ValueError(f"{name} is {image.width}x{image.height}, larger than {MAX_PIXELS} pixels")
         img = _apply_exif(image, image.getexif())
     elif isinstance(image, np.ndarray):
-        img = _from_array(image)
+        img = _from_array(image, name)
     else:
         raise TypeError(f"{name} must be a PIL image, a path or a uint8 numpy array, got {type(image).__name__}")
     if min(img.size) < MIN_SIDE:
