@@ -51,3 +51,15 @@ def test_hflip_query_mirrors_labels_and_image_lazily():
     assert q.positives.tolist() == [[5, 10, 15, 20]]  # the original is untouched
     with pytest.raises(ValueError, match="width"):
         hflip_boxes([[0, 0, 1, 1]], 0)
+
+
+def test_hflip_query_mirrors_the_synthetic_scene_too():
+    from locinsert.data import synthetic
+    from locinsert.data.augment import hflip_query
+
+    for q in synthetic.opa_like(5, seed=3):
+        f = hflip_query(q)
+        scene = f.meta["scene"]
+        assert synthetic.is_plausible(scene, f.category, f.positives).all()
+        assert not synthetic.is_plausible(scene, f.category, f.negatives).any()
+        assert np.array_equal(np.asarray(f.image), np.asarray(q.image)[:, ::-1])

@@ -50,7 +50,10 @@ def hflip_query(query: PlacementQuery) -> PlacementQuery:
     def mirrored_image():
         return ImageOps.mirror(source.image)
 
+    meta = {**query.meta, "hflip": True}
+    if hasattr(meta.get("scene"), "hflip"):  # synthetic world: the oracle must judge the mirrored room
+        meta["scene"] = meta["scene"].hflip()
     return replace(query, positives=hflip_boxes(query.positives, width) if len(query.positives) else query.positives,
                    negatives=hflip_boxes(query.negatives, width) if len(query.negatives) else query.negatives,
                    image_source=mirrored_image, width=width, height=height,
-                   query_id=f"{query.query_id}:hflip", meta={**query.meta, "hflip": True}, _image=None)
+                   query_id=f"{query.query_id}:hflip", meta=meta, _image=None)
