@@ -11,7 +11,6 @@ The budgets are the same stages as ``training/configs/synthetic_*.yaml``, sized 
 
 from __future__ import annotations
 
-
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,12 +24,12 @@ _DPO_LOSS = dict(beta=0.1, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5]
 # Per budget: the world's sizes and each stage's overrides of its config fields.
 SYNTHETIC_BUDGETS: dict[str, dict] = {
     "quick": {
-        "test_scenes": 60,
-        "pretrain": dict(synthetic_scenes=2400, num_train_epochs=1, per_device_train_batch_size=16,
+        "test_scenes": 40,
+        "pretrain": dict(synthetic_scenes=2000, num_train_epochs=1, per_device_train_batch_size=16,
                          learning_rate=2e-3),
-        "finetune": dict(synthetic_scenes=150, num_train_epochs=1, per_device_train_batch_size=16,
+        "finetune": dict(synthetic_scenes=120, num_train_epochs=1, per_device_train_batch_size=16,
                          learning_rate=5e-4),
-        "dpo": dict(synthetic_scenes=80, num_train_epochs=1, per_device_train_batch_size=16,
+        "dpo": dict(synthetic_scenes=60, num_train_epochs=1, per_device_train_batch_size=16,
                     learning_rate=1e-4, pairs_per_query=4, **_DPO_LOSS),
     },
     "default": {
