@@ -48,6 +48,11 @@ def test_dpo_on_two_processes(tmp_path):
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     logged = [h for h in state["log_history"] if "loss" in h]
     assert len(logged) == 3 and "rewards/margins" in logged[0]
+    # each rank converted its own RNG state; the checkpoint holds no pickle
+    files = set(os.listdir(out / "checkpoint-3"))
+    assert {"rng_state_0.safetensors", "rng_state_0.json", "rng_state_1.safetensors", "rng_state_1.json",
+            "optimizer.safetensors", "scheduler.json", "checkpoint_complete.json"} <= files
+    assert not [f for f in files if f.endswith((".pt", ".pth", ".bin", ".pkl"))], files
     model = LocationModel.from_pretrained(out / "final")
     start_model = LocationModel.from_pretrained(start)
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, start_model.state_dict()[k])]

@@ -1,4 +1,4 @@
-"""Checkpoints that are complete or invisible, and resuming from the last complete one.
+"""Checkpoints that are complete or invisible, pickle-free, and resuming from the last complete one.
 
 ``transformers.Trainer`` (5.x) writes ``output_dir/checkpoint-N/`` in place: weights
 (``model.safetensors``, via ``save_pretrained``), then optimizer, scheduler and RNG state, then
@@ -10,9 +10,30 @@ into the folder (write to a temporary file, ``os.replace``). A checkpoint exists
 only once that marker does; ``last_checkpoint`` ignores everything else and
 ``discard_incomplete_checkpoints`` deletes it before a resumed run can write into it again.
 
-The Trainer also pickles its ``TrainingArguments`` to ``training_args.bin``; the callback replaces it
-by ``training_args.json`` so that no checkpoint holds an arbitrary pickle. Optimizer, scheduler and
-RNG state stay in torch's tensor format, which the Trainer loads with ``weights_only=True``.
+**No pickles.** The Trainer writes ``training_args.bin``, ``optimizer.pt``, ``scheduler.pt``,
+``scaler.pt`` and ``rng_state.pth`` (``rng_state_{rank}.pth`` with several processes) with
+``torch.save``. The same ``on_save`` callback, *before* it writes the marker, turns each into
+safetensors + JSON and deletes the pickle:
+
+- ``optimizer.pt`` -> ``optimizer.safetensors`` (every tensor, keys like ``state.0.exp_avg``) +
+  ``optimizer.json`` (``param_groups`` and non-tensor state, tensors referenced by key);
+- ``scheduler.pt`` -> ``scheduler.json``; ``scaler.pt`` -> ``scaler.json``;
+- ``rng_state[_R].pth`` -> ``rng_state[_R].safetensors`` (torch CPU/CUDA generator states, uint8) +
+  ``rng_state[_R].json`` (python ``random`` and numpy states as lists); each rank converts its own;
+- ``training_args.bin`` -> ``training_args.json``.
+
+The JSON keeps what JSON alone would lose (tuples, int dict keys, numpy arrays) as small tagged
+objects, so ``decode_state(encode_state(x))`` rebuilds ``x`` exactly. A crash half-way through the
+conversion leaves a folder without the marker, which is never resumed from.
+
+**Loading it back** is done by :class:`SafeCheckpointMixin` (the base of ``BoxSFTTrainer`` and
+``BoxDPOTrainer``), which overrides the Trainer's ``_load_optimizer_and_scheduler``,
+``_load_scaler`` and ``_load_rng_state``. Public hooks are not enough for an *exact* resume: the
+Trainer restores the RNG state at a precise point inside its epoch loop (after the dataloader
+iterator has drawn its shuffling seed from the global torch generator and the already-trained
+batches have been skipped), and ``on_train_begin`` runs before that iterator exists, so restoring
+there would reshuffle the data. Overriding the loader methods keeps the Trainer's own timing and
+only changes the file format; when no converted files are present they fall back to the Trainer.
 """
 
 from __future__ import annotations
@@ -22,9 +43,13 @@ import logging
 import os
 import re
 import shutil
+import random
 import tempfile
 from typing import Any
 
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
@@ -32,6 +57,10 @@ logger = logging.getLogger(__name__)
 COMPLETE_MARKER = "checkpoint_complete.json"
 PICKLED_ARGS = "training_args.bin"
 ARGS_JSON = "training_args.json"
+# the Trainer's torch.save files (transformers.trainer OPTIMIZER_NAME, SCHEDULER_NAME, SCALER_NAME)
+OPTIMIZER_PT, SCHEDULER_PT, SCALER_PT = "optimizer.pt", "scheduler.pt", "scaler.pt"
+OPTIMIZER_NAME, SCHEDULER_JSON, SCALER_JSON = "optimizer", "scheduler.json", "scaler.json"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl")
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -64,6 +93,186 @@ def _replace_pickled_args(folder: str, args: Any) -> None:
     if os.path.exists(pickled):
         os.remove(pickled)
 
+
+# -- pickle-free state files ------------------------------------------------------------------------
+
+def encode_state(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "") -> Any:
+    """A JSON-able copy of ``obj`` with every tensor moved into ``tensors`` under its dotted path.
+
+    Tuples, dicts with non-string keys and numpy arrays/scalars become tagged objects so that
+    :func:`decode_state` gives back exactly the same structure. Anything else raises ``TypeError``
+    (rather than being silently stringified).
+    """
+    def path(key) -> str:
+        return f"{prefix}.{key}" if prefix else str(key)
+
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": prefix}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, tuple):
+        return {"__tuple__": [encode_state(v, tensors, path(i)) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [encode_state(v, tensors, path(i)) for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: encode_state(v, tensors, path(k)) for k, v in obj.items()}
+        if all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in obj):
+            return {"__items__": [[k, encode_state(v, tensors, path(k))] for k, v in obj.items()]}
+    raise TypeError(f"cannot store {type(obj).__name__} at {prefix or '<root>'!r} without pickle")
+
+
+def decode_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`encode_state`."""
+    if isinstance(obj, list):
+        return [decode_state(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        key = obj["__tensor__"]
+        if key not in tensors:
+            raise ValueError(f"checkpoint state refers to tensor {key!r}, which its safetensors file lacks")
+        return tensors[key]
+    if "__ndarray__" in obj:
+        return np.asarray(obj["__ndarray__"], dtype=obj["dtype"])
+    if "__tuple__" in obj:
+        return tuple(decode_state(v, tensors) for v in obj["__tuple__"])
+    if "__items__" in obj:
+        return {k: decode_state(v, tensors) for k, v in obj["__items__"]}
+    return {k: decode_state(v, tensors) for k, v in obj.items()}
+
+
+def _atomic_save_file(tensors: dict[str, torch.Tensor], path: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_state(folder: str, name: str, state: Any, json_only: bool = False) -> None:
+    """Write ``state`` as ``name.json`` (+ ``name.safetensors`` holding its tensors), each atomically.
+
+    The tensor file is written first, so a ``name.json`` on disk always has its tensors next to it.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    payload = encode_state(state, tensors)
+    if tensors and json_only:
+        raise TypeError(f"{name}: state holds tensors ({sorted(tensors)[:3]}...) but only JSON is written")
+    if tensors:
+        _atomic_save_file(tensors, os.path.join(folder, f"{name}.safetensors"))
+    write_json_atomic(os.path.join(folder, f"{name}.json"), {"state": payload, "tensors": bool(tensors)})
+
+
+def load_state(folder: str, name: str) -> Any:
+    """Read back what :func:`save_state` wrote (tensors on the CPU)."""
+    with open(os.path.join(folder, f"{name}.json")) as f:
+        payload = json.load(f)
+    tensors = load_file(os.path.join(folder, f"{name}.safetensors")) if payload.get("tensors") else {}
+    return decode_state(payload["state"], tensors)
+
+
+def has_state(folder: str, name: str) -> bool:
+    return os.path.isfile(os.path.join(folder, f"{name}.json"))
+
+
+def _torch_load_tensors(path: str) -> Any:
+    """Read a Trainer ``torch.save`` file the safe way (tensors and allow-listed numpy objects only)."""
+    from transformers.trainer_pt_utils import safe_globals
+
+    with safe_globals():
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _convert(folder: str, pickled: str, name: str, json_only: bool = False) -> bool:
+    path = os.path.join(folder, pickled)
+    if not os.path.isfile(path):
+        return False
+    save_state(folder, name, _torch_load_tensors(path), json_only=json_only)
+    os.remove(path)
+    return True
+
+
+def rng_state_name(process_index: int, world_size: int) -> str:
+    """``rng_state`` or ``rng_state_{rank}`` (the Trainer's naming, without the extension)."""
+    return "rng_state" if world_size <= 1 else f"rng_state_{process_index}"
+
+
+def convert_rank_state(folder: str, process_index: int, world_size: int) -> bool:
+    """This rank's ``rng_state[_R].pth`` -> ``.safetensors`` + ``.json``. True if there was one."""
+    name = rng_state_name(process_index, world_size)
+    return _convert(folder, f"{name}.pth", name)
+
+
+def convert_shared_state(folder: str) -> list[str]:
+    """``optimizer.pt``, ``scheduler.pt``, ``scaler.pt`` -> safetensors/JSON (main process). Returns what was converted."""
+    done = []
+    for pickled, name, json_only in ((OPTIMIZER_PT, OPTIMIZER_NAME, False), (SCHEDULER_PT, "scheduler", True),
+                                     (SCALER_PT, "scaler", False)):
+        if _convert(folder, pickled, name, json_only=json_only):
+            done.append(pickled)
+    return done
+
+
+def pickled_files(folder: str) -> list[str]:
+    """Files in ``folder`` with a pickle-format extension."""
+    return sorted(f for f in os.listdir(folder) if f.endswith(PICKLE_SUFFIXES))
+
+
+class SafeCheckpointMixin:
+    """Put before ``transformers.Trainer`` in the bases: resumes from the pickle-free checkpoint files.
+
+    Overrides the Trainer's loader methods (not public hooks) so that the optimizer, scheduler, scaler
+    and RNG state are restored at exactly the points the Trainer restores them; see the module
+    docstring for why a callback cannot time the RNG restore. Each falls back to the Trainer's own
+    loader when the converted files are missing (DeepSpeed / FSDP formats, older checkpoints).
+    """
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is None or self.is_deepspeed_enabled or self.is_fsdp_enabled or \
+                not (has_state(checkpoint, OPTIMIZER_NAME) and has_state(checkpoint, "scheduler")):
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        # optimizer.load_state_dict moves each state tensor to its parameter's device and dtype
+        self.optimizer.load_state_dict(load_state(checkpoint, OPTIMIZER_NAME))
+        self.lr_scheduler.load_state_dict(load_state(checkpoint, "scheduler"))
+
+    def _load_scaler(self, checkpoint: str | None) -> None:
+        scaler = getattr(self.accelerator, "scaler", None)
+        if checkpoint is None or scaler is None or not has_state(checkpoint, "scaler"):
+            return super()._load_scaler(checkpoint)
+        scaler.load_state_dict(load_state(checkpoint, "scaler"))
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if checkpoint is None:
+            return super()._load_rng_state(checkpoint)
+        name = rng_state_name(self.args.process_index, self.args.world_size)
+        if not has_state(checkpoint, name):
+            return super()._load_rng_state(checkpoint)  # logs that reproducibility is not guaranteed
+        state = load_state(checkpoint, name)
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.random.set_rng_state(state["cpu"])
+        if torch.cuda.is_available() and "cuda" in state:
+            # a list (all devices) under DDP, one state otherwise: as the Trainer saved it
+            if isinstance(state["cuda"], (list, tuple)):
+                torch.cuda.random.set_rng_state_all(state["cuda"])
+            else:
+                torch.cuda.random.set_rng_state(state["cuda"])
+        others = sorted(set(state) - {"python", "numpy", "cpu", "cuda"})
+        if others:
+            logger.warning("RNG state of %s in %s is not restored: resuming may not be exact", others, checkpoint)
+
+
+# -- finding checkpoints ---------------------------------------------------------------------------
 
 def checkpoint_step(path: str) -> int | None:
     """N for a folder named ``checkpoint-N``, else None."""
@@ -132,12 +341,16 @@ def resolve_resume(output_dir: str, resume_from_checkpoint: str | bool | None) -
 
 
 class AtomicCheckpointCallback(TrainerCallback):
-    """Marks each checkpoint complete once every rank has finished writing it (see the module docstring)."""
+    """Converts each checkpoint to safetensors/JSON and marks it complete once every rank is done
+    (see the module docstring)."""
 
     def on_save(self, args, state, control, **kwargs):
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        _wait_for_everyone()  # every rank has written its RNG state / shards
+        if os.path.isdir(folder):  # each rank wrote (and now converts) its own RNG state
+            convert_rank_state(folder, args.process_index, args.world_size)
+        _wait_for_everyone()  # every rank has written and converted its RNG state / shards
         if args.should_save and os.path.isdir(folder):
+            convert_shared_state(folder)
             _replace_pickled_args(folder, args)
             files = sorted(f for f in os.listdir(folder) if not f.startswith(".tmp-"))
             write_json_atomic(os.path.join(folder, COMPLETE_MARKER),

@@ -15,7 +15,8 @@ trl's ``DPOTrainer`` only fits text causal LMs and keeps its loss in private met
 - logs ``rewards/{chosen,rejected,margins,accuracies}`` and ``logps/{chosen,rejected}``, averaged over
   the steps since the last log and over processes.
 
-Besides ``compute_loss`` it overrides ``log`` (documented as the hook for adding logged values).
+Besides ``compute_loss`` it overrides ``log`` (documented as the hook for adding logged values); its
+base ``SafeCheckpointMixin`` reads the pickle-free checkpoint state on resume (see ``checkpoints``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from .checkpoints import SafeCheckpointMixin
 from .losses import preference_loss
 
 PREFIX_KEYS = ("pixel_values", "classes", "image_features", "class_features")
@@ -63,7 +65,7 @@ def pair_logps(model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tens
     return logps[: len(chosen)], logps[len(chosen):], outputs
 
 
-class BoxDPOTrainer(Trainer):
+class BoxDPOTrainer(SafeCheckpointMixin, Trainer):
     """DPO on (chosen, rejected) box pairs; ``args`` is a ``trl.DPOConfig`` (e.g. ``DPOArguments``).
 
     Batches (from :class:`~locinsert.training.datasets.PairCollator`) hold the prefix inputs

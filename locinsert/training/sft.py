@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from transformers import Trainer
 
+from .checkpoints import SafeCheckpointMixin
 
-class BoxSFTTrainer(Trainer):
-    """``transformers.Trainer`` for ``LocationModel``; overrides only ``compute_loss``.
+
+class BoxSFTTrainer(SafeCheckpointMixin, Trainer):
+    """``transformers.Trainer`` for ``LocationModel``; overrides only ``compute_loss`` (and, through
+    ``SafeCheckpointMixin``, reads the pickle-free checkpoint state on resume).
 
     The model's ``forward`` returns ``.loss``, the mean NLL over the batch's 4 x B coordinate tokens.
     Every example has exactly 4 target tokens, so a per-batch mean divided by the number of
