@@ -39,7 +39,7 @@ def test_presets_build_configs_offline():
 def test_synthetic_preset_shapes():
     m = LocationModel(LocationModelConfig.preset("synthetic"))
     assert m.config.image_size == 64 and m.config.num_bins == 32
-    assert m.prefix_length == 64 + 1 + 2
+    assert m.prefix_length == 16 + 1 + 2  # 4x4 patches of 16 px
     assert any(p.requires_grad for p in m.image_encoder.parameters())
     assert not any(p.requires_grad for p in m.class_encoder.parameters())
     n = sum(p.numel() for n_, p in m.named_parameters() if not n_.startswith("class_encoder"))

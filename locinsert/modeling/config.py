@@ -37,10 +37,12 @@ PRESETS: dict[str, dict] = {
     # The synthetic world: 64 px scenes, coarse bins, everything small enough to train on a CPU.
     # The image tower is trained from scratch. The class tower stays frozen and random: with few
     # classes, distinct random embeddings are all the decoder needs, and frozen features are memoised.
+    # Patch 16 (a 4x4 grid): training is example-bound, and 16 image tokens instead of 64 make a
+    # step about 3x cheaper for the same loss per example (README, Training: measured).
     "synthetic": dict(
         num_bins=32,
         image_encoder_type="timm", image_encoder="vit_tiny_patch16_224",
-        image_encoder_kwargs=dict(img_size=64, patch_size=8, embed_dim=128, depth=4, num_heads=4),
+        image_encoder_kwargs=dict(img_size=64, patch_size=16, embed_dim=128, depth=4, num_heads=4),
         freeze_image_encoder=False,
         class_encoder_type="open_clip", class_encoder=None,
         class_encoder_kwargs=dict(embed_dim=64, vision_cfg=_TINY_VISION,
