@@ -34,9 +34,9 @@ SYNTHETIC_BUDGETS: dict[str, dict] = {
     },
     "default": {
         "test_scenes": 200,
-        "pretrain": dict(synthetic_scenes=24000, num_train_epochs=1, per_device_train_batch_size=32,
+        "pretrain": dict(synthetic_scenes=80000, num_train_epochs=1, per_device_train_batch_size=32,
                          learning_rate=2e-3),
-        "finetune": dict(synthetic_scenes=1000, num_train_epochs=1, per_device_train_batch_size=32,
+        "finetune": dict(synthetic_scenes=2000, num_train_epochs=1, per_device_train_batch_size=32,
                          learning_rate=5e-4),
         "dpo": dict(synthetic_scenes=300, num_train_epochs=1, per_device_train_batch_size=32,
                     learning_rate=1e-4, pairs_per_query=4, **_DPO_LOSS),
