@@ -172,7 +172,8 @@ def _edits(model, test, n: int, folder: Path, seed: int) -> list[dict]:
     from .metrics import background_ssim
 
     folder.mkdir(parents=True, exist_ok=True)
-    inserter = ObjectInserter(model, CutoutCompositor(lambda cls, size: synthetic.sprite(cls, size)),
+    # A painting is a rectangle: its sprite is opaque by design.
+    inserter = ObjectInserter(model, CutoutCompositor(synthetic.sprite, allow_opaque=True),
                               num_candidates=32)
     seen, records = set(), []
     scenes = [q for q in test if not (q.image_id in seen or seen.add(q.image_id))][:n]
