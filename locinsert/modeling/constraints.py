@@ -20,8 +20,13 @@ feasible (monotonicity), each step has an exact test:
 half-bin grid indexed by ``s = a + c`` and ``t = b + d``. A 2-D prefix sum over the allowed centre
 cells answers "is there an allowed centre in this range of s and t" exactly at every step.
 
-Both are exact: every allowed token has at least one completion, so decoding never dead-ends and
-the masked, renormalised model distribution is exactly p(box | box satisfies the constraints).
+Both are exact in what they allow: every allowed token has at least one completion, so decoding
+never dead-ends and every sampled box satisfies the constraints. What is sampled is the *locally*
+renormalised distribution q(box) = prod_t p(token_t | prefix) / Z_t, where Z_t is the model mass the
+mask keeps at step t. It equals the Bayesian conditional p(box | box satisfies the constraints) only
+when every step keeps the same share of mass; otherwise early tokens are chosen without looking
+ahead (a region that cuts off most of the model's favourite x1 values pushes boxes to the region's
+edge). ``sample()``'s log-probs and ``score()`` both report log q, so they agree.
 The one combination that is not monotone, centre mode *plus* ``avoid`` boxes, uses both masks
 (each is necessary); a row can then dead-end, and the sampler redraws such rows a bounded number
 of times (``exact`` is False). Feasibility of a constraint set is always checked exactly, so an
