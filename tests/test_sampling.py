@@ -101,3 +101,30 @@ def test_forced_decoding_scores_given_tokens():
         ref = torch.log_softmax(logits, -1).gather(-1, forced[0][..., None])[..., 0].sum(-1)
     assert torch.equal(tok, forced)
     torch.testing.assert_close(lp[0], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_resample_tends_to_the_exact_conditional(small_model):
+    """Masked decoding samples q(box); resample= corrects it towards p(box | box in region)."""
+    m = small_model
+    from locinsert import Region
+
+    region = Region((0.0, 0.0, 0.5, 1.0), mode="center")
+    boxes = m.tokens_to_boxes(torch.tensor(list(itertools.product(range(4), repeat=4))), 40, 40)
+    boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+    q = m.score(IMAGE, "dog", boxes, region=region).exp().double().numpy()
+    p = m.score(IMAGE, "dog", boxes, constrained=False).exp().double().numpy() * (q > 0)
+    p /= p.sum()  # the exact conditional, by enumeration
+    assert 0.5 * np.abs(p - q).sum() > 0.15  # masked decoding is off the exact conditional: the test has teeth
+    index = {tuple(t): i for i, t in enumerate(m.boxes_to_tokens(boxes, 40, 40).tolist())}
+    n = 4000
+    s = m.sample(IMAGE, "dog", num_samples=n, region=region, resample=16, generator=torch.Generator().manual_seed(0))
+    assert len(s.boxes) == n
+    counts = np.bincount([index[tuple(t)] for t in s.tokens.tolist()], minlength=len(boxes))
+    assert counts[p == 0].sum() == 0
+    tv_exact, tv_masked = 0.5 * np.abs(counts / n - p).sum(), 0.5 * np.abs(counts / n - q).sum()
+    assert tv_exact < 0.06 and tv_exact < tv_masked, (tv_exact, tv_masked)
+    # reported log-probs are still score()'s
+    torch.testing.assert_close(s.logprobs[:20], m.score(IMAGE, "dog", s.boxes[:20], region=region),
+                               atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="temperature=1"):
+        m.sample(IMAGE, "dog", num_samples=4, region=region, resample=2, temperature=0.5)

@@ -26,7 +26,8 @@ renormalised distribution q(box) = prod_t p(token_t | prefix) / Z_t, where Z_t i
 mask keeps at step t. It equals the Bayesian conditional p(box | box satisfies the constraints) only
 when every step keeps the same share of mass; otherwise early tokens are chosen without looking
 ahead (a region that cuts off most of the model's favourite x1 values pushes boxes to the region's
-edge). ``sample()``'s log-probs and ``score()`` both report log q, so they agree.
+edge). ``sample()``'s log-probs and ``score()`` both report log q, so they agree;
+``sample(..., resample=k)`` importance-resamples towards the exact conditional.
 The one combination that is not monotone, centre mode *plus* ``avoid`` boxes, uses both masks
 (each is necessary); a row can then dead-end, and the sampler redraws such rows a bounded number
 of times (``exact`` is False). Feasibility of a constraint set is always checked exactly, so an

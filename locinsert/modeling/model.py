@@ -364,7 +364,7 @@ class LocationModel(PreTrainedModel):
     @torch.no_grad()
     def sample(self, images, classes, num_samples: int = 100, region=None, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, min_size: float | None = None,
-               generator: torch.Generator | None = None):
+               generator: torch.Generator | None = None, resample: int | None = None):
         """Sample ``num_samples`` boxes per image from p(box | image, class) under constraints.
 
         ``images``: one image (PIL / path / uint8 array) with one class string -> ``BoxSamples``;
@@ -373,6 +373,14 @@ class LocationModel(PreTrainedModel):
         ``min_size``: minimal box width and height in pixels. Every box is valid (x2 > x1,
         y2 > y1) and satisfies its region. ``logprobs`` are log p(box) under the constrained
         model at temperature 1 (equal to ``score``), whatever temperature/top-k/top-p sampled it.
+
+        The logit masks renormalise each step without looking ahead, so under a region the boxes
+        follow q(box) = prod_t p(token_t | prefix) / Z_t, not the exact conditional
+        p(box | box satisfies the constraints) (see ``constraints.py``). ``resample=k`` corrects
+        that by importance resampling: draw ``k * num_samples`` boxes from q, weight each by
+        p(box) / q(box), and keep ``num_samples`` of them drawn by weight. The result tends to the
+        exact conditional as k grows (temperature 1 without top-k/top-p only). ``logprobs`` stay
+        log q, as ``score`` reports.
         """
         single = not isinstance(images, (list, tuple))
         pil = self.load_images(images)
@@ -390,6 +398,13 @@ class LocationModel(PreTrainedModel):
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         if top_p is not None and not (0 < top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if resample is not None:
+            if int(resample) < 1:
+                raise ValueError(f"resample must be an oversampling factor >= 1, got {resample}")
+            if temperature != 1.0 or top_k is not None or top_p is not None:
+                raise ValueError("resample= targets the model's own conditional: use temperature=1 "
+                                 "without top_k/top_p")
+        final_samples, num_samples = num_samples, num_samples * int(resample or 1)
         constraints = self._constraints(pil, region, min_size, single)  # impossible regions fail here
         cache = self.encode_prefix(pil, classes)
         opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
@@ -409,6 +424,8 @@ class LocationModel(PreTrainedModel):
                 logps[i, slots[: len(fresh)]] = l2[i, fresh]
                 dead[i, slots[: len(fresh)]] = False
             rounds += 1
+        if resample is not None:
+            tokens, logps = self._importance_resample(cache, tokens, logps, final_samples, generator)
         out = []
         for i, im in enumerate(pil):
             boxes = box_ops.tokens_to_boxes(tokens[i].cpu(), im.width, im.height, self.config.num_bins)
@@ -416,6 +433,15 @@ class LocationModel(PreTrainedModel):
                 raise RuntimeError("internal error: a sampled box breaks its constraints")
             out.append(BoxSamples(boxes, logps[i].cpu(), tokens[i].cpu(), im.width, im.height))
         return out[0] if single else out
+
+    def _importance_resample(self, cache, tokens, logps, n: int, generator):
+        """Keep ``n`` of the drawn boxes per image, drawn with weights p(box) / q(box)."""
+        _, raw, _ = decode_boxes(self.decoder, self.lm_head, cache, tokens.shape[1], None, forced=tokens)
+        weights = torch.softmax((raw - logps).double(), dim=1)  # log p - log q = sum_t log Z_t
+        device = generator.device if generator is not None else weights.device
+        pick = torch.multinomial(weights.to(device).float(), n, replacement=True, generator=generator)
+        pick = pick.to(tokens.device)
+        return tokens.gather(1, pick[..., None].expand(-1, -1, 4)), logps.gather(1, pick)
 
     @torch.no_grad()
     def score(self, image, cls: str, boxes, region=None, min_size: float | None = None,
