@@ -233,3 +233,19 @@ def test_synthetic_queries_get_oracle_precision_and_coverage_per_k():
     assert not evaluate(prior, [query()], ks=[5], progress=False).has_oracle
     with pytest.raises(ValueError, match="oracle"):
         evaluate(prior, [query()], ks=[5], progress=False, oracle=True)
+
+
+def test_baseline_image_size_follows_exif_rotation():
+    """Baselines must size boxes in the upright frame that load_image (and the models) use."""
+    import io
+
+    from locinsert.evaluation.baselines import image_size
+
+    im = Image.new("RGB", (40, 20))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif)
+    buf.seek(0)
+    assert image_size(Image.open(buf)) == (20, 40)
+    assert image_size((40, 20)) == (40, 20)

@@ -49,14 +49,12 @@ def image_size(image) -> tuple[int, int]:
     """
     if isinstance(image, tuple) and len(image) == 2 and all(isinstance(v, (int, float)) for v in image):
         w, h = image
-    elif hasattr(image, "size") and not callable(image.size) and isinstance(image.size, tuple):
-        w, h = image.size  # PIL
     elif hasattr(image, "shape") and len(image.shape) == 3:
         h, w = image.shape[:2]
-    else:
-        from ..images import load_image
+    else:  # PIL image or path: the upright (EXIF-rotated) size, the frame models and labels use
+        from ..images import image_size as upright_size
 
-        w, h = load_image(image).size
+        w, h = upright_size(image)
     if not (w > 0 and h > 0):
         raise ValueError(f"image size must be positive, got {w}x{h}")
     return int(w), int(h)
