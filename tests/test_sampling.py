@@ -95,7 +95,7 @@ def test_forced_decoding_scores_given_tokens():
     forced = torch.tensor([[[1, 2, 3, 4], [0, 0, 7, 7]]])
     with torch.no_grad():
         cache = prefix_forward(gpt, prefix)
-        tok, lp, _ = decode_boxes(gpt, head, cache, 2, forced=forced)
+        tok, lp, _, _ = decode_boxes(gpt, head, cache, 2, forced=forced)
         seq = torch.cat([prefix.expand(2, -1, -1), gpt.wte(forced[0, :, :3])], 1)
         logits = head(gpt(inputs_embeds=seq).last_hidden_state[:, 4:])
         ref = torch.log_softmax(logits, -1).gather(-1, forced[0][..., None])[..., 0].sum(-1)

@@ -407,25 +407,27 @@ class LocationModel(PreTrainedModel):
         final_samples, num_samples = num_samples, num_samples * int(resample or 1)
         constraints = self._constraints(pil, region, min_size, single)  # impossible regions fail here
         cache = self.encode_prefix(pil, classes)
-        opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, raw=resample is not None)
         allowed = self._allowed_fn(constraints)
-        tokens, logps, dead = decode_boxes(self.decoder, self.lm_head, cache, num_samples, allowed, **opts)
+        tokens, logps, dead, raw = decode_boxes(self.decoder, self.lm_head, cache, num_samples, allowed, **opts)
         rounds = 0
         while dead.any():
             if rounds == MAX_REDRAWS:
                 raise ValueError(f"could not draw boxes that satisfy the region after {MAX_REDRAWS} redraws; "
                                  "this region (centre mode with avoid boxes) leaves very little room")
             need = int(dead.sum(1).max())
-            t2, l2, d2 = decode_boxes(self.decoder, self.lm_head, cache, need, allowed, **opts)
+            t2, l2, d2, r2 = decode_boxes(self.decoder, self.lm_head, cache, need, allowed, **opts)
             for i in range(len(pil)):
                 slots = dead[i].nonzero().flatten()
                 fresh = (~d2[i]).nonzero().flatten()[: len(slots)]
                 tokens[i, slots[: len(fresh)]] = t2[i, fresh]
                 logps[i, slots[: len(fresh)]] = l2[i, fresh]
+                if raw is not None:
+                    raw[i, slots[: len(fresh)]] = r2[i, fresh]
                 dead[i, slots[: len(fresh)]] = False
             rounds += 1
         if resample is not None:
-            tokens, logps = self._importance_resample(cache, tokens, logps, final_samples, generator)
+            tokens, logps = self._importance_resample(tokens, logps, raw, final_samples, generator)
         out = []
         for i, im in enumerate(pil):
             boxes = box_ops.tokens_to_boxes(tokens[i].cpu(), im.width, im.height, self.config.num_bins)
@@ -434,9 +436,9 @@ class LocationModel(PreTrainedModel):
             out.append(BoxSamples(boxes, logps[i].cpu(), tokens[i].cpu(), im.width, im.height))
         return out[0] if single else out
 
-    def _importance_resample(self, cache, tokens, logps, n: int, generator):
-        """Keep ``n`` of the drawn boxes per image, drawn with weights p(box) / q(box)."""
-        _, raw, _ = decode_boxes(self.decoder, self.lm_head, cache, tokens.shape[1], None, forced=tokens)
+    @staticmethod
+    def _importance_resample(tokens, logps, raw, n: int, generator):
+        """Keep ``n`` of the drawn boxes per image, drawn with weights p(box) / q(box) (``raw`` = log p)."""
         weights = torch.softmax((raw - logps).double(), dim=1)  # log p - log q = sum_t log Z_t
         device = generator.device if generator is not None else weights.device
         pick = torch.multinomial(weights.to(device).float(), n, replacement=True, generator=generator)
@@ -463,7 +465,7 @@ class LocationModel(PreTrainedModel):
         tokens = box_ops.boxes_to_tokens(b, im.width, im.height, self.config.num_bins)
         allowed = self._allowed_fn(self._constraints([im], region, min_size)) if constrained else None
         cache = self.encode_prefix([im], cls)
-        _, logps, _ = decode_boxes(self.decoder, self.lm_head, cache, tokens.shape[0], allowed,
+        _, logps, _, _ = decode_boxes(self.decoder, self.lm_head, cache, tokens.shape[0], allowed,
                                    forced=tokens[None].to(self.device))
         return logps[0].cpu()
 

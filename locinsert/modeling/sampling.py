@@ -130,24 +130,30 @@ def _filter(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: 
 
 def decode_boxes(decoder, lm_head, cache: PrefixCache, num_samples: int, allowed_fn=None, *,
                  forced: torch.Tensor | None = None, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, generator: torch.Generator | None = None):
+                 top_p: float | None = None, generator: torch.Generator | None = None, raw: bool = False):
     """Sample (or score, with ``forced``) 4 coordinate tokens for each of N rows per prefix.
 
     ``allowed_fn(step, prefix (B, N, step)) -> (B, N, V) bool`` gives the constraint masks.
     Returns ``tokens`` (B, N, 4), ``logps`` (B, N) — the log-probability of each box under the
     *constrained* model at temperature 1 (what ``score`` computes), -inf for a forced box that
-    breaks a constraint — and ``dead`` (B, N) bool for rows whose mask emptied (inexact constraints).
+    breaks a constraint —, ``dead`` (B, N) bool for rows whose mask emptied (inexact constraints),
+    and, with ``raw=True``, the same boxes' *unconstrained* log p (B, N) (else ``None``), from the
+    same pass (what importance resampling weighs against).
     """
     b, n = cache.values[0].shape[0], num_samples
     device = cache.values[0].device
     tokens = torch.zeros(b, n, NUM_COORDS, dtype=torch.long, device=device)
     logps = torch.zeros(b, n, device=device)
     dead = torch.zeros(b, n, dtype=torch.bool, device=device)
+    raw_logps = torch.zeros(b, n, device=device) if raw else None
+    raw_all = None
     stepper = SharedPrefixDecoder(decoder, cache, n)
     hidden = cache.last_hidden[:, None, :]  # (B, 1, D): x1 depends on the prefix only
     for step in range(NUM_COORDS):
         logits = lm_head(hidden).float()
         logits = logits.expand(b, n, logits.shape[-1]) if logits.shape[1] == 1 else logits
+        if raw:
+            raw_all = torch.log_softmax(logits, -1)
         if allowed_fn is not None:
             ok = allowed_fn(step, tokens[:, :, :step]).to(device)
             empty = ~ok.any(-1)
@@ -165,6 +171,8 @@ def decode_boxes(decoder, lm_head, cache: PrefixCache, num_samples: int, allowed
             tok = torch.multinomial(flat, 1, generator=generator).view(b, n).to(device)
         tokens[:, :, step] = tok
         logps += logp_all.gather(-1, tok[..., None])[..., 0]
+        if raw:
+            raw_logps += raw_all.gather(-1, tok[..., None])[..., 0]
         if step < NUM_COORDS - 1:
             hidden = stepper.step(tok)
-    return tokens, logps, dead
+    return tokens, logps, dead, raw_logps
