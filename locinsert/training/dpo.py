@@ -68,7 +68,7 @@ def pair_logps(model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tens
 class BoxDPOTrainer(SafeCheckpointMixin, Trainer):
     """DPO on (chosen, rejected) box pairs; ``args`` is a ``trl.DPOConfig`` (e.g. ``DPOArguments``).
 
-    Batches (from :class:`~locinsert.training.datasets.PairCollator`) hold the prefix inputs
+    Batches (:class:`~locinsert.training.datasets.PairDataset` examples stacked by ``collate``) hold the prefix inputs
     (``pixel_values`` or ``image_features``, ``classes`` or ``class_features``), ``chosen_tokens`` and
     ``rejected_tokens`` (B, 4), and optionally ``ref_chosen_logps`` / ``ref_rejected_logps`` (B,).
     ``ref_model``: a frozen reference; None means a deep copy of ``model`` taken now, unless every batch
