@@ -249,3 +249,15 @@ def test_baseline_image_size_follows_exif_rotation():
     buf.seek(0)
     assert image_size(Image.open(buf)) == (20, 40)
     assert image_size((40, 20)) == (40, 20)
+
+
+def test_oracle_coverage_with_fewer_samples_than_k():
+    """A query with fewer than K boxes: the missing samples must not count as hits."""
+    from locinsert.data import synthetic
+
+    queries = synthetic.test_split(4, seed=1)
+    boxes = [torch.tensor([[0.0, 0.0, 2.0, 2.0]]) for _ in queries]  # one useless box each
+    curve = evaluate_boxes(boxes, queries, ks=[1, 10], per_category=False)
+    expected = synthetic.coverage(queries, boxes, iou=0.5)
+    assert curve.at(1).coverage == pytest.approx(expected)
+    assert curve.at(10).coverage == pytest.approx(expected)

@@ -103,6 +103,7 @@ def oracle_prefixes(world, queries: Sequence, boxes: Sequence[torch.Tensor], ks:
     """
     from ..boxes import box_iou
 
+    NEVER = 2 ** 62
     plaus_cum, first_hit, cats = [], [], []
     for q, b in zip(queries, boxes):
         scene = q.meta["scene"]
@@ -111,9 +112,10 @@ def oracle_prefixes(world, queries: Sequence, boxes: Sequence[torch.Tensor], ks:
         dense = world.dense_positives(scene, q.category)
         if len(dense) and len(b):
             hit = box_iou(dense, b) > iou_threshold                      # (M, N)
-            idx = torch.where(hit, torch.arange(len(b)), len(b)).min(1).values
+            # never hit -> a sentinel no K reaches (len(b) would count as hit once K > len(b))
+            idx = torch.where(hit, torch.arange(len(b)), NEVER).min(1).values
         else:
-            idx = torch.full((len(dense),), 2 ** 62)
+            idx = torch.full((len(dense),), NEVER)
         first_hit.append(idx)
         cats.append(q.category)
 
