@@ -79,68 +79,14 @@ def sample_boxes(model, queries: Sequence, num_samples: int = 100, seed: int = 0
 
 
 def _synthetic_oracle(queries: Sequence):
-    """The synthetic world's oracle metrics if every query comes from it (``meta["scene"]``), else None."""
+    """The synthetic world's ``prefix_metrics`` if every query comes from it (``meta["scene"]``), else None."""
     if not queries or not all("scene" in getattr(q, "meta", {}) for q in queries):
         return None
     try:
-        from ..data import synthetic
+        from ..data.synthetic.metrics import prefix_metrics
     except ImportError:
         return None
-    if not all(hasattr(synthetic, f) for f in ("is_plausible", "dense_positives", "oracle_precision", "coverage")):
-        return None
-    return synthetic
-
-
-def oracle_prefixes(world, queries: Sequence, boxes: Sequence[torch.Tensor], ks: Sequence[int],
-                    iou_threshold: float = 0.5) -> tuple[list[dict], list[dict]]:
-    """Synthetic-world oracle precision and coverage for every prefix K, one oracle pass per query.
-
-    Same definitions as ``synthetic.oracle_precision`` (pooled share of plausible samples) and
-    ``synthetic.coverage`` (mean over queries of the share of ``dense_positives`` hit with IoU >
-    threshold; queries without true placements left out), which recompute the dense set on every
-    call; here each query's dense set is built once and each dense box remembers the first sample
-    that hits it, as in ``tpr_fpr.match``. Returns, per K, ``{category: value, "all": value}`` dicts.
-    """
-    from ..boxes import box_iou
-
-    NEVER = 2 ** 62
-    plaus_cum, first_hit, cats = [], [], []
-    for q, b in zip(queries, boxes):
-        scene = q.meta["scene"]
-        ok = world.is_plausible(scene, q.category, b) if len(b) else torch.zeros(0, dtype=torch.bool)
-        plaus_cum.append(torch.cat([torch.zeros(1), ok.float().cumsum(0)]))
-        dense = world.dense_positives(scene, q.category)
-        if len(dense) and len(b):
-            hit = box_iou(dense, b) > iou_threshold                      # (M, N)
-            # never hit -> a sentinel no K reaches (len(b) would count as hit once K > len(b))
-            idx = torch.where(hit, torch.arange(len(b)), NEVER).min(1).values
-        else:
-            idx = torch.full((len(dense),), NEVER)
-        first_hit.append(idx)
-        cats.append(q.category)
-
-    def share(h, t):
-        return h / t if t else math.nan
-
-    prec_out, cov_out = [], []
-    for k in ks:
-        hits: dict[str, float] = {}
-        tot: dict[str, int] = {}
-        shares: dict[str, list[float]] = {}
-        for c, cum, fh, b in zip(cats, plaus_cum, first_hit, boxes):
-            n = min(k, len(b))
-            hits[c] = hits.get(c, 0.0) + float(cum[n])
-            tot[c] = tot.get(c, 0) + n
-            if len(fh):
-                shares.setdefault(c, []).append(float((fh < k).float().mean()))
-        prec = {c: share(hits[c], tot[c]) for c in tot}
-        prec["all"] = share(sum(hits.values()), sum(tot.values()))
-        cov = {c: sum(v) / len(v) for c, v in shares.items()}
-        every = [x for v in shares.values() for x in v]
-        cov["all"] = sum(every) / len(every) if every else math.nan
-        prec_out.append(prec)
-        cov_out.append(cov)
-    return prec_out, cov_out
+    return prefix_metrics
 
 
 def evaluate_boxes(boxes: Sequence[torch.Tensor], queries: Sequence, ks=DEFAULT_KS, iou_threshold: float = 0.5,
@@ -156,7 +102,7 @@ def evaluate_boxes(boxes: Sequence[torch.Tensor], queries: Sequence, ks=DEFAULT_
     world = _synthetic_oracle(queries) if oracle in (None, True) else None
     if oracle and world is None:
         raise ValueError("oracle metrics need synthetic-world queries (meta['scene']) and "
-                         "locinsert.data.synthetic.oracle_precision/coverage")
+                         "locinsert.data.synthetic.metrics.prefix_metrics")
 
     def points(select=None) -> list[CurvePoint]:
         out = []
@@ -179,7 +125,8 @@ def evaluate_boxes(boxes: Sequence[torch.Tensor], queries: Sequence, ks=DEFAULT_
                                             iou_threshold=float(iou_threshold), count=count,
                                             meta={"num_queries": int(sel.sum())})
     if world is not None:
-        prec, cov = oracle_prefixes(world, queries, boxes, ks, iou_threshold)
+        # one oracle pass per query for all K: see synthetic.metrics.prefix_metrics
+        prec, cov = world(queries, boxes, ks, iou=iou_threshold)
         for i, p in enumerate(pts):
             p.oracle_precision, p.coverage = prec[i]["all"], cov[i]["all"]
             for cat, c in curve.per_category.items():
