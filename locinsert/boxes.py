@@ -18,6 +18,7 @@ IoU 0.88, far above the 0.5 evaluation threshold; 512 bins keep only 0.77 in the
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -172,3 +173,22 @@ def check_boxes(boxes, width: float, height: float, name: str = "boxes") -> torc
         raise ValueError(
             f"{name}[{i}] = {t[i].tolist()} lies outside the {width:g}x{height:g} image (xyxy pixels expected)")
     return t
+
+
+def check_box(box, width: int, height: int) -> tuple[float, float, float, float]:
+    """One xyxy pixel box inside a ``width`` x ``height`` image, or a clear ``ValueError``."""
+    t = check_boxes(box, width, height, name="box")
+    if t.shape[0] != 1:
+        raise ValueError(f"box must be one xyxy box, got {t.shape[0]} boxes")
+    x1, y1, x2, y2 = (float(v) for v in t[0])
+    # is_valid allows 1e-4 of slack at the border; clamp it away so pixel_box stays inside.
+    return max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
+
+
+def pixel_box(box, width: int, height: int) -> tuple[int, int, int, int]:
+    """The integer pixel rectangle ``[x1, x2) x [y1, y2)`` a float box touches (never empty)."""
+    x1, y1, x2, y2 = box
+    ix1, iy1 = max(0, math.floor(x1)), max(0, math.floor(y1))
+    ix2, iy2 = min(width, math.ceil(x2)), min(height, math.ceil(y2))
+    ix2, iy2 = max(ix2, ix1 + 1), max(iy2, iy1 + 1)
+    return ix1, iy1, ix2, iy2

@@ -17,8 +17,8 @@ import functools
 import numpy as np
 from PIL import Image
 
+from .boxes import check_box, pixel_box
 from .images import load_image
-from .inpainting.base import check_box, pixel_box
 
 __all__ = ["background_ssim", "foreground_clip_score", "CLIPScorer", "DEFAULT_CLIP"]
 
