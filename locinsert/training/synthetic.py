@@ -93,6 +93,23 @@ def synthetic_config_yaml(stage: str, budget: str = "default", out_dir: str = "r
     return head + yaml.safe_dump(synthetic_stage_fields(stage, out_dir, budget), sort_keys=False)
 
 
+def synthetic_test_queries(budget: str = "default", seed: int = 0, num_bins: int = 32,
+                           test_scenes: int | None = None) -> list:
+    """The held-out test split every synthetic evaluation (learning table, demo) scores on."""
+    from ..data.synthetic import splits
+
+    n = test_scenes or SYNTHETIC_BUDGETS[budget]["test_scenes"]
+    return splits.test_split(n, seed=1000 * seed + 7, num_bins=num_bins)
+
+
+def synthetic_finetune_queries(budget: str = "default", seed: int = 0, num_bins: int = 32) -> list:
+    """The OPA-like scenes the finetune (and DPO) stage trains on: the class prior is fitted on them."""
+    from ..data.synthetic import splits
+
+    fields = synthetic_stage_fields("finetune", "", budget, seed)
+    return splits.opa_like(fields["synthetic_scenes"], seed=fields["synthetic_seed"], num_bins=num_bins)
+
+
 @dataclass
 class SyntheticReport:
     """What ``run_synthetic_stages`` returns: per-stage results, the learning table, timings."""
@@ -158,31 +175,33 @@ def learning_table(out_dir: str, budget: str = "default", seed: int = 0, stages=
     ``tpr@K``, ``fpr@K``; plus ``tpr@fpr=F`` for F in ``MATCHED_FPRS``: the TPR of the method's
     curve over K = 10, 20, ..., 100 at that FPR (interpolated), to compare methods at matched FPR.
     """
-    from ..data.synthetic import splits
     from ..evaluation import ClassPrior, RandomBoxes, evaluate
     from ..modeling import LocationModel
 
     models = {s: LocationModel.from_pretrained(os.path.join(out_dir, s, "final")).eval() for s in stages}
     num_bins = next(iter(models.values())).config.num_bins if models else 32
-    n_test = test_scenes or SYNTHETIC_BUDGETS[budget]["test_scenes"]
-    test = splits.test_split(n_test, seed=1000 * seed + 7, num_bins=num_bins)
-    _, data_args, _ = synthetic_stage_args("finetune", out_dir, budget, seed)
-    train = splits.opa_like(data_args.synthetic_scenes, seed=data_args.synthetic_seed, num_bins=num_bins)
+    test = synthetic_test_queries(budget, seed, num_bins, test_scenes)
+    train = synthetic_finetune_queries(budget, seed, num_bins)
     methods = {"random": RandomBoxes(num_bins=num_bins), "class prior": ClassPrior.fit(train),
                **{_STAGE_NAMES[s]: m for s, m in models.items()}}
     grid = sorted(set(range(10, max(ks) + 1, 10)) | set(ks))
     rows = []
     for name, model in methods.items():
         curve = evaluate(model, test, ks=grid, seed=seed, progress=progress, name=name, per_category=False)
-        row = {"method": name}
-        for k in ks:
-            p = curve.at(k)
-            row.update({f"oracle_precision@{k}": p.oracle_precision, f"coverage@{k}": p.coverage,
-                        f"tpr@{k}": p.tpr, f"fpr@{k}": p.fpr})
-        for f in MATCHED_FPRS:
-            row[f"tpr@fpr={f}"] = tpr_at_fpr(curve, f)
-        rows.append(row)
+        rows.append(curve_row(curve, ks))
     return rows
+
+
+def curve_row(curve, ks=(10, 100)) -> dict:
+    """One row of the learning table (and of the demo's table) from a method's K-curve."""
+    row = {"method": curve.name}
+    for k in ks:
+        p = curve.at(k)
+        row.update({f"oracle_precision@{k}": p.oracle_precision, f"coverage@{k}": p.coverage,
+                    f"tpr@{k}": p.tpr, f"fpr@{k}": p.fpr})
+    for f in MATCHED_FPRS:
+        row[f"tpr@fpr={f}"] = tpr_at_fpr(curve, f)
+    return row
 
 
 _STAGE_NAMES = {"pretrain": "1. pretrain (PIPE-like)", "finetune": "2. + finetune (OPA-like positives)",
