@@ -7,6 +7,5 @@ def test_training_bench_reports_both_runs():
     r = run_training_bench("tiny", batch_size=4, steps=2, warmup=1, scenes=8)
     assert r["samples_per_s_without_cache"] > 0 and r["samples_per_s_with_cache"] > 0
     assert r["cache_images"] == 8  # one feature entry per scene image
-    assert r["speedup"] == r["samples_per_s_with_cache"] / r["samples_per_s_without_cache"]
     text = format_results(r)
     assert "cached image features" in text and "encoders in the loop" in text
