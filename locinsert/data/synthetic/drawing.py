@@ -22,36 +22,48 @@ CRATE_EDGE = (40, 60, 45)
 VASE = (150, 60, 170)
 
 
-def _fill(img: np.ndarray, box, color) -> None:
+def _fill(img: np.ndarray, box, value) -> None:
     x1, y1, x2, y2 = (int(round(v)) for v in box)
-    img[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = color
+    img[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = value
+
+
+def paint(scene: Scene, out: np.ndarray, value) -> np.ndarray:
+    """Paint every part of ``scene`` into ``out`` (S, S, ...) with ``value(part, index)``, back to front.
+
+    The one place that knows the scene's geometry: :func:`render` paints colours with it and
+    :mod:`.labels` paints part labels and instance ids, so pictures and label maps agree pixel for pixel.
+    Parts: ``wall``, ``floor``, ``window_frame``, ``glass``, ``crate_edge``, ``crate``, ``table_leg``,
+    ``table_top``, ``vase``; ``index`` is the thing's row in its ``Scene`` array (0 for wall and floor).
+    """
+    S, hz = scene.size, int(scene.horizon)
+    out[:hz] = value("wall", 0)
+    out[hz:] = value("floor", 0)
+    for i, w in enumerate(scene.windows):
+        _fill(out, w, value("window_frame", i))
+        _fill(out, (w[0] + 1, w[1] + 1, w[2] - 1, w[3] - 1), value("glass", i))
+    floor_things = [("crate", i, c) for i, c in enumerate(scene.crates)] + \
+                   [("table", i, t) for i, t in enumerate(scene.tables)]
+    for kind, i, b in sorted(floor_things, key=lambda t: t[2][3]):  # far (higher up) first
+        if kind == "crate":
+            _fill(out, b, value("crate_edge", i))
+            _fill(out, (b[0] + 1, b[1] + 1, b[2] - 1, b[3] - 1), value("crate", i))
+        else:
+            d = scene.table_tops[i]
+            leg = max(1, int(round(0.05 * S * scene.scale_at(b[3]))))
+            _fill(out, (b[0] + 1, b[1] + d, b[0] + 1 + leg, b[3]), value("table_leg", i))
+            _fill(out, (b[2] - 1 - leg, b[1] + d, b[2] - 1, b[3]), value("table_leg", i))
+            _fill(out, (b[0], b[1], b[2], b[1] + d), value("table_top", i))
+    for i, v in enumerate(scene.vases):
+        _fill(out, v, value("vase", i))
+    return out
 
 
 def render(scene: Scene) -> np.ndarray:
     """The scene as an (S, S, 3) uint8 image: wall, floor, windows, crates, tables (back to front), vases."""
-    S, hz = scene.size, int(scene.horizon)
-    img = np.empty((S, S, 3), dtype=np.uint8)
-    img[:hz] = scene.wall_color
-    img[hz:] = scene.floor_color
-    for w in scene.windows:
-        _fill(img, w, FRAME)
-        _fill(img, (w[0] + 1, w[1] + 1, w[2] - 1, w[3] - 1), SKY)
-    floor_things = [("crate", c) for c in scene.crates] + [("table", t, d) for t, d in
-                                                          zip(scene.tables, scene.table_tops)]
-    for thing in sorted(floor_things, key=lambda t: t[1][3]):  # far (higher up) first
-        if thing[0] == "crate":
-            c = thing[1]
-            _fill(img, c, CRATE_EDGE)
-            _fill(img, (c[0] + 1, c[1] + 1, c[2] - 1, c[3] - 1), CRATE)
-        else:
-            t, d = thing[1], thing[2]
-            leg = max(1, int(round(0.05 * S * scene.scale_at(t[3]))))
-            _fill(img, (t[0] + 1, t[1] + d, t[0] + 1 + leg, t[3]), TABLE_LEG)
-            _fill(img, (t[2] - 1 - leg, t[1] + d, t[2] - 1, t[3]), TABLE_LEG)
-            _fill(img, (t[0], t[1], t[2], t[1] + d), TABLE_TOP)
-    for v in scene.vases:
-        _fill(img, v, VASE)
-    return img
+    colors = {"wall": scene.wall_color, "floor": scene.floor_color, "window_frame": FRAME, "glass": SKY,
+              "crate_edge": CRATE_EDGE, "crate": CRATE, "table_leg": TABLE_LEG, "table_top": TABLE_TOP,
+              "vase": VASE}
+    return paint(scene, np.empty((scene.size, scene.size, 3), dtype=np.uint8), lambda part, i: colors[part])
 
 
 # -- sprites ---------------------------------------------------------------------------------------
