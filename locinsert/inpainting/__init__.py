@@ -7,6 +7,10 @@ All backends share ``inpaint(image, box, prompt, generator=None) -> PIL.Image`` 
 - ``DiffusersInpainter``: any ``AutoPipelineForInpainting`` checkpoint, or ``FluxFillPipeline``;
 - ``CutoutCompositor``: pastes an RGBA cut-out (offline, no model).
 
+Removal backends share ``remove(image, mask, generator=None) -> PIL.Image`` (``removal.Remover``):
+``BiharmonicFill`` (offline), ``DiffusersRemover`` (any inpainting pipeline, empty prompt, optional
+LoRA via ``load_lora``) and ``PowerPaintRemover`` (PowerPaint v1's ``P_ctxt`` removal task).
+
 diffusers is imported only when a backend loads a pipeline or runs one.
 """
 
@@ -14,7 +18,9 @@ from .base import ContextCrop, DiffusionInpainter, Inpainter, box_mask, paste_in
 from .cutout import CutoutCompositor, as_cutout
 from .diffusers_inpaint import DiffusersInpainter
 from .gligen import GLIGENInpainter
+from .lora import load_lora
 from .powerpaint import PowerPaintInpainter
+from .removal import REMOVERS, BiharmonicFill, DiffusersRemover, PowerPaintRemover, Remover, dilate_mask
 
 #: ``--inpainter`` names of the command line.
 BACKENDS = {"gligen": GLIGENInpainter, "powerpaint": PowerPaintInpainter, "diffusers": DiffusersInpainter,
@@ -22,4 +28,5 @@ BACKENDS = {"gligen": GLIGENInpainter, "powerpaint": PowerPaintInpainter, "diffu
 
 __all__ = ["Inpainter", "DiffusionInpainter", "ContextCrop", "GLIGENInpainter", "PowerPaintInpainter",
            "DiffusersInpainter", "CutoutCompositor", "as_cutout", "paste_inside", "pixel_box", "box_mask",
-           "BACKENDS"]
+           "BACKENDS", "Remover", "BiharmonicFill", "DiffusersRemover", "PowerPaintRemover", "REMOVERS",
+           "dilate_mask", "load_lora"]
