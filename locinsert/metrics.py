@@ -8,6 +8,8 @@
   and ``"a photo of a {text}"``, in [-1, 1] (torchmetrics' CLIPScore is ``max(100 * cos, 0)``).
   It uses transformers' ``CLIPModel`` forward outputs (``image_embeds`` / ``text_embeds``, already
   L2-normalised), which behave the same on transformers 4 and 5.
+- ``masked_psnr(reference, result, mask)`` / ``masked_ssim(...)``: removal quality, measured only
+  inside the object's mask against the scene without the object (the synthetic world renders it).
 """
 
 from __future__ import annotations

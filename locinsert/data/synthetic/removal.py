@@ -26,7 +26,8 @@ from .labels import THINGS, object_masks
 from .oracle import CLASSES, dense_positives
 from .scenes import Scene, make_scenes
 
-__all__ = ["RemovalExample", "scene_without", "removal_example", "removal_examples", "insert_object"]
+__all__ = ["RemovalExample", "scene_without", "removal_example", "removal_examples", "insert_object",
+           "SceneSegmenter"]
 
 _FIELD = {"window": "windows", "table": "tables", "crate": "crates", "vase": "vases"}
 
@@ -102,3 +103,30 @@ def removal_examples(n: int, seed: int = 0, size: int = 64, *, inserted: float =
                 out.append(ex)
         batch += 1
     return out
+
+
+class SceneSegmenter:
+    """The synthetic world's exact segmenter: ``segment(image, text)`` -> the true mask of ``text``.
+
+    ``text`` names a kind of existing thing (window, table, crate, vase; every instance of it) or
+    an object pasted with :func:`insert_object` and registered in ``objects`` (class -> mask).
+    Anything else gives an empty mask (nothing found). An oracle, for tests and the demo; a
+    learned segmenter replaces it on real images.
+    """
+
+    def __init__(self, scene: Scene, objects: dict[str, np.ndarray] | None = None):
+        self.scene, self.objects = scene, dict(objects or {})
+
+    def segment(self, image, text: str) -> np.ndarray:
+        S = self.scene.size
+        if getattr(image, "size", (S, S)) != (S, S):
+            raise ValueError(f"image is {image.size[0]}x{image.size[1]}, but the scene is {S}x{S}")
+        name = " ".join(str(text).lower().split())
+        name = name[:-1] if name.endswith("s") and name[:-1] in (*THINGS, *self.objects) else name
+        if name in self.objects:
+            return self.objects[name].astype(np.float32)
+        out = np.zeros((S, S), np.float32)
+        if name in THINGS:
+            for o in object_masks(self.scene, name):
+                out[o.mask] = 1.0
+        return out
