@@ -2,7 +2,8 @@
 
 ``pipe.load_lora_weights`` only *warns* when a file's keys match no module ("No LoRA keys
 associated to UNet2DConditionModel found with the prefix='unet'"): a LoRA saved without the
-``unet.`` prefix, or for another model, then silently leaves the base model running. Here that
+``unet.`` prefix the pipeline expects (e.g. a ``transformer.`` LoRA of a DiT model), then silently
+leaves the base model running. Here that
 is an error: after loading, ``pipe.get_list_adapters()`` must list the adapter. A LoRA whose
 shapes do not fit the UNet (another base model) is an error too, naming the file.
 """
@@ -42,11 +43,11 @@ def load_lora(pipe, lora: str | os.PathLike, *, adapter_name: str = "removal", s
         raise ValueError(f"the pipeline already has an adapter named {adapter_name!r}; pick another adapter_name")
     try:
         pipe.load_lora_weights(source, adapter_name=adapter_name, **kwargs)
-    except (RuntimeError, KeyError) as e:     # size mismatch, foreign key layout
+    except (RuntimeError, KeyError, ValueError) as e:     # size mismatch, modules the UNet does not have
         raise ValueError(f"LoRA {lora} does not fit this pipeline's {type(pipe.unet).__name__}: {e}") from e
     if adapter_name not in _adapters(pipe):
         raise ValueError(f"LoRA {lora} attached to no module of the pipeline (no key matched the 'unet.' "
-                         "prefix): it was saved for another model or without the prefix; save LoRAs with "
+                         "prefix): it was saved for another kind of model; save LoRAs with "
                          "save_lora_weights(unet_lora_layers=...)")
     if scale != 1.0:
         pipe.set_adapters([adapter_name], adapter_weights=[float(scale)])
