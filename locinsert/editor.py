@@ -206,7 +206,8 @@ class ObjectEditor:
     def remove(self, image, object: str | None = None, region=None, *, mask=None, generator=None) -> EditResult:
         """Remove ``object`` (found by the segmenter under ``region``) or the pixels of ``mask``."""
         img = load_image(image)
-        return EditResult(*self._remove(img, object or "object", as_region(region), mask, generator))
+        img, step = self._remove(img, object or "object", as_region(region), mask, generator)
+        return EditResult(img, [step])
 
     def move(self, image, target, object: str | None = None, region=None, *, mask=None, avoid=None,
              generator=None) -> EditResult:
@@ -215,7 +216,9 @@ class ObjectEditor:
         tgt = target if isinstance(target, Near) else as_region(target)
         if tgt is None:
             raise ValueError("move needs a target: a region, a phrase such as 'on the left', or Near('window')")
-        return EditResult(*self._move(img, object or "object", as_region(region), tgt, mask, avoid, generator))
+        placed = [torch.as_tensor(b, dtype=torch.float32) for b in (avoid if avoid is not None else [])]
+        img, step = self._move(img, object or "object", as_region(region), tgt, mask, placed, generator)
+        return EditResult(img, [step])
 
     def __call__(self, image, instruction, generator=None, *, mask=None) -> EditResult:
         """Carry out ``instruction`` ("remove the cup, then add a plant on the left") on ``image``.

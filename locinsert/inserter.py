@@ -195,13 +195,13 @@ def _instructions(instruction) -> list[Instruction]:
             raise ValueError(f"ObjectInserter only adds objects, but {instruction!r} asks to {other[0].verb} "
                              f"{other[0].object!r}; use locinsert.ObjectEditor")
         return parsed
+    if hasattr(instruction, "verb"):     # RemoveInstruction, MoveInstruction (tuples too: check first)
+        raise ValueError(f"ObjectInserter only adds objects, not {instruction.verb!r}; use locinsert.ObjectEditor")
     if isinstance(instruction, (list, tuple)) and instruction:
         out: list[Instruction] = []
         for item in instruction:
             out.extend(_instructions(item))
         return out
-    if hasattr(instruction, "verb"):
-        raise ValueError(f"ObjectInserter only adds objects, not {instruction.verb!r}; use locinsert.ObjectEditor")
     raise TypeError(f"instruction must be a str, an Instruction or a list of them, got {type(instruction).__name__}")
 
 
