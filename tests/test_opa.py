@@ -331,3 +331,15 @@ def test_a_categories_file_skips_and_counts_its_bad_lines(tmp_path):
     good_json.write_text(json.dumps({"69931": "cow", "x": "dog", "64754": ""}))
     rep = load_opa(OPA_LABELS / "test_data_pair.csv", categories=good_json).report
     assert rep.counts["bad_category_row"] == 2
+
+
+def test_an_image_bomb_costs_only_its_own_rows(tmp_path, monkeypatch):
+    from PIL import Image
+
+    info = build_opa_archive(tmp_path, malformed=False)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 640 * 512 // 2)  # only the 529x640 background is over 2x
+    qs = load_opa(tmp_path, split="test")
+    zebra_rows = sum(1 for r in info["rows"] if r[1] == "348935")
+    assert zebra_rows and dict(qs.report.counts) == {"unreadable_image": zebra_rows}
+    assert qs.report.kept == len(info["rows"]) - zebra_rows
+    assert {q.category for q in qs} == {"cow", "sheep", "airplane"}

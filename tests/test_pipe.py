@@ -3,6 +3,8 @@ join, boxes in the image frame (rescaled masks), erosion, class fallbacks, masks
 
 from collections import Counter
 
+import io
+
 import datasets
 import numpy as np
 import pytest
@@ -69,7 +71,7 @@ def test_fixture_is_in_the_real_schema(pipe_dirs):
     m = datasets.load_dataset("parquet", data_files=str(masks / "data" / "*.parquet"), split="train")
     assert m.features["img_id"] == m.features["ann_id"] == datasets.Value("string")
     assert any(len(i) == 8 and not i.isdigit() for i in m["img_id"])  # hex OpenImages ids
-    assert Image.open(__import__("io").BytesIO(m.cast_column("mask", datasets.Image(decode=False))[0]["mask"]
+    assert Image.open(io.BytesIO(m.cast_column("mask", datasets.Image(decode=False))[0]["mask"]
                                                ["bytes"])).format == "JPEG"
     assert m[0]["mask"].mode == "L"
 
@@ -126,7 +128,7 @@ def test_mask_column_is_the_region_of_the_box_in_the_image_frame(pipe_dirs):
 
 def test_a_mask_of_another_size_is_stretched_onto_the_image():
     # a 640x480 mask beside a 512x512 image: the object at [80, 60, 400, 300] of the mask frame
-    mask = Image.open(__import__("io").BytesIO(pipe_mask_bytes((64, 64, 320, 320), (640, 480), (512, 512))))
+    mask = Image.open(io.BytesIO(pipe_mask_bytes((64, 64, 320, 320), (640, 480), (512, 512))))
     assert mask.size == (640, 480)
     box, size = box_from_mask(mask, image_size=(512, 512))
     assert size == (512, 512)
@@ -330,3 +332,14 @@ def test_hub_ids_go_to_load_dataset(pipe_dirs, monkeypatch):
     assert len(list(ds)) == report.kept == len(_expected()[0])
     assert ("paint-by-inpaint/PIPE", "train", True) in calls
     assert ("paint-by-inpaint/PIPE_Masks", "train", False) in calls  # the join index is materialised
+
+
+def test_a_mask_that_cannot_be_read_costs_only_its_row(monkeypatch):
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((200, 200), np.uint8)).save(buf, "PNG")
+    big = buf.getvalue()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # 40,000 pixels is over twice the limit: a "bomb"
+    good = pipe_mask_bytes((2, 2, 30, 30))
+    out = pipe_module._mask_boxes([big, b"not an image", None, good], (PIPE_SIZE, PIPE_SIZE), 127, 0, False)
+    assert [bool(e) for e in out["mask_error"]] == [True, True, True, False]
+    assert out["mask_box"][3] == pytest.approx([2, 2, 30, 30], abs=1)

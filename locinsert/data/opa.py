@@ -129,7 +129,7 @@ def _header_size(path: Path) -> tuple[int, int]:
                 orientation = im.getexif().get(0x0112, 1)
             except Exception:  # noqa: BLE001 - a broken EXIF block: load_image ignores it too
                 orientation = 1
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read {path} as an image ({e})") from e
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 

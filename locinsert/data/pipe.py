@@ -73,6 +73,8 @@ CLASS_NOTES = {"Instruction_Ref_Dataset": "class_from_ref_dataset", "Instruction
 MASK_THRESHOLD = 127
 OUTPUT_COLUMNS = ("image", "category", "box", "width", "height", "box_source", *KEY_COLUMNS)
 SIZE_PROBE_ROWS = 64  # rows tried to find one readable source_img (the split's image size)
+# What reading one bad image cell can raise: it costs that row only.
+IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 _PREFIX = re.compile(r"^(?:please\s+)?(?:add|insert)(?:\s+|$)", re.I)
 _ARTICLE = re.compile(r"^(?:a|an|the|some|one)(?:\s+|$)", re.I)
@@ -226,7 +228,7 @@ def _mask_boxes(masks: list, image_size, threshold: int, erode: int, with_mask: 
                 err = "" if box is not None else "eroded_away"
             if with_mask and box is not None:
                 png = {"bytes": _png(binary), "path": None}
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        except IMAGE_ERRORS as e:
             err = f"unreadable mask ({e})"
         out["mask_box"].append(box)
         out["mask_rescaled"].append(rescaled)
@@ -245,7 +247,7 @@ def _difference(source, target, threshold: int) -> tuple[np.ndarray | None, str]
         return difference_region(source, target, threshold), ""
     except ValueError as e:
         return None, ("size_mismatch" if "but target_img" in str(e) else "unreadable_image")
-    except (UnidentifiedImageError, OSError, SyntaxError):
+    except IMAGE_ERRORS:
         return None, "unreadable_image"
 
 
@@ -327,7 +329,7 @@ def _image_size(pipe) -> tuple[int, int] | None:
         seen += 1
         try:
             return _open(row["source_img"]).size
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        except IMAGE_ERRORS:
             continue
     if seen == 0:
         return None
@@ -634,7 +636,7 @@ class _StreamJoin:
         if not v.reason:
             try:
                 size = _open(ex["source_img"]).size
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            except IMAGE_ERRORS:
                 v = v._replace(reason="unreadable_image")
         if not v.reason and v.source == "difference":
             region, err = _difference(ex["source_img"], ex["target_img"], rules.diff_threshold)
