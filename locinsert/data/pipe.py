@@ -154,11 +154,19 @@ def object_mask(mask, image_size: tuple[int, int] | None = None, threshold: int 
 
 
 def _erode(binary: np.ndarray, pixels: int) -> np.ndarray:
-    if pixels <= 0 or not binary.any():
+    """``binary`` eroded by ``pixels`` (a (2n+1)-square, = n steps of 3x3); beyond the border counts as set."""
+    box = _bbox(binary) if pixels > 0 else None
+    if box is None:
         return binary
     from scipy import ndimage
 
-    return ndimage.binary_erosion(binary, structure=np.ones((3, 3), bool), iterations=int(pixels), border_value=1)
+    # Only the object's bbox (plus one row of background) can change: erode that crop alone.
+    h, w = binary.shape
+    x0, y0, x1, y1 = max(int(box[0]) - 1, 0), max(int(box[1]) - 1, 0), min(int(box[2]) + 1, w), min(int(box[3]) + 1, h)
+    out = np.zeros_like(binary)
+    crop = binary[y0:y1, x0:x1].view(np.uint8)
+    out[y0:y1, x0:x1] = ndimage.minimum_filter(crop, size=2 * int(pixels) + 1, mode="constant", cval=1) > 0
+    return out
 
 
 def box_from_mask(mask, threshold: int = MASK_THRESHOLD, image_size: tuple[int, int] | None = None,
@@ -196,7 +204,7 @@ def box_from_difference(source, target, threshold: int = 32) -> tuple[list[float
 
 def _png(binary: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(binary.astype(np.uint8) * 255).save(buf, "PNG")
+    Image.fromarray(binary.astype(np.uint8) * 255).save(buf, "PNG", compress_level=1)  # fast; masks compress anyway
     return buf.getvalue()
 
 
@@ -581,7 +589,7 @@ def _materialised(pipe, index: _MaskIndex, report, keep_columns, num_proc, rules
             verdicts[i] = verdicts[i]._replace(reason=reason, box=box, size=size, mask_row=j)
     kept = []
     for i, v in enumerate(verdicts):
-        _record(report, v, _where({c: cols[c][i] for c in cols}, i))
+        _record(report, v, _where({c: cols[c][i] for c in cols}, i) if v.reason else "")
         if not v.reason:
             kept.append(i)
     zero = [0.0, 0.0, 0.0, 0.0]  # arrow needs a value of the right type in dropped rows too
