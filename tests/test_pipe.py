@@ -126,6 +126,29 @@ def test_mask_column_is_the_region_of_the_box_in_the_image_frame(pipe_dirs):
             assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == e["box"]  # the box is the mask's bbox
 
 
+def test_difference_only_rows_get_their_changed_region_as_mask(pipe_dirs):
+    pipe, _, cache = pipe_dirs
+    ds, _ = load_pipe(pipe, None, split="train", cache_dir=cache, with_mask=True)
+    st, _ = load_pipe(pipe, None, split="train", cache_dir=cache, with_mask=True, streaming=True)
+    streamed = list(st)
+    assert len(ds) == len(streamed) > 0
+    for e, f in zip(ds, streamed):
+        ys, xs = np.nonzero(np.asarray(e["mask"]))
+        assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == e["box"] == f["box"]
+        assert np.array_equal(np.asarray(e["mask"]), np.asarray(f["mask"]))
+
+
+def test_erosion_equals_repeated_3x3_erosion():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        m = rng.random((30, 40)) > 0.3
+        n = int(rng.integers(1, 4))
+        expected = ndimage.binary_erosion(m, structure=np.ones((3, 3), bool), iterations=n, border_value=1)
+        assert np.array_equal(pipe_module._erode(m, n), expected)
+
+
 def test_a_mask_of_another_size_is_stretched_onto_the_image():
     # a 640x480 mask beside a 512x512 image: the object at [80, 60, 400, 300] of the mask frame
     mask = Image.open(io.BytesIO(pipe_mask_bytes((64, 64, 320, 320), (640, 480), (512, 512))))
