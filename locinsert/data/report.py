@@ -67,7 +67,8 @@ class SkipReport:
     def as_dict(self) -> dict:
         """JSON-ready summary."""
         return {"name": self.name, "seen": self.seen, "kept": self.kept, "skipped": self.skipped,
-                "counts": dict(self.counts), "notes": dict(self.notes), "examples": {k: list(v) for k, v in self.examples.items()}}
+                "counts": dict(self.counts), "notes": dict(self.notes),
+                "examples": {k: list(v) for k, v in self.examples.items()}}
 
     def summary(self) -> str:
         """One line per reason, most frequent first."""
