@@ -254,6 +254,8 @@ def test_a_damaged_line_is_skipped_with_its_line_and_every_good_line_kept(tmp_pa
 HARMLESS_VARIANTS = {
     "utf8_bom": lambda b: codecs.BOM_UTF8 + b,
     "utf16_with_bom": lambda b: b.decode().encode("utf-16"),
+    "utf16_big_endian_with_bom": lambda b: codecs.BOM_UTF16_BE + b.decode().encode("utf-16-be"),
+    "utf32_with_bom": lambda b: b.decode().encode("utf-32"),
     "crlf": lambda b: b.replace(b"\n", b"\r\n"),
     "cr_only": lambda b: b.replace(b"\n", b"\r"),
     "blank_lines": lambda b: b.replace(b"\n", b"\n\n   \n", 3),

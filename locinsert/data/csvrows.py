@@ -5,7 +5,7 @@ no field contains a line break. So each physical line is parsed on its own, whic
 kind of damage to its line:
 
 - bytes that are not UTF-8 -> ``bad_encoding`` (the file is decoded with ``surrogateescape``, so
-  decoding itself never fails; a UTF-8 or UTF-16 byte-order mark is honoured);
+  decoding itself never fails; a UTF-8, UTF-16 or UTF-32 byte-order mark is honoured);
 - an unterminated quote or other broken quoting, a field over the ``csv`` module's limit, or a line
   over :data:`MAX_LINE_CHARS` -> ``malformed_row`` (the next line is read afresh, never swallowed);
 - a wrong number of fields -> ``malformed_row`` (trailing empty fields, a spreadsheet habit, are
@@ -37,6 +37,8 @@ _NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes
 def _encoding(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(4)
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # before UTF-16: its LE mark starts alike
+        return "utf-32"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     return "utf-8-sig"
