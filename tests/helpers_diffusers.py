@@ -169,3 +169,21 @@ def tiny_paint_by_example():
                                       requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+TINY_OPEN_CLIP = dict(embed_dim=24, vision_cfg=dict(image_size=32, layers=1, width=32, patch_size=16, head_width=16),
+                      text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=1))
+
+
+def tiny_open_clip(path: str):
+    """A tiny random open_clip ``CLIP`` saved as ``local-dir:`` reads it (config + safetensors); returns the model."""
+    from open_clip.model import CLIP
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    clip = CLIP(**TINY_OPEN_CLIP).eval()
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "open_clip_config.json"), "w") as f:
+        json.dump({"model_cfg": TINY_OPEN_CLIP, "preprocess_cfg": {}}, f)
+    save_file(clip.state_dict(), os.path.join(path, "open_clip_model.safetensors"))
+    return clip
