@@ -14,8 +14,9 @@
 - ``reference_pixel_error(edited, box, reference, fit=)``: where the object is known exactly (the
   synthetic world's sprites), the mean absolute error in [0, 1] between the box and the reference
   drawn into it (``place_in_box``, as the reference backends place it), over the pixels the
-  reference covers (alpha >= 0.5). ``sprite_pixel_error(edited, box, cls)`` is that against the
-  synthetic sprite of ``cls`` drawn at the box, the way the synthetic renderer draws it.
+  reference covers opaquely (its soft edge depends on the background as well).
+  ``sprite_pixel_error(edited, box, cls)`` is that against the synthetic sprite of ``cls`` drawn
+  at the box, the way the synthetic renderer draws it.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def reference_clip_similarity(image, box, reference, model=None, processor=None)
 
 
 def reference_pixel_error(edited, box, reference, fit: str = "contain") -> float:
-    """Mean |edited - reference drawn into the box| / 255 over the pixels the reference covers.
+    """Mean |edited - reference drawn into the box| / 255 over the pixels the reference covers opaquely.
 
     The reference is placed in ``pixel_box(box)`` by ``place_in_box(..., fit)`` (``"contain"``: as the
     reference backends place it by default; ``"stretch"``: filling the box). 0 means the object is
@@ -166,9 +167,10 @@ def sprite_pixel_error(edited, box, cls: str) -> float:
 
 
 def _covered_error(crop: np.ndarray, rgb: np.ndarray, alpha: np.ndarray) -> float:
-    covered = alpha >= 0.5
+    # Only opaque pixels: at the object's soft edge the right answer depends on the background too.
+    covered = alpha >= 254.5 / 255
     if not covered.any():
-        raise ValueError(f"the reference covers no pixel of the {crop.shape[1]}x{crop.shape[0]} box")
+        raise ValueError(f"the reference covers no pixel of the {crop.shape[1]}x{crop.shape[0]} box opaquely")
     return float(np.abs(crop.astype(np.float32) - rgb.astype(np.float32))[covered].mean() / 255.0)
 
 

@@ -88,20 +88,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="locinsert-insert", help="output folder (default: %(default)s)")
 
 
+def check_reference_options(args, reference) -> None:
+    """Option combinations that cannot work, found before anything loads (``reference``: a ``Reference`` or None)."""
+    if args.inpainter != "repaint" and any(getattr(args, k) is not None for k in ("schedule", "jump_length",
+                                                                                   "jump_n_sample")):
+        raise ValueError("--schedule, --jump-length and --jump-n-sample only apply to --inpainter repaint")
+    if reference is None:
+        for flag in ("reference_class", "classes", "zero_shot_model"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag.replace('_', '-')} needs --reference")
+    elif args.inpainter == "cutout":
+        if args.cutout:
+            raise ValueError("give --cutout or --reference, not both: with --inpainter cutout the reference is the cut-out")
+        if not reference.has_alpha:
+            raise ValueError("--reference has no transparency, so --inpainter cutout would paste its whole rectangle: "
+                             "give an RGBA cut-out, or use --inpainter paint-by-example or repaint, which take photos")
+
+
 def build_inpainter(args, objects: list[str], reference=None):
     """The backend named by --inpainter, loaded as the options say (``objects``: those drawn from text;
     ``reference``: the ``Reference`` of --reference, if any)."""
     from .. import inpainting
 
-    repaint_options = {"schedule": args.schedule, "jump_length": args.jump_length, "jump_n_sample": args.jump_n_sample}
-    if args.inpainter != "repaint" and any(v is not None for v in repaint_options.values()):
-        raise ValueError("--schedule, --jump-length and --jump-n-sample only apply to --inpainter repaint")
     if args.inpainter == "cutout":
-        if args.cutout and reference is not None:
-            raise ValueError("give --cutout or --reference, not both: with --inpainter cutout the reference is the cut-out")
-        if reference is not None and not reference.has_alpha:
-            raise ValueError("--reference has no transparency, so --inpainter cutout would paste its whole rectangle: "
-                             "give an RGBA cut-out, or use --inpainter paint-by-example or repaint, which take photos")
         if args.cutout:
             return inpainting.CutoutCompositor(args.cutout, feather=args.feather)
         if reference is not None and not objects:
@@ -121,7 +130,8 @@ def build_inpainter(args, objects: list[str], reference=None):
     if args.guidance_scale is not None:
         kwargs["guidance_scale"] = args.guidance_scale
     if args.inpainter == "repaint":
-        kwargs.update({k: v for k, v in repaint_options.items() if v is not None})
+        kwargs.update({k: getattr(args, k) for k in ("schedule", "jump_length", "jump_n_sample")
+                       if getattr(args, k) is not None})
     cls = inpainting.BACKENDS[args.inpainter]
     load = dict(dtype=args.dtype, device=args.device, **kwargs)
     if args.inpainter == "powerpaint" and args.powerpaint_base:
@@ -160,11 +170,7 @@ def run(args: argparse.Namespace) -> int:
         if s.region is not None:
             s.region.resolve(*image.size)
     reference, classifier, vocabulary, uses = None, None, None, [False] * len(steps)
-    if args.reference is None:
-        for flag in ("reference_class", "classes", "zero_shot_model"):
-            if getattr(args, flag) is not None:
-                raise ValueError(f"--{flag.replace('_', '-')} needs --reference")
-    else:
+    if args.reference is not None:
         from ..inpainting.reference import as_reference
         from ..reference_class import check_vocabulary, named_class, reference_steps
 
@@ -174,8 +180,10 @@ def run(args: argparse.Namespace) -> int:
         reference = as_reference(args.reference)                # a bad reference fails before anything loads
         uses = reference_steps([s.object for s in steps])
         vocabulary = check_vocabulary(args.classes) if args.classes else None
-        if not args.reference_class and any(u and not named_class(s.object) for s, u in zip(steps, uses)):
-            classifier = build_classifier(args)
+    check_reference_options(args, reference)
+    if reference is not None and not args.reference_class and any(u and not named_class(s.object)
+                                                                   for s, u in zip(steps, uses)):
+        classifier = build_classifier(args)
     inpainter = build_inpainter(args, [s.object for s, u in zip(steps, uses) if not u], reference)
     model = load_location_model(args.model, args.device, args.seed)
     inserter = ObjectInserter(model, inpainter, num_candidates=args.num_candidates, selection=args.selection,
