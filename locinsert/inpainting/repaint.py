@@ -230,24 +230,68 @@ class ReferenceRePaintInpainter(DiffusionInpainter):
         return cls(load_pipeline(AutoPipelineForInpainting, model_id, dtype=dtype, device=device, **pkw), **kwargs)
 
 
-def plot_schedules(path=None, steps: int = 200):
-    """A figure of every named lambda(s) schedule; saved to ``path`` if given. Returns the figure."""
+def plot_schedules(path=None, reference=None, background=None, box=(40, 52, 88, 116), steps: int = 200):
+    """Every named schedule: lambda(s) (left), and the soft mask it gives the sampler at five steps (right).
+
+    The mask is drawn at pixel resolution on ``background`` (default: a 128 px synthetic scene) with
+    ``reference`` (default: the synthetic plant sprite) placed in ``box``: white = known content
+    kept (the background outside the box; the reference with weight lambda inside its silhouette),
+    black = drawn by the model. Saved to ``path`` if given; returns the figure.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    s = np.linspace(1.0, 0.0, steps)
-    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    from ..boxes import pixel_box
+    from ..data.synthetic import make_scene, render, sprite
+    from ..images import load_image
+    from .reference import as_reference
+
+    bg = load_image(background) if background is not None else Image.fromarray(render(make_scene(3, size=128)))
+    ref = as_reference(reference if reference is not None else sprite("plant", (48, 64)))
+    W, H = bg.size
+    x1, y1, x2, y2 = pixel_box(box, W, H)
+    patch, alpha = ref.placed((x2 - x1, y2 - y1))
+    known = np.asarray(bg, np.float32).copy()
+    known[y1:y2, x1:x2] = known[y1:y2, x1:x2] * (1 - alpha[..., None]) + np.asarray(patch, np.float32) * alpha[..., None]
+    hole = np.zeros((H, W), np.float32)
+    hole[y1:y2, x1:x2] = 1
+    ref_mask = np.zeros((H, W), np.float32)
+    ref_mask[y1:y2, x1:x2] = alpha
+    shown = (1.0, 0.75, 0.5, 0.25, 0.0)
+    m = 12   # the mask panels show the box and a margin of background around it
+    view = (slice(max(0, y1 - m), min(H, y2 + m)), slice(max(0, x1 - m), min(W, x2 + m)))
+
+    fig = plt.figure(figsize=(11, 6.2))
+    grid = fig.add_gridspec(len(SCHEDULES), 3 + len(shown), width_ratios=[2.6, 1.4, 0.3] + [1] * len(shown),
+                            wspace=0.08, hspace=0.12)
+    curve = fig.add_subplot(grid[:, 0])
+    s_axis = np.linspace(1.0, 0.0, steps)
     for name, fn in SCHEDULES.items():
-        ax.plot(s, [fn(v) for v in s], label=name, lw=2)
-    ax.set_xlim(1.0, 0.0)
-    ax.set_xlabel("s = t / T   (1: pure noise  ->  0: clean image)")
-    ax.set_ylabel("lambda: weight of the reference")
-    ax.set_ylim(-0.05, 1.08)
-    ax.legend(loc="center left", frameon=False)
-    ax.set_title("Reference weight inside the object's silhouette, per step")
-    fig.tight_layout()
+        curve.plot(s_axis, [fn(v) for v in s_axis], label=name, lw=2)
+    curve.set_xlim(1.0, 0.0)
+    curve.set_ylim(-0.05, 1.08)
+    curve.set_xlabel("s = t / T  (1: pure noise, 0: clean)")
+    curve.set_ylabel("lambda: weight of the reference")
+    curve.legend(loc="center left", frameon=False)
+    known_ax = fig.add_subplot(grid[0:2, 1])
+    known_ax.imshow(np.rint(known).astype(np.uint8))
+    known_ax.add_patch(plt.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, ec="red", lw=1))
+    known_ax.set_title("known content\n(reference in the box)", fontsize=9)
+    known_ax.set_xticks([])
+    known_ax.set_yticks([])
+    for i, (name, fn) in enumerate(SCHEDULES.items()):
+        for j, sv in enumerate(shown):
+            ax = fig.add_subplot(grid[i, 3 + j])
+            ax.imshow(((1 - hole) + ref_mask * float(fn(sv)))[view], cmap="gray", vmin=0, vmax=1)
+            if i == 0:
+                ax.set_title(f"s = {sv:g}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(name, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("RePaint with a reference: the soft mask = (1 - hole) + hole x alpha x lambda(s)")
     if path is not None:
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=100, bbox_inches="tight")
     return fig
