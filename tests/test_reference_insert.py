@@ -277,6 +277,7 @@ def test_cli_reference_with_repaint_on_an_sd_inpainting_folder(image_path, tmp_p
     (["--reference", "MUG", "--cutout", "MUG"], "not both"),
     (["--reference", "MUG", "--schedule", "paste"], "only apply to --inpainter repaint"),
     (["--reference-class", "cup"], "needs --reference"),
+    (["--inpainter", "paint-by-example"], "draws only from a --reference"),
     (["--reference", "MUG", "--zero-shot-model", "local-dir:NOWHERE"], "--reference-class"),
 ])
 def test_cli_bad_references_fail_with_one_clear_line(image_path, mug_png, tmp_path, capsys, argv_tail, message):

@@ -181,6 +181,10 @@ def run(args: argparse.Namespace) -> int:
         uses = reference_steps([s.object for s in steps])
         vocabulary = check_vocabulary(args.classes) if args.classes else None
     check_reference_options(args, reference)
+    if args.inpainter == "paint-by-example" and not all(uses):
+        text_only = [s.object for s, u in zip(steps, uses) if not u]
+        raise ValueError(f"--inpainter paint-by-example draws only from a --reference image, and {text_only} "
+                         "would have none: pass --reference, or use another backend for those objects")
     if reference is not None and not args.reference_class and any(u and not named_class(s.object)
                                                                    for s, u in zip(steps, uses)):
         classifier = build_classifier(args)
