@@ -142,6 +142,16 @@ def test_inserter_class_priority_user_then_instruction_then_zero_shot(model):
     assert spy.classes == ["mug", "bird", "teapot"]
 
 
+def test_inserter_without_class_or_classifier_says_what_to_pass(model, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("cannot reach the hub")
+
+    monkeypatch.setattr(ZeroShotClassifier, "from_pretrained", offline)
+    ins = ObjectInserter(model, CutoutCompositor(), num_candidates=2, reference=mug())
+    with pytest.raises(ValueError, match="names no class.*cannot reach the hub.*reference_class="):
+        ins(noise(64, 48), "add it")
+
+
 def test_inserter_reference_goes_to_its_step_only(model):
     from locinsert.data.synthetic import sprite
 

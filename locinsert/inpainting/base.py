@@ -296,7 +296,9 @@ class DiffusionInpainter(Inpainter):
 
     @abstractmethod
     def generate(self, crop: ContextCrop, prompt: str, generator=None) -> Image.Image:
-        """Run the pipeline on ``crop.image`` / ``crop.mask``; return an image of ``crop.size``."""
+        """Run the pipeline on ``crop.image`` / ``crop.mask``; return an image of ``crop.size``.
+
+        A backend with ``accepts_reference`` also takes ``reference=`` (a ``Reference``)."""
 
 
 def load_pipeline(cls, model_id: str, *, dtype=None, device=None, **kwargs):

@@ -147,6 +147,12 @@ class ReferenceRePaintInpainter(DiffusionInpainter):
     def sample_latents(self, crop, prompt, generator=None, reference=None) -> "RePaintLatents":
         """The RePaint loop on ``crop``; returns the final latents with the known content and masks used."""
         import torch
+
+        with torch.no_grad():
+            return self._sample_latents(crop, prompt, generator, reference)
+
+    def _sample_latents(self, crop, prompt, generator, reference) -> "RePaintLatents":
+        import torch
         import torch.nn.functional as F
         from diffusers.utils.torch_utils import randn_tensor
 
@@ -182,30 +188,26 @@ class ReferenceRePaintInpainter(DiffusionInpainter):
         T = scheduler.config.num_train_timesteps
         x = randn_tensor(known.shape, generator=generator, device=device, dtype=dtype)
         t_last = int(scheduler.timesteps[0]) + 1
-        with torch.no_grad():
-            for t in scheduler.timesteps.tolist():
-                if t < t_last:
-                    inp = torch.cat([x, x]) if do_cfg else x
-                    if extra is not None:
-                        inp = torch.cat([inp, extra], dim=1)
-                    eps = unet(inp, t, encoder_hidden_states=embeds).sample
-                    if do_cfg:
-                        uncond, cond = eps.chunk(2)
-                        eps = uncond + self.guidance_scale * (cond - uncond)
-                    lam = float(np.clip(self.schedule(t / T), 0.0, 1.0))
-                    mask = (1 - hole) + ref_mask * lam
-                    x = scheduler.step(eps, t, x, known, mask, generator).prev_sample
-                else:
-                    x = scheduler.undo_step(x, t_last, generator)
-                t_last = t
+        for t in scheduler.timesteps.tolist():
+            if t < t_last:     # a denoising step
+                inp = torch.cat([x, x]) if do_cfg else x
+                if extra is not None:
+                    inp = torch.cat([inp, extra], dim=1)
+                eps = unet(inp, t, encoder_hidden_states=embeds).sample
+                if do_cfg:
+                    uncond, cond = eps.chunk(2)
+                    eps = uncond + self.guidance_scale * (cond - uncond)
+                lam = float(np.clip(self.schedule(t / T), 0.0, 1.0))
+                mask = (1 - hole) + ref_mask * lam
+                x = scheduler.step(eps, t, x, known, mask, generator).prev_sample
+            else:              # a jump back: re-noise
+                x = scheduler.undo_step(x, t_last, generator)
+            t_last = t
         return RePaintLatents(x, known, hole, ref_mask)
 
     def _encode(self, pixels):
-        import torch
-
         vae = self.pipe.vae
-        with torch.no_grad():
-            return vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+        return vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
 
     def _reference_canvas(self, crop, reference) -> tuple[Image.Image, np.ndarray]:
         """The crop with the reference composited into the box, and the reference's alpha at crop size."""
