@@ -299,3 +299,11 @@ def test_cli_bad_references_fail_with_one_clear_line(image_path, mug_png, tmp_pa
     assert main(argv + [files.get(a, a) for a in argv_tail]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_help_explains_the_reference_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["insert", "--help"])
+    text = capsys.readouterr().out
+    for word in ("--reference", "--reference-class", "paint-by-example", "repaint", "--schedule", "zero-shot"):
+        assert word in text
