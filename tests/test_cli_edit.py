@@ -83,6 +83,7 @@ def test_remove_with_a_diffusers_pipeline_folder_and_lora(scene_files, tmp_path)
       "{tmp}/sd", "--lora", "{tmp}/missing.safetensors"], "not found"),
     (["edit", "{image}", "move the cup", "--box", "1,1,5,5", "--model", "tiny"], "say where to move it"),
     (["edit", "{image}", "remove the cup, then remove the vase", "--box", "1,1,5,5"], "one object"),
+    (["edit", "{image}", "add a cup", "--model", "tiny", "--reference", "{small}"], "option of locinsert insert"),
 ])
 def test_user_mistakes_are_one_line_errors_with_exit_code_2(scene_files, tmp_path, capsys, argv, message):
     image = scene_files[0]

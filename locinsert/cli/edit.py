@@ -189,6 +189,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_candidates < 1:
         raise ValueError(f"-n must be at least 1, got {args.num_candidates}")
+    if args.reference is not None:
+        raise ValueError("--reference (insert *this* object) is an option of locinsert insert, not of edit")
+    insert.check_reference_options(args, None)
     steps = parse_instructions(args.instruction)        # bad instructions fail before anything loads
     if (args.mask or args.box) and len(steps) != 1:
         raise ValueError("--mask / --box describe one object: give a single remove or move instruction")
