@@ -67,3 +67,22 @@ def test_shipped_yaml_configs_parse():
     for name in ("removal_lora_synthetic.yaml", "removal_lora_pipe.yaml"):
         cfg = RemovalLoraConfig.from_yaml(os.path.join(root, name))
         assert cfg.pretrained == "stabilityai/stable-diffusion-2-inpainting" and cfg.rank == 4
+
+
+def test_pipe_rows_become_swapped_pairs_with_their_masks(tmp_path):
+    from helpers_data import build_pipe
+    from locinsert.data.pipe import load_pipe
+
+    pipe, masks = build_pipe(tmp_path, split="train")
+    ds, _ = load_pipe(pipe, masks, split="train", cache_dir=tmp_path / "cache", keep_target=True, with_mask=True)
+    pairs = RemovalPairs.pipe(ds, resolution=32, rows=3)
+    assert len(pairs) == 3
+    for image, target, mask in pairs.items:
+        inside = mask[0] > 0
+        assert inside.any() and not inside.all()
+        magenta = (image[0] > 0.8) & (image[1] < -0.5) & (image[2] > 0.3)          # the object, (250, 30, 200)
+        assert magenta[inside].float().mean() > 0.5 and not magenta[~inside].any()
+        assert not ((target[0] > 0.8) & (target[1] < -0.5)).any()                # the target has no object
+    streamed, _ = load_pipe(pipe, masks, split="train", streaming=True, cache_dir=tmp_path / "cache",
+                            keep_target=True, with_mask=True)
+    assert len(RemovalPairs.pipe(streamed, resolution=32, rows=2)) == 2

@@ -2,8 +2,8 @@
 
 Data are **swapped pairs**: the input is the image *with* the object, the target the same image
 *without* it, and the mask the object's pixels (grown by ``dilate``). PIPE gives them for real
-photos (its ``target_img`` has the object, its ``source_img`` does not; the reader keeps the
-mask's box, so the mask is that box), the synthetic world gives exact ones
+photos (its ``target_img`` has the object, its ``source_img`` does not; the mask is PIPE_Masks'
+mask, read by ``load_pipe(with_mask=True)``), the synthetic world gives exact ones
 (:mod:`locinsert.data.synthetic.removal`).
 
 One step is the standard 9-channel inpainting objective with an **empty prompt** (what the
@@ -137,15 +137,20 @@ class RemovalPairs(torch.utils.data.Dataset):
 
     @classmethod
     def pipe(cls, dataset, resolution: int, dilate: int = 0, rows: int | None = None) -> "RemovalPairs":
-        """From ``load_pipe(..., keep_target=True).dataset``: input ``target_img``, target ``image``, mask = box."""
+        """From ``load_pipe(..., keep_target=True, with_mask=True).dataset`` (map-style or streaming):
+        input ``target_img`` (with the object), target ``image`` (without), mask = the ``mask`` column
+        (its box if the column is absent)."""
         def pairs():
             for i, row in enumerate(dataset):
                 if rows is not None and i >= rows:
                     return
                 image, target = row["target_img"].convert("RGB"), row["image"].convert("RGB")
-                m = np.zeros((target.height, target.width), bool)
-                x1, y1, x2, y2 = (int(round(v)) for v in row["box"])
-                m[y1:y2, x1:x2] = True
+                if row.get("mask") is not None:
+                    m = np.asarray(row["mask"].convert("L").resize(target.size, Image.NEAREST)) > 127
+                else:
+                    m = np.zeros((target.height, target.width), bool)
+                    x1, y1, x2, y2 = (int(round(v)) for v in row["box"])
+                    m[y1:y2, x1:x2] = True
                 yield image.resize(target.size), target, m
         return cls(pairs(), resolution, dilate)
 
@@ -328,5 +333,7 @@ def _load_pairs(config: RemovalLoraConfig) -> RemovalPairs:
         return RemovalPairs.synthetic(config.synthetic_examples, config.synthetic_seed, config.synthetic_size,
                                       config.resolution, config.dilate)
     from ..data.pipe import load_pipe
-    data = load_pipe(config.pipe_source, config.pipe_masks, keep_target=True)
+    # A row budget streams PIPE (80 GB) instead of materialising it.
+    data = load_pipe(config.pipe_source, config.pipe_masks, streaming=config.pipe_rows is not None,
+                     keep_target=True, with_mask=True)
     return RemovalPairs.pipe(data.dataset, config.resolution, config.dilate, config.pipe_rows)
