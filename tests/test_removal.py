@@ -198,3 +198,18 @@ def test_biharmonic_removal_quality_beats_leaving_the_object():
     before = np.median([masked_psnr(e.target, e.image, e.mask) for e in examples])
     after = np.median([masked_psnr(e.target, f, e.mask) for e, f in zip(examples, filled)])
     assert after > before + 5
+
+
+def test_biharmonic_clamp_stops_the_overshoot_beside_a_strong_edge():
+    # A demo scene where a cup stands on the floor 2 px left of a dark table leg (R: floor 121, leg 80).
+    from locinsert.training.synthetic import synthetic_test_queries
+
+    scenes = {q.meta["scene"].scene_id: q.meta["scene"] for q in synthetic_test_queries("quick", 0, 32)}
+    scene = [s for s in scenes.values() if len(s.vases) and len(s.windows)][2]
+    img, cup = insert_object(Image.fromarray(scene.render()), "cup", (5.12, 51.2, 12.8, 60.8))
+    truth = scene.render().astype(int)
+    loose = np.asarray(BiharmonicFill(clamp=False).remove(img, cup)).astype(int)
+    tight = np.asarray(BiharmonicFill().remove(img, cup)).astype(int)
+    assert loose[cup][:, 0].max() > 140                     # a bright halo above every border value
+    assert tight[cup][:, 0].max() <= 121
+    assert np.abs(tight - truth)[cup].mean() < np.abs(loose - truth)[cup].mean()
