@@ -143,10 +143,11 @@ class ObjectEditor:
     ``model`` and ``inpainter`` are those of ``ObjectInserter`` (needed to add and to move; the
     inpainter only to add and for ``move_by="redraw"``); ``segmenter`` finds objects from text
     (needed unless masks are given); ``remover`` fills holes (default: ``BiharmonicFill()``).
-    ``threshold`` binarises the segmenter's mask; parts smaller than ``min_pixels`` are noise.
+    ``threshold`` binarises the segmenter's mask (default: the segmenter's own ``threshold``
+    attribute, else 0.5); parts smaller than ``min_pixels`` are noise.
     """
 
-    def __init__(self, model=None, inpainter=None, segmenter=None, remover=None, *, threshold: float = 0.5,
+    def __init__(self, model=None, inpainter=None, segmenter=None, remover=None, *, threshold: float | None = None,
                  min_pixels: int = 4, move_by: str = "cutout", strict: bool = False, num_candidates: int = 16,
                  selection: str = "logprob", **sample_kwargs):
         if segmenter is not None and not hasattr(segmenter, "segment"):
@@ -156,6 +157,8 @@ class ObjectEditor:
             remover = BiharmonicFill()
         if not hasattr(remover, "remove"):
             raise TypeError(f"remover must have a remove(image, mask, generator) method, got {type(remover).__name__}")
+        if threshold is None:
+            threshold = getattr(segmenter, "threshold", 0.5)
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         if move_by not in MOVE_BY:

@@ -151,6 +151,22 @@ def test_bad_input_is_a_clear_error(model, scene):
         ObjectEditor(segmenter=object())
     with pytest.raises(ValueError, match="move_by"):
         ObjectEditor(model, move_by="teleport")
+    with pytest.raises(ValueError, match="threshold"):
+        ObjectEditor(segmenter=SceneSegmenter(scene), threshold=1.5)
+
+
+def test_threshold_defaults_to_the_segmenters_own(scene):
+    class Soft:
+        threshold = 0.3
+
+        def segment(self, image, text):
+            m = np.zeros((64, 64), np.float32)
+            m[10:20, 10:20] = 0.4                    # above the segmenter's 0.3, below 0.5
+            return m
+
+    img = Image.fromarray(scene.render())
+    assert ObjectEditor(segmenter=Soft()).remove(img, "thing").found
+    assert not ObjectEditor(segmenter=Soft(), threshold=0.5).remove(img, "thing").found
 
 
 def test_given_mask_skips_the_segmenter(scene):

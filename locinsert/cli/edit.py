@@ -47,7 +47,8 @@ def add_object_arguments(p: argparse.ArgumentParser) -> None:
     src = g.add_mutually_exclusive_group()
     src.add_argument("--mask", default=None, metavar="PNG", help="mask of the object (white = object), image-sized")
     src.add_argument("--box", default=None, metavar="X1,Y1,X2,Y2", help="box of the object in pixels")
-    g.add_argument("--threshold", type=float, default=0.5, help="binarise soft masks at this value (default: 0.5)")
+    g.add_argument("--threshold", type=float, default=None,
+                   help="binarise soft masks at this value (default: the segmenter's, else 0.5)")
 
 
 def add_remover_arguments(p: argparse.ArgumentParser) -> None:
