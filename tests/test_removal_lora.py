@@ -1,5 +1,6 @@
 """LoRA fine-tuning of a tiny real SD-inpaint pipeline for removal: loss, save, reload, resume."""
 
+import json
 import os
 import shutil
 
@@ -86,3 +87,21 @@ def test_pipe_rows_become_swapped_pairs_with_their_masks(tmp_path):
     streamed, _ = load_pipe(pipe, masks, split="train", streaming=True, cache_dir=tmp_path / "cache",
                             keep_target=True, with_mask=True)
     assert len(RemovalPairs.pipe(streamed, resolution=32, rows=2)) == 2
+
+
+def test_training_script_reads_the_yaml_and_overrides(tmp_path):
+    import importlib.util
+
+    root = os.path.join(os.path.dirname(__file__), "..", "training")
+    spec = importlib.util.spec_from_file_location("removal_lora_script", os.path.join(root, "removal_lora.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    tiny_sd_inpaint().save_pretrained(tmp_path / "sd")
+    out = tmp_path / "run"
+    assert script.main(["--config", os.path.join(root, "configs", "removal_lora_synthetic.yaml"),
+                        "--pretrained", str(tmp_path / "sd"), "--synthetic-examples", "4", "--resolution", "32",
+                        "--max-steps", "2", "--batch-size", "2", "--output-dir", str(out), "--resume", "false"]) == 0
+    info = json.loads((out / "final" / "removal_lora.json").read_text())
+    assert info["steps"] == 2 and info["config"]["resolution"] == 32 and info["config"]["resume"] is False
+    with pytest.raises(SystemExit):
+        script.main(["--config", str(tmp_path / "missing.yaml")])
