@@ -1,6 +1,10 @@
 """The GPU device check cannot rot: its CPU dry run (tiny sizes) runs every part but the CUDA tests here."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,9 +14,19 @@ from locinsert.bench.device import resolve_device, resolve_dtype
 from locinsert.cli.main import main as cli
 
 
-def test_dry_run_writes_every_part(tmp_path):
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dry_run_of_the_script_writes_every_part(tmp_path):
+    """scripts/device_check.sh itself, as the GPU machine runs it, with tiny sizes on the CPU."""
     out = tmp_path / "check"
-    assert device_check.main(["--out", str(out), "--device", "cpu", "--dry-run", "--no-tests"]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # this python3
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "device_check.sh"), str(out), "--device", "cpu",
+                           "--dry-run", "--no-tests"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "# locinsert device check" in (out / "log.txt").read_text()
     r = json.loads((out / "summary.json").read_text())
     assert r["errors"] == [] and r["dry_run"] is True
     for part in ("environment", "sampling", "evaluation", "training"):
