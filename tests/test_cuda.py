@@ -92,7 +92,7 @@ def test_compiled_decode_step_equals_eager_on_cuda(cpu_model, mode):
         for _ in range(3):  # warm-up, graph recording, replay
             compiled = model.score(IMAGE, "cup", s.boxes)
             torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
-        for n in (1, 50, 7):  # new shapes after the first, replays of a recorded one
+        for n in (1, 50):  # a new shape, then replays of the recorded one
             t = model.sample(IMAGE, "cup", num_samples=n, region="left")
             assert BoxConstraints(64, 48, model.num_bins, "left").satisfied(t.boxes).all()
             torch.testing.assert_close(model.score(IMAGE, "cup", t.boxes, region="left"), t.logprobs,

@@ -29,8 +29,9 @@ def test_dry_run_of_the_script_writes_every_part(tmp_path):
     assert "# locinsert device check" in (out / "log.txt").read_text()
     r = json.loads((out / "summary.json").read_text())
     assert r["errors"] == [] and r["dry_run"] is True
-    for part in ("environment", "sampling", "evaluation", "training"):
+    for part in ("environment", "sampling", "evaluation", "training", "sampling_compiled"):
         assert part in r, part
+    assert [row["num_samples"] for row in r["sampling_compiled"]["sweep"]] == [1]  # through the CLI
     env = r["environment"]
     assert env["gemm_flops_per_s"]["fp32"] > 0 and env["gemm_flops_per_s"]["bf16"] > 0
     assert env["copy_bytes_per_s"] > 0 and not env["versions"]["torch"].startswith("missing")

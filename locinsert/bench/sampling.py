@@ -120,30 +120,42 @@ def _copied_cache_fn(model, image, cls: str, num_samples: int):
 def run_sweep(model, image, cls: str, sweep=DEFAULT_SWEEP, images_per_call=(1,), compile_modes=("none",),
               repeats: int = 3, warmup: int = 2, rate: float | None = None, bandwidth: float | None = None,
               flops_per_image: int | None = None, prefix_length: int | None = None, say=print) -> list[dict]:
-    """Median seconds of ``model.sample`` per (compile mode, images per call, N); a list of rows."""
-    device = model.device
+    """Median seconds of ``model.sample`` per (compile mode, images per call, N); a list of rows
+    (a mode that fails gives one row with its ``error``)."""
     rows = []
     try:
         for mode in compile_modes:
-            model.compile_decoding(mode)
-            for images in images_per_call:
-                batch = [image] * images
-                for n in sweep:
-                    def call():
-                        with torch.no_grad():
-                            model.sample(batch, cls, num_samples=n)
-                    warm = sum(time_once(call, device) for _ in range(warmup if mode != "none" else 1))
-                    t = time_median(call, device, repeats)
-                    row = dict(compile=mode, images=images, num_samples=n, seconds=t, warmup_s=warm,
-                               samples_per_s=images * n / t)
-                    if rate and flops_per_image is not None and prefix_length is not None:
-                        flops = images * (flops_per_image + _decode_flops_per_token(model, prefix_length) * 4 * n)
-                        floor = max(flops / rate, floor_bytes(model, prefix_length, images) / bandwidth)
-                        row.update(floor_s=floor, over_floor=t / floor)
-                    rows.append(row)
-                    say(f"  sweep {mode:>15s}: {images} image(s) x {n:5d} samples  {t * 1e3:9.2f} ms", flush=True)
+            try:
+                rows += _sweep_mode(model, image, cls, mode, sweep, images_per_call, repeats, warmup, rate, bandwidth,
+                                    flops_per_image, prefix_length, say)
+            except Exception as e:  # noqa: BLE001 - a mode that fails to compile must not lose the others
+                say(f"  sweep {mode}: failed: {type(e).__name__}: {e}", flush=True)
+                rows.append(dict(compile=mode, error=f"{type(e).__name__}: {e}"))
     finally:
         model.compile_decoding("none")
+    return rows
+
+
+def _sweep_mode(model, image, cls, mode, sweep, images_per_call, repeats, warmup, rate, bandwidth, flops_per_image,
+                prefix_length, say) -> list[dict]:
+    device, rows = model.device, []
+    model.compile_decoding(mode)
+    for images in images_per_call:
+        batch = [image] * images
+        for n in sweep:
+            def call():
+                with torch.no_grad():
+                    model.sample(batch, cls, num_samples=n)
+            warm = sum(time_once(call, device) for _ in range(warmup if mode != "none" else 1))
+            t = time_median(call, device, repeats)
+            row = dict(compile=mode, images=images, num_samples=n, seconds=t, warmup_s=warm,
+                       samples_per_s=images * n / t)
+            if rate and flops_per_image is not None and prefix_length is not None:
+                flops = images * (flops_per_image + _decode_flops_per_token(model, prefix_length) * 4 * n)
+                floor = max(flops / rate, floor_bytes(model, prefix_length, images) / bandwidth)
+                row.update(floor_s=floor, over_floor=t / floor)
+            rows.append(row)
+            say(f"  sweep {mode:>15s}: {images} image(s) x {n:5d} samples  {t * 1e3:9.2f} ms", flush=True)
     return rows
 
 
@@ -221,6 +233,9 @@ def format_sweep(rows: list[dict]) -> str:
     lines = ["| decode step | images/call | N per image | ms/call | boxes/s | x floor | warm-up s |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['compile']} | failed: {r['error'][:200]} | | | | | |")
+            continue
         floor = f"{r['over_floor']:.1f}" if "over_floor" in r else "-"
         lines.append(f"| {r['compile']} | {r['images']} | {r['num_samples']} | {r['seconds'] * 1e3:.2f} | "
                      f"{r['samples_per_s']:,.0f} | {floor} | {r['warmup_s']:.1f} |")
