@@ -33,6 +33,9 @@ def test_compile_switch(model):
     assert compiled_decode_step("none") is decode_step
     assert compiled_decode_step("default") is compiled_decode_step("default")  # one compiled function per mode
     s = model.sample(IMAGE, "dog", num_samples=5, generator=torch.Generator().manual_seed(0))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            model.compile_decoding("cudagraphs")
     assert model.compile_decoding("none") is model
     torch.testing.assert_close(model.score(IMAGE, "dog", s.boxes), s.logprobs)
 

@@ -110,7 +110,7 @@ def gemm_rate(device: torch.device | str = "cpu", dtype: torch.dtype = torch.flo
 def copy_bandwidth(device: torch.device | str = "cpu", nbytes: int | None = None, repeats: int = 5) -> float:
     """Measured device-memory bandwidth in bytes/s: a large copy, counting bytes read plus written."""
     device = torch.device(device)
-    nbytes = nbytes or (2 << 30 if device.type == "cuda" else 256 << 20)
+    nbytes = nbytes or (2 << 30 if device.type == "cuda" else 64 << 20)
     src = torch.rand(nbytes // 4, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)

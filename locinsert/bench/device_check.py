@@ -79,9 +79,7 @@ def part_environment(device, cfg) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         rates["tf32"] = gemm_rate(device, torch.float32)
         torch.backends.cuda.matmul.allow_tf32 = False
-    nbytes = None if device.type == "cuda" else 64 << 20
-    return dict(info=info, versions=_versions(), gemm_flops_per_s=rates,
-                copy_bytes_per_s=copy_bandwidth(device, nbytes),
+    return dict(info=info, versions=_versions(), gemm_flops_per_s=rates, copy_bytes_per_s=copy_bandwidth(device),
                 datasheet_peak_flops_per_s={k: datasheet_peak(device, k) for k in rates if k in DTYPES})
 
 

@@ -82,10 +82,9 @@ def run(args) -> int:
     if args.bench != "sampling":
         print("choose a benchmark: sampling, training or evaluation (see locinsert bench --help)")
         return 1
-    import json
-
     import torch
 
+    from locinsert.bench import write_json
     from locinsert.bench.sampling import format_results, run_sampling_bench
 
     if args.threads:
@@ -105,6 +104,5 @@ def run(args) -> int:
                                  compile_modes=modes, skip_compare=args.skip_compare)
     print(format_results(results))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(results, args.json)
     return 0

@@ -345,8 +345,10 @@ class LocationModel(PreTrainedModel):
         "cudagraphs" replay a decode step's kernels as CUDA graphs; the first call per shape compiles.
         Results equal the eager path up to float rounding. Returns the model.
         """
+        if mode == "cudagraphs" and self.device.type != "cuda":
+            raise ValueError("decode compile mode 'cudagraphs' needs the model on a CUDA GPU; "
+                             "on a CPU use 'default' or 'none'")
         self._decode_step = compiled_decode_step(mode)
-        self.decode_compile_mode = mode
         return self
 
     @property
