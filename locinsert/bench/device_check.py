@@ -178,9 +178,9 @@ def _targets(results: dict) -> list[tuple[str, str, str]]:
             rows.append((f"training MFU >= 30 % of the bf16 peak ({label}, cached features)",
                          f"{m['mfu_vs_datasheet_peak']:.1%}", "met" if m["mfu_vs_datasheet_peak"] >= 0.30 else "not met"))
     p = t.get("projection")
-    if p:
-        sec = p["pipe_epoch_s"][1]
-        rows.append(("one PIPE epoch <= 10 min on one GPU", f"{sec / 60:.1f} min ({p['rate_source']})",
+    for source, seconds in (p or {}).get("pipe_epoch_s", {}).items():
+        sec = seconds[1]
+        rows.append((f"one PIPE epoch <= 10 min on one GPU ({source}, cached features)", f"{sec / 60:.1f} min",
                      "met" if sec <= 600 else "not met"))
     return rows
 

@@ -242,9 +242,21 @@ def run_training_bench(preset: str = "base", batch_size: int | str = 8, steps: i
             if len(plain) < batch_size:
                 raise ValueError(f"{len(plain)} examples are fewer than one batch of {batch_size}: raise --scenes")
             results["examples"] = len(plain)
-            say(f"Trainer loop without cache, batch {batch_size} ...", flush=True)
-            results["samples_per_s_without_cache"] = measure(plain, os.path.join(tmp, "a"))
-            features = CachedImageFeatures(FeatureCache.for_model(model, os.path.join(tmp, "cache")), "bench/")
+            while True:
+                say(f"Trainer loop without cache, batch {batch_size} ...", flush=True)
+                try:
+                    results["samples_per_s_without_cache"] = measure(plain, os.path.join(tmp, "a"))
+                    break
+                except torch.OutOfMemoryError:
+                    # The Trainer holds a little more than the bare step; halve the largest batch once.
+                    if not auto or batch_size < 2 or results.get("trainer_batch_halved"):
+                        raise
+                    torch.cuda.empty_cache()
+                    batch_size, results["trainer_batch_halved"] = batch_size // 2, True
+            results["trainer_batch_size"] = batch_size
+            # Size-checked shards: a few timed steps cannot amortise hashing every shard in every worker.
+            features = CachedImageFeatures(FeatureCache.for_model(model, os.path.join(tmp, "cache"), verify="size"),
+                                           "bench/")
             say("filling the feature cache ...", flush=True)
             t0 = time.perf_counter()
             filled = features.fill(queries, progress=progress)
@@ -275,12 +287,13 @@ def _schedule(configs_dir: str | None) -> list[dict]:
     dpo, dpo_src = read("dpo_opa.yaml")
     flips = lambda c: 2 if c.get("hflip", False) else 1  # noqa: E731  hflip doubles an epoch's examples
     pairs = int(dpo.get("pairs_per_query") or 16) * OPA_TRAIN_POSITIVE_GROUPS_MAX
+    flip_note = lambda c: ", x2 hflip" if flips(c) == 2 else ""  # noqa: E731
     return [
-        {"stage": "pretrain (PIPE)", "examples_per_epoch": PIPE_TRAIN_ROWS * flips(pre),
+        {"stage": f"pretrain (PIPE{flip_note(pre)})", "examples_per_epoch": PIPE_TRAIN_ROWS * flips(pre),
          "epochs": float(pre.get("num_train_epochs", 3)), "kind": "sft", "config": pre_src},
-        {"stage": "finetune (OPA positives)", "examples_per_epoch": OPA_TRAIN_POSITIVES * flips(fin),
+        {"stage": f"finetune (OPA positives{flip_note(fin)})", "examples_per_epoch": OPA_TRAIN_POSITIVES * flips(fin),
          "epochs": float(fin.get("num_train_epochs", 10)), "kind": "sft", "config": fin_src},
-        {"stage": "DPO (OPA pairs, upper bound)", "examples_per_epoch": pairs * flips(dpo),
+        {"stage": f"DPO (OPA pairs, upper bound{flip_note(dpo)})", "examples_per_epoch": pairs * flips(dpo),
          "epochs": float(dpo.get("num_train_epochs", 3)), "kind": "dpo", "config": dpo_src,
          "reference": "precomputed" if dpo.get("precompute_ref_log_probs") else "model"},
     ]
@@ -289,31 +302,34 @@ def _schedule(configs_dir: str | None) -> list[dict]:
 def projection(r: dict, gpus: tuple[int, ...] = (1, 8), configs_dir: str | None = "training/configs") -> dict:
     """Wall-time projections from measured samples/s (see the module docstring); added to ``r``.
 
-    The rate used is the Trainer loop with cached features (what a PIPE run with ``feature_cache`` does),
-    else the model-step rate. A DPO pair costs two policy forward + backward passes and, with a
-    reference model, two forward passes: its rate is estimated from FLOPs at the SFT step's efficiency.
+    One projection per rate measured with cached features: the Trainer loop (what a PIPE run with
+    ``feature_cache`` does today, data loading included) and the bare model step (what the GPU
+    sustains when data loading keeps up). A DPO pair costs two policy forward + backward passes and,
+    with a reference model, two forward passes: its rate is estimated from FLOPs at the SFT step's
+    efficiency.
     """
-    rate = r.get("samples_per_s_with_cache") or r.get("model_step_samples_per_s_with_cache")
-    if not rate:
+    sources = [(name, r[key]) for name, key in (("Trainer loop", "samples_per_s_with_cache"),
+                                                ("model step", "model_step_samples_per_s_with_cache")) if r.get(key)]
+    if not sources:
         raise ValueError("no with-cache throughput measured to project from")
     f = r["flops_per_sample"]["with_cache"]
-    out = {"rate_samples_per_s": rate,
-           "rate_source": "Trainer loop, cached features" if r.get("samples_per_s_with_cache")
-           else "model step, cached features",
-           "pipe_epoch_rows": PIPE_TRAIN_ROWS, "gpus": list(gpus), "scaling": "linear in GPUs (assumed, not measured)",
-           "pipe_epoch_s": {g: PIPE_TRAIN_ROWS / (rate * g) for g in gpus}, "stages": []}
-    total = {g: 0.0 for g in gpus}
-    for st in _schedule(configs_dir):
+    out = {"pipe_epoch_rows": PIPE_TRAIN_ROWS, "gpus": list(gpus), "scaling": "linear in GPUs (assumed, not measured)",
+           "sources": {name: rate for name, rate in sources}, "pipe_epoch_s": {}, "stages": [], "schedule_s": {}}
+    stages = _schedule(configs_dir)
+    for st in stages:
         cost = 1.0
         if st["kind"] == "dpo":
             cost = (2 * f["train"] + (0 if st["reference"] == "precomputed" else 2 * f["forward"])) / f["train"]
-        examples = st["examples_per_epoch"] * st["epochs"]
-        seconds = {g: examples * cost / (rate * g) for g in gpus}
-        st.update(cost_in_sft_samples=cost, seconds=seconds)
+        st.update(cost_in_sft_samples=cost, seconds={})
         out["stages"].append(st)
-        for g in gpus:
-            total[g] += seconds[g]
-    out["schedule_s"] = total
+    for name, rate in sources:
+        out["pipe_epoch_s"][name] = {g: PIPE_TRAIN_ROWS / (rate * g) for g in gpus}
+        out["schedule_s"][name] = {g: 0.0 for g in gpus}
+        for st in stages:
+            examples = st["examples_per_epoch"] * st["epochs"]
+            st["seconds"][name] = {g: examples * st["cost_in_sft_samples"] / (rate * g) for g in gpus}
+            for g in gpus:
+                out["schedule_s"][name][g] += st["seconds"][name][g]
     r["projection"] = out
     return out
 
@@ -352,17 +368,18 @@ def format_results(r: dict) -> str:
         lines.append(f"one-time cache fill: {r['cache_images']} images in {r['cache_fill_s']:.1f} s")
     p = r.get("projection")
     if p:
-        gpus = p["gpus"]
-        lines += ["", f"projection at {p['rate_samples_per_s']:,.1f} samples/s per GPU ({p['rate_source']}; "
-                      f"{p['scaling']})",
-                  "| stage | examples per epoch | epochs | " + " | ".join(f"{g} GPU" for g in gpus) + " |",
-                  "|---|---|---|" + "---|" * len(gpus),
+        cols = [(name, g) for name in p["sources"] for g in p["gpus"]]
+        lines += ["", "projected wall time at the measured samples/s per GPU with cached features ("
+                  + "; ".join(f"{name}: {rate:,.1f}" for name, rate in p["sources"].items())
+                  + f"); {p['scaling']}",
+                  "| stage | examples per epoch | epochs | " + " | ".join(f"{g} GPU, {n}" for n, g in cols) + " |",
+                  "|---|---|---|" + "---|" * len(cols),
                   f"| one PIPE epoch | {p['pipe_epoch_rows']:,} | 1 | "
-                  + " | ".join(_hms(p["pipe_epoch_s"][g]) for g in gpus) + " |"]
+                  + " | ".join(_hms(p["pipe_epoch_s"][n][g]) for n, g in cols) + " |"]
         for st in p["stages"]:
             lines.append(f"| {st['stage']} | {st['examples_per_epoch']:,} | {st['epochs']:g} | "
-                         + " | ".join(_hms(st["seconds"][g]) for g in gpus) + " |")
-        lines.append("| whole schedule | | | " + " | ".join(_hms(p["schedule_s"][g]) for g in gpus) + " |")
+                         + " | ".join(_hms(st["seconds"][n][g]) for n, g in cols) + " |")
+        lines.append("| whole schedule | | | " + " | ".join(_hms(p["schedule_s"][n][g]) for n, g in cols) + " |")
     return "\n".join(lines)
 
 
