@@ -31,6 +31,15 @@ REGIONS = [None, "left", Region((6.0, 4.0, 50.0, 30.0)), Region(BLOB), Region(BL
                                                          avoid=[[30, 0, 34, 48]])]
 
 
+@pytest.fixture(autouse=True)
+def strict_fp32():
+    """TF32 off (cuDNN convolutions use it by default): fp32 on the GPU is then compared with the CPU's fp32."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 @pytest.fixture(scope="module")
 def cpu_model():
     torch.manual_seed(0)
