@@ -4,7 +4,8 @@ Skipped without a CUDA GPU. ``scripts/device_check.sh`` runs this file first on 
 - sampling and scoring on CUDA equal the CPU's for the same tokens (float tolerance);
 - bf16 sampling keeps every constraint; compiled decode steps (CUDA graphs) equal the eager step;
 - a training step runs under bf16 autocast through the real Trainer;
-- the tiny inpainter pipelines, loaded in fp16 on CUDA, still paste back byte-identically.
+- the tiny inpainter pipelines (reference backends too), loaded in fp16 on CUDA, still paste back
+  byte-identically.
 """
 
 import copy
@@ -138,21 +139,41 @@ def _noise(w, h, seed=0):
     return Image.fromarray(np.random.RandomState(seed).randint(0, 256, (h, w, 3), dtype=np.uint8))
 
 
-@pytest.mark.parametrize("kind, dtype", [("sd", torch.float16), ("gligen", torch.float16), ("flux", torch.float16),
-                                         ("flux", torch.bfloat16)])
-def test_tiny_inpainters_in_half_precision_paste_back_exactly(tmp_path, kind, dtype):
-    from helpers_diffusers import tiny_flux_fill, tiny_gligen, tiny_sd_inpaint
-    from locinsert.inpainting import DiffusersInpainter, GLIGENInpainter
+def _mug():
+    """An RGBA cut-out reference: a red disc on transparency."""
+    a = np.zeros((24, 20, 4), np.uint8)
+    yy, xx = np.mgrid[:24, :20]
+    a[(yy - 13) ** 2 + (xx - 10) ** 2 <= 49] = (220, 30, 30, 255)
+    return Image.fromarray(a, "RGBA")
 
-    build = {"sd": tiny_sd_inpaint, "gligen": tiny_gligen, "flux": tiny_flux_fill}[kind]
-    build().save_pretrained(tmp_path / kind)
-    loader = GLIGENInpainter if kind == "gligen" else DiffusersInpainter
-    extra = {"resolution": 32} if kind == "flux" else {}
-    inp = loader.from_pretrained(str(tmp_path / kind), dtype=dtype, device="cuda", num_inference_steps=2, **extra)
+
+@pytest.mark.parametrize("kind, dtype", [("sd", torch.float16), ("gligen", torch.float16), ("flux", torch.float16),
+                                         ("flux", torch.bfloat16), ("paint_by_example", torch.float16),
+                                         ("repaint", torch.float16)])
+def test_tiny_inpainters_in_half_precision_paste_back_exactly(tmp_path, kind, dtype):
+    import warnings
+
+    from helpers_diffusers import tiny_flux_fill, tiny_gligen, tiny_paint_by_example, tiny_sd_inpaint
+    from locinsert.inpainting import (DiffusersInpainter, GLIGENInpainter, PaintByExampleInpainter,
+                                      ReferenceRePaintInpainter)
+
+    build = {"sd": tiny_sd_inpaint, "gligen": tiny_gligen, "flux": tiny_flux_fill, "repaint": tiny_sd_inpaint,
+             "paint_by_example": tiny_paint_by_example}[kind]
+    loader = {"gligen": GLIGENInpainter, "paint_by_example": PaintByExampleInpainter,
+              "repaint": ReferenceRePaintInpainter}.get(kind, DiffusersInpainter)
+    extra = {"flux": {"resolution": 32}, "repaint": {"jump_length": 2, "jump_n_sample": 2, "guidance_scale": 1.0},
+             }.get(kind, {})
+    reference = _mug() if kind in ("paint_by_example", "repaint") else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # deprecated pipelines (GLIGEN, Paint-by-Example) say so
+        build().save_pretrained(tmp_path / kind)
+        inp = loader.from_pretrained(str(tmp_path / kind), dtype=dtype, device="cuda",
+                                     num_inference_steps=4 if kind == "repaint" else 2, **extra)
     assert inp.pipe.device.type == "cuda"
     for size, box in [((80, 50), (20.5, 10.2, 45.7, 38.9)), ((48, 72), (36, 40, 48, 72))]:
         img = _noise(*size)
-        out = inp.inpaint(img, box, "a red cup", generator=torch.Generator("cuda").manual_seed(0))
+        kwargs = {"reference": reference} if reference is not None else {}
+        out = inp.inpaint(img, box, "a red cup", generator=torch.Generator("cuda").manual_seed(0), **kwargs)
         assert out.size == img.size and out.mode == "RGB"
         m = box_mask(box, *size)
         a, b = np.asarray(img), np.asarray(out)
