@@ -85,13 +85,17 @@ def part_environment(device, cfg) -> dict:
 
 def part_tests(device, cfg, timeout: float) -> dict:
     """Run the CUDA-marked tests in a child process; their outcome and the tail of their output."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests/test_cuda.py"]
+    # -v: one line per test, so a run stopped at the timeout still shows which tests passed;
+    # timeout (pytest-timeout, ignored without it): one hung test must not take the others' time.
+    cmd = [sys.executable, "-m", "pytest", "-v", "-m", "cuda", "-p", "no:cacheprovider", "-o", "timeout=100",
+           "tests/test_cuda.py"]
     t = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         rc, text = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as e:
-        rc, text = 124, f"timed out after {timeout:.0f} s\n{e.stdout or ''}"
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        rc, text = 124, f"{out}\ntimed out after {timeout:.0f} s"
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return dict(command=" ".join(cmd[2:]), returncode=rc, summary=lines[-1] if lines else "",
                 output_tail="\n".join(lines[-40:]), seconds=time.perf_counter() - t)
