@@ -180,7 +180,8 @@ def _targets(results: dict) -> list[tuple[str, str, str]]:
         m = t.get(key, {})
         if "mfu_vs_datasheet_peak" in m:
             rows.append((f"training MFU >= 30 % of the bf16 peak ({label}, cached features)",
-                         f"{m['mfu_vs_datasheet_peak']:.1%}", "met" if m["mfu_vs_datasheet_peak"] >= 0.30 else "not met"))
+                         f"{m['mfu_vs_datasheet_peak']:.1%}",
+                         "met" if m["mfu_vs_datasheet_peak"] >= 0.30 else "not met"))
     p = t.get("projection")
     for source, seconds in (p or {}).get("pipe_epoch_s", {}).items():
         sec = seconds[1]
@@ -207,7 +208,7 @@ def summary_markdown(results: dict) -> str:
         lines += ["", "| dtype | measured GEMM TFLOP/s | datasheet TFLOP/s |", "|---|---|---|"]
         for k, v in rates.items():
             sheet = env.get("datasheet_peak_flops_per_s", {}).get(k)
-            lines.append(f"| {k} | {v / 1e12:,.2f} | {sheet / 1e12:,.0f} |" if sheet else f"| {k} | {v / 1e12:,.2f} | - |")
+            lines.append(f"| {k} | {v / 1e12:,.2f} | " + (f"{sheet / 1e12:,.0f} |" if sheet else "- |"))
         lines.append(f"\nmeasured copy bandwidth: {env.get('copy_bytes_per_s', 0) / 1e9:,.0f} GB/s (read + write)")
     targets = _targets(results)
     if targets:
@@ -258,7 +259,8 @@ def run(out: str, device: str = "auto", dry_run: bool = False, budget_s: float =
         os.replace(tmp, os.path.join(out, "summary.md"))
 
     jobs = [("environment", lambda: part_environment(dev, cfg)),
-            ("tests", lambda: part_tests(dev, cfg, timeout=min(TESTS_TIMEOUT, budget_s - (time.perf_counter() - start)))),
+            ("tests", lambda: part_tests(dev, cfg,
+                                         timeout=min(TESTS_TIMEOUT, budget_s - (time.perf_counter() - start)))),
             ("sampling", lambda: part_sampling(dev, cfg)),
             ("training", lambda: part_training(dev, cfg)),
             ("evaluation", lambda: part_evaluation(dev, cfg)),

@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="queries the slow loop is timed on, scaled up (0: all; default: 200)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of the batched matcher; best kept")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="where the batched matcher runs: cpu, cuda, cuda:N, auto (default: cpu)")
+    p.add_argument("--device", default="cpu",
+                   help="where the batched matcher runs: cpu, cuda, cuda:N, auto (default: cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     if argv and argv[0] == "--":  # `locinsert bench evaluation -- --num-queries 100` forwards the separator

@@ -26,7 +26,6 @@ schedule in ``training/configs`` on 1 and N GPUs (N x one GPU's rate: linear sca
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import tempfile
@@ -405,7 +404,8 @@ def main(argv=None) -> int:
     p.add_argument("--projection", action="store_true",
                    help="project one PIPE epoch and the training/configs schedule on 1 and --gpus GPUs")
     p.add_argument("--gpus", type=int, default=8, help="GPU count of the multi-GPU projection (default: 8)")
-    p.add_argument("--configs", default="training/configs", help="folder of the stage configs (default: training/configs)")
+    p.add_argument("--configs", default="training/configs",
+                   help="folder of the stage configs (default: training/configs)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
