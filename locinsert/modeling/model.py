@@ -28,11 +28,14 @@ from transformers.utils import ModelOutput
 
 from .. import boxes as box_ops
 from ..images import load_image
+from .checkpoint_io import CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME
 from .config import LocationModelConfig
 from .constraints import BoxConstraints
 from .encoders import ImagePreprocessor, build_class_encoder, build_image_encoder
 from .sampling import PrefixCache, decode_boxes, prefix_forward
 
+#: what a save replaces in an existing folder, even if it does not write it (stale shards, old formats)
+CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME, "model-*-of-*.safetensors", "pytorch_model*.bin")
 MAX_REDRAWS = 20  # rounds of redrawing dead-ended rows for inexact constraint sets
 
 
@@ -473,7 +476,13 @@ class LocationModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, state_dict: dict | None = None, is_main_process: bool = True,
                         **kwargs) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (one file, atomically, no pickle).
+        """Write ``config.json`` and ``model.safetensors``, all-or-nothing (no pickle).
+
+        Both files go into a temporary sibling folder that is then swapped in with one rename
+        (``locinsert.io.write_folder_atomic``): after any failure, kill or power cut the folder
+        holds the complete previous checkpoint or the complete new one. Other files already in the
+        folder (a model card, say) are kept; older weights files (shards, ``pytorch_model.bin``)
+        are replaced.
 
         The state dict is written with the module names as they are in memory: transformers'
         own ``save_pretrained`` would rename the keys of nested models (e.g. ``ViTModel``) to
@@ -483,28 +492,34 @@ class LocationModel(PreTrainedModel):
         """
         from safetensors.torch import save_file
 
+        from ..io import write_folder_atomic
+
         if kwargs.get("push_to_hub"):
             raise ValueError("push_to_hub is not supported; upload the saved folder with huggingface_hub")
         if not is_main_process:
             return
-        os.makedirs(save_directory, exist_ok=True)
         state = self.state_dict() if state_dict is None else state_dict
         state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-        tmp = os.path.join(save_directory, "model.safetensors.tmp")
-        save_file(state, tmp, metadata={"format": "pt"})
-        os.replace(tmp, os.path.join(save_directory, "model.safetensors"))
         self.config.architectures = [type(self).__name__]
-        self.config.save_pretrained(save_directory)
+
+        def write(folder: str) -> None:
+            save_file(state, os.path.join(folder, WEIGHTS_NAME), metadata={"format": "pt"})
+            self.config.save_pretrained(folder)
+
+        write_folder_atomic(save_directory, write, replaces=CHECKPOINT_FILES)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
         """Load a saved model (a folder or a hub id) from safetensors.
 
         The encoders are rebuilt from the saved config with random weights and then filled from the
-        checkpoint, so no encoder weights are ever downloaded.
+        checkpoint, so no encoder weights are ever downloaded. Every way a checkpoint can be wrong
+        gives one error naming the file and the problem (``checkpoint_io.py``): a missing folder or
+        config (``FileNotFoundError``), a file instead of a folder (``NotADirectoryError``), a
+        config that is not JSON or not a LocationModel's, an unreadable weights file, tensors that
+        are missing, unexpected, of the wrong shape or not finite (``ValueError``).
         """
-        from safetensors.torch import load_file
-        from transformers.utils import cached_file
+        from . import checkpoint_io
 
         if model_args:
             raise TypeError("LocationModel.from_pretrained takes no positional model arguments")
@@ -513,30 +528,20 @@ class LocationModel(PreTrainedModel):
         dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
         for k in ("trust_remote_code", "_from_auto", "_commit_hash", "adapter_kwargs", "code_revision"):
             kwargs.pop(k, None)
+        source = checkpoint_io.CheckpointSource(pretrained_model_name_or_path, hub)
         if config is None:
-            config = LocationModelConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+            config = checkpoint_io.read_config(source, LocationModelConfig)
         for k, v in kwargs.items():
             if not hasattr(config, k):
                 raise TypeError(f"unexpected keyword argument {k!r}")
             setattr(config, k, v)
         config.image_pretrained, config.class_pretrained, config.decoder_pretrained = False, None, None
-        model = cls(config)
-        path = str(pretrained_model_name_or_path)
-        index = cached_file(path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False,
-                            **hub)
-        if index:
-            shards = sorted(set(json.load(open(index))["weight_map"].values()))
-            files = [cached_file(path, s, **hub) for s in shards]
-        else:
-            files = [cached_file(path, "model.safetensors", **hub)]
-        state = {}
-        for f in files:
-            state.update(load_file(f))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"checkpoint {path} does not match its config: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
+        model = checkpoint_io.build(cls, config, source)
+        files = checkpoint_io.weight_files(source)
+        state = checkpoint_io.read_weights(files)
+        checkpoint_io.check_state(model.state_dict(), state, files)
+        model.load_state_dict(state, strict=True)
         if dtype is not None and dtype != "auto":
             model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
-        model.config.name_or_path = path
+        model.config.name_or_path = source.name
         return model.eval()
