@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..boxes import DEFAULT_NUM_BINS, denormalize, normalize, tokens_to_boxes
+from ..validation import check_box_count, check_int
 
 
 @dataclass
@@ -76,9 +77,9 @@ def _as_batch(images, classes) -> tuple[list, list[str], bool]:
 def _check_call(num_samples: int, region) -> int:
     if region is not None:
         raise ValueError("baselines sample without a region; evaluate them with region=None")
-    if int(num_samples) < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    return int(num_samples)
+    n = check_int(num_samples, "num_samples", minimum=1)
+    check_box_count(n, "num_samples")
+    return n
 
 
 class RandomBoxes:
@@ -93,8 +94,7 @@ class RandomBoxes:
     needs_image = False
 
     def __init__(self, num_bins: int | None = DEFAULT_NUM_BINS):
-        if num_bins is not None and int(num_bins) < 2:
-            raise ValueError(f"num_bins must be >= 2 (a box needs two distinct bins), got {num_bins}")
+        check_int(num_bins, "num_bins (a box needs two distinct bins)", minimum=2, optional=True)
         self.num_bins = None if num_bins is None else int(num_bins)
 
     def __repr__(self) -> str:
