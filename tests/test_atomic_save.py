@@ -273,9 +273,9 @@ def test_broken_checkpoint_errors_name_the_problem(models, tmp_path, how, error,
 
 
 def test_missing_folder_and_file_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint folder .*nope"):
+    with pytest.raises(FileNotFoundError, match="checkpoint folder not found: .*nope"):
         LocationModel.from_pretrained(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match="no checkpoint folder runs/a/final"):
+    with pytest.raises(FileNotFoundError, match="checkpoint folder not found: runs/a/final"):
         LocationModel.from_pretrained("runs/a/final")
     (tmp_path / "weights.bin").write_bytes(b"x")
     with pytest.raises(NotADirectoryError, match="weights.bin is a file; give the checkpoint folder"):

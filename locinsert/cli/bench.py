@@ -66,8 +66,12 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from .common import check_output_file
+
     if args.num_samples < 1 or args.repeats < 1:
         raise ValueError("--num-samples and --repeats must be at least 1")
+    if args.json:
+        check_output_file(args.json, "--json")
     results = run_sampling_bench(args.preset, args.num_samples, args.repeats, args.skip_generate)
     print(format_results(results))
     if args.json:

@@ -29,6 +29,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .common import check_device, check_output_dir
 from .propose import add_model_arguments, load_location_model, region_json, sample_kwargs
 
 INPAINTERS = ("cutout", "gligen", "powerpaint", "diffusers")
@@ -98,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_candidates < 1:
         raise ValueError(f"-n must be at least 1, got {args.num_candidates}")
+    out = check_output_dir(args.out)
+    kwargs = sample_kwargs(args)
+    check_device(args.device)
     image = load_image(args.image)
     steps = parse_instructions(args.instruction)        # bad instructions fail before anything loads
     for s in steps:
@@ -106,10 +110,9 @@ def run(args: argparse.Namespace) -> int:
     inpainter = build_inpainter(args, [s.object for s in steps])
     model = load_location_model(args.model, args.device, args.seed)
     inserter = ObjectInserter(model, inpainter, num_candidates=args.num_candidates, selection=args.selection,
-                              **sample_kwargs(args))
+                              **kwargs)
     result = inserter(image, steps, generator=torch.Generator().manual_seed(args.seed))
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem
     result.image.save(out / f"{stem}_edited.png")

@@ -142,15 +142,20 @@ class Curve:
     def from_json(cls, text_or_path: str | Path) -> "Curve":
         """Read a curve from JSON text or from a file written by ``to_json``."""
         s = str(text_or_path)
+        source = "curve JSON"
         if not s.lstrip().startswith("{"):
             p = Path(s)
             if not p.is_file():
                 raise FileNotFoundError(f"no curve file {s}")
-            s = p.read_text()
+            source = f"curve file {s}"
+            try:
+                s = p.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{source} is not UTF-8 text (not a curve.json?)") from e
         try:
             d = json.loads(s)
         except json.JSONDecodeError as e:
-            raise ValueError(f"curve JSON is malformed: {e}") from e
+            raise ValueError(f"{source} is malformed JSON ({e})") from e
         return cls.from_dict(d)
 
     # -- text and plots -----------------------------------------------------------------------

@@ -27,7 +27,10 @@ def check_ks(ks) -> list[int]:
         ks = [ks]
     if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__"):
         raise TypeError(f"ks must be a list of positive integers, got {type(ks).__name__}")
-    out = sorted({check_int(k, "ks", minimum=1) for k in ks})
+    try:
+        out = sorted({check_int(k, "ks", minimum=1) for k in ks})
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"ks must be positive integers, got {ks!r}") from e
     if not out:
         raise ValueError(f"ks must be positive integers, got {ks!r}")
     return out

@@ -24,9 +24,12 @@ def as_cutout(cutout, *, allow_opaque: bool = False, name: str = "cut-out") -> I
     if isinstance(cutout, (str, os.PathLike)):
         if not os.path.isfile(cutout):
             raise ValueError(f"{name}: file not found: {cutout}")
-        with Image.open(cutout) as f:
-            f.load()
-            cutout = f.copy()
+        try:
+            with Image.open(cutout) as f:
+                f.load()
+                cutout = f.copy()
+        except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ValueError(f"{name}: cannot read {cutout} as an image ({e})") from e
     elif isinstance(cutout, np.ndarray):
         if cutout.dtype != np.uint8 or cutout.ndim != 3 or cutout.shape[2] != 4:
             raise ValueError(f"{name} array must be uint8 (H, W, 4) RGBA, got {cutout.dtype} {cutout.shape}")

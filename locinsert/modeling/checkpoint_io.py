@@ -47,7 +47,7 @@ class CheckpointSource:
                                          f"(holding {CONFIG_NAME} and {WEIGHTS_NAME})")
             self.folder: str | None = os.path.abspath(path)
         elif looks_local:
-            raise FileNotFoundError(f"no checkpoint folder {self.name}")
+            raise FileNotFoundError(f"checkpoint folder not found: {self.name}")
         else:
             self.folder = None
 
