@@ -2,7 +2,8 @@
 
 Two tools, for the two shapes of output:
 
-- :func:`write_json_atomic` / :func:`write_file_atomic`: one file. The bytes go to a temporary file
+- :func:`write_file_atomic` (and :func:`write_json_atomic`, :func:`write_text_atomic`,
+  :func:`save_image_atomic`): one file. The bytes go to a temporary file
   in the same folder, are flushed to disk, and ``os.replace`` puts them in place.
 - :func:`write_folder_atomic`: a whole folder (a checkpoint: ``config.json`` + weights, or any
   savable model). The files are written into a temporary *sibling* folder, and that folder is
@@ -45,8 +46,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-__all__ = ["write_folder_atomic", "write_file_atomic", "write_json_atomic", "saving_in_place", "swap_in",
-           "clean_stale_temporaries"]
+__all__ = ["write_folder_atomic", "write_file_atomic", "write_json_atomic", "write_text_atomic",
+           "save_image_atomic", "saving_in_place", "swap_in", "clean_stale_temporaries"]
 
 _IN_PLACE: contextvars.ContextVar[bool] = contextvars.ContextVar("locinsert_save_in_place", default=False)
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
@@ -101,6 +102,31 @@ def write_file_atomic(path: str | os.PathLike, write: Callable[[str], None], suf
             os.remove(tmp)
         raise
     _fsync_path(folder, directory=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a text file (UTF-8) all-or-nothing."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+
+    write_file_atomic(path, write, suffix=os.path.splitext(os.fspath(path))[1])
+
+
+def save_image_atomic(image, path: str | os.PathLike, **save_kwargs) -> None:
+    """``image.save(path)`` all-or-nothing (the format follows ``path``'s extension)."""
+    fmt = save_kwargs.pop("format", None) or _image_format(os.fspath(path))
+    write_file_atomic(path, lambda tmp: image.save(tmp, format=fmt, **save_kwargs))
+
+
+def _image_format(path: str) -> str:
+    from PIL import Image
+
+    ext = os.path.splitext(path)[1].lower()
+    Image.init()
+    if ext not in Image.EXTENSION:
+        raise ValueError(f"{path}: unknown image file extension {ext!r}")
+    return Image.EXTENSION[ext]
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:

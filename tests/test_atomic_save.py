@@ -211,6 +211,19 @@ def test_json_written_atomically(tmp_path):
             atomic_io.write_json_atomic(path, {"x": 2})
     assert json.loads(path.read_text()) == {"x": 1} and os.listdir(tmp_path) == ["a.json"]
 
+    from PIL import Image
+
+    png = tmp_path / "b.png"
+    atomic_io.save_image_atomic(Image.new("RGB", (4, 4), (255, 0, 0)), png)
+    with pytest.raises(ValueError, match="unknown image file extension"):
+        atomic_io.save_image_atomic(Image.new("RGB", (4, 4)), tmp_path / "c.nope")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Image.Image, "save", fail)
+        with pytest.raises(OSError):
+            atomic_io.save_image_atomic(Image.new("RGB", (4, 4)), png)
+    assert Image.open(png).getpixel((0, 0)) == (255, 0, 0)
+    assert sorted(os.listdir(tmp_path)) == ["a.json", "b.png"]
+
 
 # -- loading: every broken checkpoint gives one error naming the file and the problem ------------------
 

@@ -97,6 +97,26 @@ def test_other_entry_points_check_parameters(model, image):
         RandomBoxes(32).sample([image], ["cup"], num_samples=2.7)
     with pytest.raises(ValueError, match="num_bins .* must be an integer >= 2"):
         RandomBoxes(1)
+    with pytest.raises(ValueError, match="num_bins must be a whole number, got 2.5"):
+        LocationModelConfig.preset("tiny", num_bins=2.5)
+    from locinsert.inpainting import CutoutCompositor
+
+    with pytest.raises(ValueError, match="feather must be an integer >= 0"):
+        CutoutCompositor(np.full((4, 4, 4), 255, np.uint8), feather=-1)
+    with pytest.raises(TypeError, match="allow_opaque must be True or False"):
+        CutoutCompositor(np.full((4, 4, 4), 255, np.uint8), allow_opaque="yes")
+    from locinsert.inpainting.base import DiffusionInpainter
+
+    class Backend(DiffusionInpainter):
+        def generate(self, crop, prompt, generator=None):
+            raise NotImplementedError
+
+    for kwargs, message in ((dict(num_inference_steps=2.5), "num_inference_steps must be a whole number"),
+                            (dict(context=0.5), r"context \(window size / box size\) must be a finite number >= 1"),
+                            (dict(guidance_scale=math.nan), "guidance_scale must be a finite number >= 0"),
+                            (dict(feather=1.5), "feather must be a whole number")):
+        with pytest.raises(ValueError, match=message):
+            Backend(lambda **k: None, resolution=64, multiple=8, **kwargs)
     from locinsert.data import synthetic
 
     queries = synthetic.test_split(num_scenes=2, seed=0, size=64)

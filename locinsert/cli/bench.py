@@ -58,16 +58,14 @@ def run(args) -> int:
     if args.bench != "sampling":
         print("choose a benchmark: sampling, training or evaluation (see locinsert bench --help)")
         return 1
-    import json
-
     import torch
 
     from locinsert.bench.sampling import format_results, run_sampling_bench
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from .common import check_output_file
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.num_samples < 1 or args.repeats < 1:
         raise ValueError("--num-samples and --repeats must be at least 1")
     if args.json:
@@ -75,6 +73,7 @@ def run(args) -> int:
     results = run_sampling_bench(args.preset, args.num_samples, args.repeats, args.skip_generate)
     print(format_results(results))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        from ..io import write_json_atomic
+
+        write_json_atomic(args.json, results)
     return 0

@@ -130,12 +130,17 @@ def _write_per_category(curve, path) -> None:
 
     fields = ["category", "num_queries", "k", "fpr", "tpr", "matched_positives", "num_positives",
               "matched_negatives", "num_negatives", "ignored", "num_predictions"]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for cat, c in sorted(curve.per_category.items()):
-            for p in c.points:
-                w.writerow({"category": cat, "num_queries": c.meta.get("num_queries"), **vars(p)})
+    from locinsert.io import write_file_atomic
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            w.writeheader()
+            for cat, c in sorted(curve.per_category.items()):
+                for p in c.points:
+                    w.writerow({"category": cat, "num_queries": c.meta.get("num_queries"), **vars(p)})
+
+    write_file_atomic(path, write, suffix=".csv")
 
 
 def run(args: argparse.Namespace) -> int:

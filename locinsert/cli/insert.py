@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..images import load_image
     from ..inserter import ObjectInserter, overlay
+    from ..io import save_image_atomic, write_text_atomic
     from ..instructions import parse_instructions
 
     if args.num_candidates < 1:
@@ -115,15 +116,15 @@ def run(args: argparse.Namespace) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem
-    result.image.save(out / f"{stem}_edited.png")
-    overlay(result.image, result.candidates, chosen=result.boxes, labels=[s.object for s in result.steps]) \
-        .save(out / f"{stem}_overlay.png")
+    save_image_atomic(result.image, out / f"{stem}_edited.png")
+    save_image_atomic(overlay(result.image, result.candidates, chosen=result.boxes,
+                              labels=[s.object for s in result.steps]), out / f"{stem}_overlay.png")
     record = {"image": str(args.image), "instruction": args.instruction, "width": image.width,
               "height": image.height, "inpainter": args.inpainter, "model": args.model, "box_format": "xyxy pixels",
               "steps": [{"object": s.object, "region": region_json(s.region, *image.size),
                          "box": [round(float(v), 2) for v in s.box], "logprob": round(s.logprob, 4),
                          "candidates": s.candidates.to_dict()} for s in result.steps]}
-    (out / f"{stem}_insert.json").write_text(json.dumps(record, indent=2))
+    write_text_atomic(out / f"{stem}_insert.json", json.dumps(record, indent=2))
     for s in result.steps:
         b = s.box.tolist()
         print(f"{s.object}: box [{b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f}] (log p = {s.logprob:.2f})")

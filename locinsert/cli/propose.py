@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..images import load_image
     from ..inserter import Candidates, overlay
+    from ..io import save_image_atomic, write_text_atomic
     from ..regions import Region
 
     if args.num_samples < 1:
@@ -94,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
               "region": region_json(region, *image.size), "model": args.model,
               "untrained": args.model in RANDOM_PRESETS and not os.path.exists(args.model),
               "box_format": "xyxy pixels", **cands.to_dict()}
-    (out / f"{stem}_proposals.json").write_text(json.dumps(record, indent=2))
-    overlay(image, cands, chosen=cands.boxes[0], region=region).save(out / f"{stem}_proposals.png")
+    write_text_atomic(out / f"{stem}_proposals.json", json.dumps(record, indent=2))
+    save_image_atomic(overlay(image, cands, chosen=cands.boxes[0], region=region), out / f"{stem}_proposals.png")
     print(f"{len(cands)} boxes for {args.object!r} -> {out / f'{stem}_proposals.json'}, {out / f'{stem}_proposals.png'}")
     for b, lp in zip(cands.boxes[:5].tolist(), cands.logprobs[:5].tolist()):
         print(f"  [{b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f}]  log p = {lp:.2f}")

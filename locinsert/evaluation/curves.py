@@ -135,7 +135,9 @@ class Curve:
         """The curve as JSON text; also written to ``path`` if given."""
         text = json.dumps(self.to_dict(), indent=indent)
         if path is not None:
-            Path(path).write_text(text)
+            from ..io import write_text_atomic
+
+            write_text_atomic(path, text)
         return text
 
     @classmethod
@@ -275,8 +277,13 @@ def save_figure(curves: Sequence[Curve], path: str | Path, paper=None, title: st
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from ..io import write_file_atomic
+
+    try:
+        write_file_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix[1:] or "png"),
+                          suffix=path.suffix)
+    finally:
+        plt.close(fig)
     return path
 
 

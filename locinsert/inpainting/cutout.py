@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from ..validation import check_bool, check_int
 from .base import Inpainter, pixel_box
 
 FITS = ("contain", "stretch")
@@ -61,12 +62,13 @@ class CutoutCompositor(Inpainter):
                  feather: int = 0, allow_opaque: bool = False):
         if fit not in FITS:
             raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
-        self.allow_opaque = allow_opaque
+        feather = check_int(feather, "feather", minimum=0)
+        self.allow_opaque = check_bool(allow_opaque, "allow_opaque")
         if callable(cutout) and not isinstance(cutout, Image.Image):
             self.source, self.cutout = cutout, None
         else:
             self.source, self.cutout = None, _trim(as_cutout(cutout, allow_opaque=allow_opaque))
-        self.fit, self.feather = fit, int(feather)
+        self.fit, self.feather = fit, feather
 
     def object_image(self, prompt: str, size: tuple[int, int]) -> Image.Image:
         """The trimmed RGBA cut-out for this prompt (a per-class callable is asked at the box size)."""

@@ -22,11 +22,10 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from transformers import GPT2Config, GPT2Model, PreTrainedModel
 from transformers.utils import ModelOutput
-
-from PIL import Image
 
 from .. import boxes as box_ops
 from ..images import load_image
