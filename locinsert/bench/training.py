@@ -13,7 +13,6 @@ run. Only the timed steps count (the first ``--warmup`` steps are excluded).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -112,9 +111,15 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
+    from ..cli.common import check_output_file, check_threads
+
+    check_threads(args.threads)  # outputs and options are checked before the benchmark runs
+    if args.json:
+        check_output_file(args.json, "--json")
     results = run_training_bench(args.preset, args.batch_size, args.steps, args.warmup, args.scenes, args.threads)
     print(format_results(results))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        from ..io import write_json_atomic
+
+        write_json_atomic(args.json, results)
     return 0

@@ -62,9 +62,9 @@ def run(args) -> int:
 
     from locinsert.bench.sampling import format_results, run_sampling_bench
 
-    from .common import check_output_file
+    from .common import check_output_file, check_threads
 
-    if args.threads:
+    if check_threads(args.threads):
         torch.set_num_threads(args.threads)
     if args.num_samples < 1 or args.repeats < 1:
         raise ValueError("--num-samples and --repeats must be at least 1")
