@@ -41,7 +41,7 @@ from .sampling import PrefixCache, decode_boxes, prefix_forward
 CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME, "model-*-of-*.safetensors", "pytorch_model*.bin")
 MAX_REDRAWS = 20  # rounds of redrawing dead-ended rows for inexact constraint sets
 #: Working memory of one decoding pass; larger requests are decoded in chunks of rows.
-DECODE_CHUNK_BYTES = 512 * 2**20
+DECODE_CHUNK_BYTES = 2**30
 _REGION_TYPES = (str, list, tuple, np.ndarray, torch.Tensor, Region, Image.Image)
 
 
@@ -447,12 +447,12 @@ class LocationModel(PreTrainedModel):
 
         Per row: the decoder's own keys/values (layers x 2 x 3 steps x n_embd), attention scores
         over the prefix (heads x prefix length, a few copies), logits/masks/probabilities over the
-        bins and the MLP activations. A rough upper bound; it only has to keep memory bounded.
+        bins and the MLP activations, doubled for temporaries (measured peaks stay within the budget).
         """
         cfg = self.decoder.config
         elem = cache.values[0].element_size()
-        per_row = (cfg.n_layer * 2 * 3 * cfg.n_embd * elem + 3 * 4 * cfg.n_head * (cache.length + 4)
-                   + 8 * 4 * self.config.num_bins + 4 * 4 * 4 * cfg.n_embd)
+        per_row = 2 * (cfg.n_layer * 2 * 3 * cfg.n_embd * elem + 3 * 4 * cfg.n_head * (cache.length + 4)
+                       + 8 * 4 * self.config.num_bins + 4 * 4 * 4 * cfg.n_embd)
         return max(1, DECODE_CHUNK_BYTES // (cache.values[0].shape[0] * per_row))
 
     def _draw(self, cache: PrefixCache, num_samples: int, allowed, opts: dict):
