@@ -27,6 +27,8 @@ Rules of :func:`write_folder_atomic` (every savable model of the library goes th
   RNG state into the same ``checkpoint-N`` folder at the same time, so it must not be swapped) the
   files are moved into the existing folder one by one, each atomically; such a folder counts as a
   checkpoint only once ``checkpoint_complete.json`` is written (``training/checkpoints.py``).
+  A folder that is a mount point cannot be renamed; it is written the same way, with a warning.
+- A symlink to a folder is followed: the folder it points to is replaced, the link stays.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import ctypes
 import errno
 import fnmatch
 import json
+import logging
 import os
 import re
 import secrets
@@ -49,6 +52,7 @@ from typing import Any, Callable, Iterable, Iterator
 __all__ = ["write_folder_atomic", "write_file_atomic", "write_json_atomic", "write_text_atomic",
            "save_image_atomic", "saving_in_place", "swap_in", "clean_stale_temporaries"]
 
+logger = logging.getLogger(__name__)
 _IN_PLACE: contextvars.ContextVar[bool] = contextvars.ContextVar("locinsert_save_in_place", default=False)
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 _RENAME_EXCHANGE = 2
@@ -277,6 +281,18 @@ def _finish_files(folder: str, mode: int) -> list[str]:
     return names
 
 
+def _move_files_in(tmp: str, target: str, written: list[str]) -> Path:
+    """Move the files ``write`` produced into ``target`` one by one (each atomic), then drop ``tmp``."""
+    os.makedirs(target, exist_ok=True)
+    for rel in sorted(written):
+        dst = os.path.join(target, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.replace(os.path.join(tmp, rel), dst)
+    shutil.rmtree(tmp, ignore_errors=True)
+    _fsync_path(target, directory=True)
+    return Path(target)
+
+
 @contextlib.contextmanager
 def saving_in_place() -> Iterator[None]:
     """Inside this block :func:`write_folder_atomic` moves files into the existing folder one by one
@@ -301,7 +317,8 @@ def write_folder_atomic(directory: str | os.PathLike, write: Callable[[str], Non
     process dies at any point, ``directory`` still holds its complete previous content (or does not
     exist, if it did not before). See the module docstring for the full rules. Returns ``directory``.
     """
-    target = os.path.abspath(os.fspath(directory))
+    # through symlinks: saving to ``latest -> run5`` replaces run5's content, and the link stays
+    target = os.path.realpath(os.fspath(directory))
     if os.path.lexists(target) and not os.path.isdir(target):
         raise FileExistsError(f"cannot save into {directory}: it is a file, not a folder")
     parent = os.path.dirname(target)
@@ -315,14 +332,7 @@ def write_folder_atomic(directory: str | os.PathLike, write: Callable[[str], Non
         mode = _file_mode()
         written = _finish_files(tmp, mode)
         if _IN_PLACE.get():
-            os.makedirs(target, exist_ok=True)
-            for rel in sorted(written):
-                dst = os.path.join(target, rel)
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                os.replace(os.path.join(tmp, rel), dst)
-            shutil.rmtree(tmp, ignore_errors=True)
-            _fsync_path(target, directory=True)
-            return Path(target)
+            return _move_files_in(tmp, target, written)
         if os.path.isdir(target):
             _carry_over(target, tmp, replaces)
             shutil.copymode(target, tmp)
@@ -331,7 +341,14 @@ def write_folder_atomic(directory: str | os.PathLike, write: Callable[[str], Non
             cwd = os.getcwd()
         except OSError:
             cwd = None
-        old = swap_in(tmp, target)
+        try:
+            old = swap_in(tmp, target)
+        except OSError as e:
+            if e.errno not in (errno.EBUSY, errno.EXDEV):
+                raise
+            # a mount point cannot be renamed: the best left is each file atomically, in place
+            logger.warning("%s cannot be swapped (%s); writing its files in place, one by one", target, e)
+            return _move_files_in(tmp, target, written)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

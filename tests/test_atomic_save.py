@@ -173,6 +173,22 @@ def test_save_into_cwd_keeps_the_process_there(models, tmp_path, monkeypatch):
     assert _which(folder, models) == "new"
 
 
+def test_symlinked_folder_and_mount_point(models, tmp_path, monkeypatch):
+    real = tmp_path / "run5"
+    models[0].save_pretrained(real)
+    (tmp_path / "latest").symlink_to(real)
+    models[1].save_pretrained(tmp_path / "latest")
+    assert (tmp_path / "latest").is_symlink() and _which(real, models) == "new"
+    assert sorted(os.listdir(tmp_path)) == ["latest", "run5"]
+
+    def busy(new, target):  # what rename(2) says for a mount point
+        raise OSError(16, "Device or resource busy", target)
+
+    monkeypatch.setattr(atomic_io, "swap_in", busy)
+    models[0].save_pretrained(real)
+    assert _which(real, models) == "old" and sorted(os.listdir(tmp_path)) == ["latest", "run5"]
+
+
 def test_trainer_checkpoints_write_in_place(models, tmp_path):
     """checkpoint-N is shared with other ranks: saved in place, completeness is the marker's job."""
     folder = tmp_path / "checkpoint-3"
