@@ -4,7 +4,8 @@ Two tools, for the two shapes of output:
 
 - :func:`write_file_atomic` (and :func:`write_json_atomic`, :func:`write_text_atomic`,
   :func:`save_image_atomic`): one file. The bytes go to a temporary file
-  in the same folder, are flushed to disk, and ``os.replace`` puts them in place.
+  in the same folder, are flushed to disk, and ``os.replace`` puts them in place. Temporary files
+  that killed writers left in the folder are removed by the next write there.
 - :func:`write_folder_atomic`: a whole folder (a checkpoint: ``config.json`` + weights, or any
   savable model). The files are written into a temporary *sibling* folder, and that folder is
   swapped in for the target with one rename. On Linux the swap is ``renameat2(RENAME_EXCHANGE)``,
@@ -95,6 +96,7 @@ def write_file_atomic(path: str | os.PathLike, write: Callable[[str], None], suf
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    _clean_stale_files(folder)
     tmp = os.path.join(folder, f".tmp-{_token()}{suffix}")
     try:
         write(tmp)
@@ -106,6 +108,22 @@ def write_file_atomic(path: str | os.PathLike, write: Callable[[str], None], suf
             os.remove(tmp)
         raise
     _fsync_path(folder, directory=True)
+
+
+_STALE_FILE = re.compile(r"^\.tmp-(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]+")
+
+
+def _clean_stale_files(folder: str) -> None:
+    """Remove temporary files that killed processes of this host left in ``folder``."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        m = _STALE_FILE.match(entry)
+        if m and m["host"] == _HOST and not _pid_alive(int(m["pid"])):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, entry))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

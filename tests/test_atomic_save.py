@@ -216,7 +216,16 @@ def test_trainer_checkpoints_write_in_place(models, tmp_path):
 
 def test_json_written_atomically(tmp_path):
     path = tmp_path / "a.json"
-    atomic_io.write_json_atomic(path, {"x": 1})
+    pid = os.fork()
+    if pid == 0:  # a writer killed after writing its temporary file
+        try:
+            atomic_io.write_file_atomic(path, lambda tmp: (open(tmp, "w").write("{}"), os._exit(17)))
+        finally:
+            os._exit(3)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 17
+    assert len(os.listdir(tmp_path)) == 1 and not path.exists()
+    atomic_io.write_json_atomic(path, {"x": 1})  # the next write in that folder removes the orphan
+    assert os.listdir(tmp_path) == ["a.json"]
 
     def fail(*a, **k):
         raise OSError("disk full")
