@@ -46,6 +46,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -277,12 +278,21 @@ def _link_or_copy_tree(src: str, dst: str) -> None:
 
 def _carry_over(old: str, new: str, replaces: Iterable[str]) -> None:
     patterns = list(replaces)
-    for entry in os.listdir(old):
+    try:
+        entries = os.listdir(old)
+        mode = os.stat(old).st_mode
+    except FileNotFoundError:  # another process is swapping the folder right now
+        return
+    os.chmod(new, stat.S_IMODE(mode))
+    for entry in entries:
         if os.path.lexists(os.path.join(new, entry)) or entry.startswith(".tmp-"):
             continue
         if any(fnmatch.fnmatchcase(entry, p) for p in patterns):
             continue
-        _link_or_copy_tree(os.path.join(old, entry), os.path.join(new, entry))
+        try:
+            _link_or_copy_tree(os.path.join(old, entry), os.path.join(new, entry))
+        except FileNotFoundError:  # removed meanwhile, with the folder it was in
+            shutil.rmtree(os.path.join(new, entry), ignore_errors=True)
 
 
 def _finish_files(folder: str, mode: int) -> list[str]:
@@ -352,8 +362,7 @@ def write_folder_atomic(directory: str | os.PathLike, write: Callable[[str], Non
         if _IN_PLACE.get():
             return _move_files_in(tmp, target, written)
         if os.path.isdir(target):
-            _carry_over(target, tmp, replaces)
-            shutil.copymode(target, tmp)
+            _carry_over(target, tmp, replaces)  # and the folder's mode
         _fsync_path(tmp, directory=True)
         try:
             cwd = os.getcwd()

@@ -123,13 +123,15 @@ def test_fallback_swap_killed_between_renames_is_restored(models, tmp_path):
 
 def test_concurrent_saves_do_not_crash_each_other(models, tmp_path):
     folder = tmp_path / "ckpt"
+    models[0].save_pretrained(folder)
+    (folder / "README.md").write_text("card")  # carried over by every save, while the other one swaps
     pids = []
     for model in models:
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
-                for _ in range(6):
+                for _ in range(10):
                     model.save_pretrained(folder)
             except BaseException:
                 code = 3
@@ -138,7 +140,7 @@ def test_concurrent_saves_do_not_crash_each_other(models, tmp_path):
         pids.append(pid)
     assert [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids] == [0, 0]
     assert _which(folder, models) in ("old", "new")
-    assert os.listdir(tmp_path) == ["ckpt"]
+    assert os.listdir(tmp_path) == ["ckpt"] and (folder / "README.md").read_text() == "card"
 
 
 def test_permissions_and_other_files(models, tmp_path):
