@@ -40,6 +40,9 @@ BAD_INPUTS = [
     ("insert {d}/scene.png 'add on the left' --model tiny --out {d}/o", "no object in instruction"),
     ("insert {d}/scene.png 'add a cup' --model {d}/broken --out {d}/o", "config.json is not valid JSON"),
     ("insert {d}/scene.png 'add a cup' --model tiny --temperature -1 --out {d}/o", "--temperature must be"),
+    ("insert {d}/scene.png 'add this' --model tiny --reference {d}/notes.txt --out {d}/o", "notes.txt"),
+    ("insert {d}/scene.png 'add this' --model tiny --reference {d}/scene.png --inpainter gligen --out {d}/o",
+     "cannot use a --reference image"),
     # eval: every output and option is checked before the (long) evaluation
     ("eval --model random --out {d}/notes.txt", "--out {d}/notes.txt is a file"),
     ("eval --model random --out {d}/e --plot {d}", "--plot {d} is a folder"),
