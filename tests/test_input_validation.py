@@ -95,6 +95,8 @@ def test_other_entry_points_check_parameters(model, image):
         ObjectInserter(model, None).propose(image, "cup", num_candidates=0)
     with pytest.raises(ValueError, match="num_samples must be a whole number, got 2.7"):
         RandomBoxes(32).sample([image], ["cup"], num_samples=2.7)
+    with pytest.raises(ValueError, match="num_samples x images: 12,000,000 boxes in one call exceed"):
+        RandomBoxes(32).sample([image] * 3, ["cup"] * 3, num_samples=4_000_000)
     with pytest.raises(ValueError, match="num_bins .* must be an integer >= 2"):
         RandomBoxes(1)
     with pytest.raises(ValueError, match="num_bins must be a whole number, got 2.5"):

@@ -74,11 +74,11 @@ def _as_batch(images, classes) -> tuple[list, list[str], bool]:
     return images, classes, single
 
 
-def _check_call(num_samples: int, region) -> int:
+def _check_call(num_samples: int, region, num_images: int = 1) -> int:
     if region is not None:
         raise ValueError("baselines sample without a region; evaluate them with region=None")
     n = check_int(num_samples, "num_samples", minimum=1)
-    check_box_count(n, "num_samples")
+    check_box_count(n * num_images, "num_samples" + (" x images" if num_images > 1 else ""))
     return n
 
 
@@ -113,7 +113,7 @@ class RandomBoxes:
     def sample(self, images, classes, num_samples: int = 100, region=None, generator=None):
         """Boxes for each (image, class); one ``BaselineSamples`` for a single image, else a list."""
         images, classes, single = _as_batch(images, classes)
-        n = _check_call(num_samples, region)
+        n = _check_call(num_samples, region, len(images))
         out = []
         if self.num_bins is None:
             # Density of one sorted pair of uniforms on [0, 1]^2 is 2 per axis, in fractions.
@@ -195,7 +195,7 @@ class ClassPrior:
     def sample(self, images, classes, num_samples: int = 100, region=None, generator=None):
         """Boxes for each (image, class); one ``BaselineSamples`` for a single image, else a list."""
         images, classes, single = _as_batch(images, classes)
-        n = _check_call(num_samples, region)
+        n = _check_call(num_samples, region, len(images))
         out = []
         for image, cls_name in zip(images, classes):
             w, h = image_size(image)
