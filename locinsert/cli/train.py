@@ -47,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
     if args.stage == "synthetic":
         from ..training.synthetic import format_learning_table, run_synthetic_stages
 
+        from .common import check_output_dir
+
         opts = _synthetic_parser().parse_args(args.options)
+        check_output_dir(opts.out)
         report = run_synthetic_stages(opts.out, budget=opts.budget, seed=opts.seed, evaluate=not opts.no_eval)
         if report.table:
             print(format_learning_table(report.table))
