@@ -200,32 +200,37 @@ def pipe_mask_examples(dataset, limit: int | None = None, location_words: bool =
 class MaskDataset(Dataset):
     """Examples -> model inputs: ``pixel_values`` (3, S, S), ``input_ids`` (L,), ``labels`` (S, S).
 
-    ``hflip``: mirror image and mask at random, and swap the words left and right in the text (the
-    only words a mirror changes).
+    ``hflip``: every example also appears mirrored, image and mask, with the words left and right
+    swapped in its text (the only words a mirror changes). Deterministic, so a resumed run sees the
+    same data as an uninterrupted one.
     """
 
-    def __init__(self, examples: Sequence[MaskExample], model, hflip: bool = False, seed: int = 0):
+    def __init__(self, examples: Sequence[MaskExample], model, hflip: bool = False):
         if len(examples) == 0:
             raise ValueError("no mask examples to train on")
         self.examples = list(examples)
         self.model = model
-        self.hflip = hflip
-        self.rng = np.random.default_rng(seed)
+        self.flips = (False, True) if hflip else (False,)
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return len(self.examples) * len(self.flips)
 
     def __getitem__(self, i: int) -> dict:
-        ex = self.examples[i]
+        ex = self.examples[i % len(self.examples)]
         image, mask, text = ex.image, np.asarray(ex.mask, dtype=np.float32), ex.text
-        if self.hflip and self.rng.random() < 0.5:
+        if self.flips[i // len(self.examples)]:
             from ..images import load_image
 
             image = np.asarray(load_image(image))[:, ::-1].copy()
             mask = mask[:, ::-1].copy()
-            text = re.sub(r"\b(left|right)\b", lambda m: "right" if m.group(1) == "left" else "left", text)
+            text = mirror_text(text)
         return {"pixel_values": self.model.preprocess([image])[0], "input_ids": self.model.tokenize([text])[0],
                 "labels": self.model.resize_labels([mask])[0]}
+
+
+def mirror_text(text: str) -> str:
+    """The text of the mirrored image: "left" and "right" swap places."""
+    return re.sub(r"\b(left|right)\b", lambda m: "right" if m.group(1) == "left" else "left", text)
 
 
 def collate_masks(batch: list[dict]) -> dict:

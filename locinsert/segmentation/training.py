@@ -56,13 +56,13 @@ class TextMaskDataArguments:
     max_train_examples: int | None = field(default=None, metadata={"help": "Use at most this many examples."})
     location_words: bool = field(default=True, metadata={
         "help": "PIPE: append the row's object_location words to the class text where it has them."})
-    synthetic_scenes: int = field(default=700, metadata={"help": "Synthetic world: training scenes (~5.6 texts each)."})
+    synthetic_scenes: int = field(default=400, metadata={"help": "Synthetic world: training scenes (~5.6 texts each)."})
     synthetic_seed: int = field(default=0, metadata={"help": "Synthetic world: seed."})
     synthetic_size: int = field(default=64, metadata={"help": "Synthetic world: image side in pixels."})
     eval_scenes: int = field(default=200, metadata={
         "help": "Synthetic world: held-out scenes for the mask-quality table after training (0: skip)."})
     hflip: bool = field(default=True, metadata={
-        "help": "Mirror image and mask at random, swapping 'left' and 'right' in the text."})
+        "help": "Also train on every example mirrored, with 'left' and 'right' swapped in its text."})
 
 
 @dataclass
@@ -228,7 +228,7 @@ def run_textmask(model_args: TextMaskModelArguments, data_args: TextMaskDataArgu
     set_seed(training_args.seed)
     model = build_textmask_model(model_args)
     examples = load_mask_examples(data_args)
-    dataset = MaskDataset(examples, model, hflip=data_args.hflip, seed=training_args.seed)
+    dataset = MaskDataset(examples, model, hflip=data_args.hflip)
     trainer = TextMaskTrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collate_masks,
                               callbacks=[AtomicCheckpointCallback(), *callbacks])
     if training_args.should_save:
