@@ -16,7 +16,7 @@ from locinsert.segmentation.base import Segmenter
 from locinsert.segmentation.data import (LOCATION_PHRASES, MaskDataset, mirror_text, parse_target,
                                          pipe_mask_examples, synthetic_mask_examples)
 from locinsert.segmentation.evaluate import (ClassPriorBaseline, RegionBaseline, evaluate_segmenter,
-                                             format_mask_table, mask_iou_dice)
+                                             format_mask_table, mask_iou_dice, plot_mask_examples)
 from locinsert.segmentation.training import parse_textmask_args, run_textmask
 from locinsert.training.checkpoints import is_complete_checkpoint, last_checkpoint, pickled_files
 
@@ -76,10 +76,10 @@ def test_pipe_rows_become_examples():
     img = Image.new("RGB", (16, 12), (10, 20, 30))
     mask = np.zeros((12, 16), np.uint8)
     mask[2:6, 3:9] = 255
-    rows = [dict(target_img=img, object_mask=Image.fromarray(mask), category="fire hydrant",
+    rows = [dict(target_img=img, mask=Image.fromarray(mask), category="fire hydrant",
                  object_location="the left", img_id="1", ann_id="2"),
-            dict(target_img=img, object_mask=None, category="cup", object_location=""),
-            dict(target_img=img, object_mask=Image.fromarray(mask), category="cup", object_location="")]
+            dict(target_img=img, mask=None, category="cup", object_location=""),
+            dict(target_img=img, mask=Image.fromarray(mask), category="cup")]
     ex = pipe_mask_examples(rows)
     assert [e.text for e in ex] == ["the fire hydrant at the left", "the cup"]
     assert ex[0].mask.sum() == 24 and ex[0].mask.dtype == bool and ex[0].location == "the left"
@@ -133,7 +133,7 @@ def test_iou_dice():
         mask_iou_dice(a, np.zeros((3, 4), bool))
 
 
-def test_evaluation_ranks_oracle_above_the_no_image_baselines():
+def test_evaluation_ranks_oracle_above_the_no_image_baselines(tmp_path):
     train = synthetic_mask_examples(40, seed=0)
     test = synthetic_mask_examples(15, seed=0, stream="textmask-test")
     perfect = evaluate_segmenter(Oracle(test), test)
@@ -145,6 +145,8 @@ def test_evaluation_ranks_oracle_above_the_no_image_baselines():
     assert sum(c["n"] for c in perfect["classes"].values()) == perfect["all"]["n"]
     table = format_mask_table({"oracle": perfect, "region": region})
     assert "| **all** |" in table and "oracle IoU" in table
+    fig = plot_mask_examples(test[:2], {"oracle": Oracle(test), "region": RegionBaseline()}, path=tmp_path / "m.png")
+    assert (tmp_path / "m.png").stat().st_size > 0 and len(fig.axes) == 2 * 3
     left = RegionBaseline().segment(np.zeros((4, 6, 3), np.uint8), "the cup on the left")
     assert left[:, :3].all() and not left[:, 3:].any()
     with pytest.raises(ValueError, match="not fitted"):

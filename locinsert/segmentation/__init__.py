@@ -40,6 +40,8 @@ _EXPORTS = {
     "RegionBaseline": "locinsert.segmentation.evaluate",
     "ClassPriorBaseline": "locinsert.segmentation.evaluate",
     "evaluate_segmenter": "locinsert.segmentation.evaluate",
+    "format_mask_table": "locinsert.segmentation.evaluate",
+    "plot_mask_examples": "locinsert.segmentation.evaluate",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,7 +1,7 @@
 """Training data for text -> mask: (image, text, mask) examples from the synthetic world and PIPE.
 
 **Synthetic world** (exact masks): each scene's existing things (windows, tables, crates, vases, their
-visible masks from ``synthetic.labels``) plus 0-2 inserted objects (cup, chair, plant, painting, bird)
+visible masks from ``synthetic.labels``) plus 0-3 inserted objects (cup, chair, plant, painting, bird)
 pasted at plausible places with their sprites, whose alpha gives the exact mask; a pasted sprite hides
 what it covers. Texts name one object: "the vase", "the chair at the bottom", and when a scene holds
 two things of one kind, a location word that tells them apart ("the table on the left"). Location
@@ -100,7 +100,7 @@ def _paste_objects(scene, image: np.ndarray, rng: np.random.Generator, max_objec
 
 
 def synthetic_mask_examples(n_scenes: int, seed: int = 0, size: int = 64, stream: str = "textmask",
-                            max_inserted: int = 2, negatives: float = 0.3, min_pixels: int = 6
+                            max_inserted: int = 3, negatives: float = 0.3, min_pixels: int = 6
                             ) -> list[MaskExample]:
     """Examples from ``n_scenes`` synthetic scenes, deterministic from ``(seed, stream)``.
 
@@ -173,18 +173,19 @@ def parse_target(text: str, kinds: Sequence[str] = KINDS) -> tuple[str | None, t
 
 
 def pipe_mask_examples(dataset, limit: int | None = None, location_words: bool = True) -> list[MaskExample]:
-    """Examples from PIPE rows: the image *with* the object (``target_img``), its object mask and class.
+    """Examples from PIPE rows: the photo *with* the object (``target_img``), its mask and its class.
 
-    ``dataset``: rows of ``load_pipe(..., keep_target=True, object_masks=True)`` (a ``datasets.Dataset``
-    or a list of dicts with ``target_img``, ``object_mask``, ``category`` and ``object_location``).
-    The text is the class, with PIPE's ``object_location`` words appended where the row has them.
-    Rows without a mask are skipped.
+    ``dataset``: what ``load_pipe(..., with_mask=True, keep_target=True, keep_columns=["object_location"])``
+    returns (a ``datasets.Dataset``), or any sequence of dicts with ``target_img``, ``mask`` (the
+    object's region in the image frame, L mode, object = 255), ``category`` and optionally
+    ``object_location``. The text is ``"the <class>"``, plus ``" at <object_location>"`` where the row
+    has location words (PIPE's own template). Rows without an image, a mask or a class are skipped.
     """
     examples: list[MaskExample] = []
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in range(n):
         row = dataset[i]
-        mask, image = row.get("object_mask"), row.get("target_img")
+        mask, image = row.get("mask"), row.get("target_img")
         category = (row.get("category") or "").strip()
         if mask is None or image is None or not category:
             continue

@@ -182,3 +182,40 @@ def format_mask_table(results: dict[str, dict]) -> str:
     nf = " | ".join(f"{results[n]['nothing_found']['accuracy']:.3f} | -" for n in names)
     rows.append(f"| nothing found (accuracy) | {first['nothing_found']['n']} | {nf} |")
     return "\n".join(rows)
+
+
+def plot_mask_examples(examples: Sequence[MaskExample], segmenters: dict[str, Segmenter], path=None,
+                       max_examples: int = 6, dpi: int = 100):
+    """A grid: one row per example (image with the true mask in green), one column per segmenter (its hard
+    mask in red). Saves to ``path`` if given; returns the matplotlib ``Figure``."""
+    import matplotlib.pyplot as plt
+
+    from ..images import load_image
+
+    examples = list(examples)[:max_examples]
+    if not examples:
+        raise ValueError("plot_mask_examples needs at least one example")
+    cols = 1 + len(segmenters)
+    fig, axes = plt.subplots(len(examples), cols, figsize=(2.2 * cols, 2.4 * len(examples)), squeeze=False)
+
+    def show(ax, image, mask, color, title):
+        rgb = np.asarray(load_image(image), dtype=np.float32) / 255.0
+        tint = np.zeros_like(rgb)
+        tint[..., color] = 1.0
+        m = np.asarray(mask, dtype=bool)[..., None]
+        ax.imshow(np.where(m, 0.45 * rgb + 0.55 * tint, rgb), interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+
+    for row, ex in zip(axes, examples):
+        show(row[0], ex.image, ex.mask, 1, f'"{ex.text}"\ntruth')
+        for ax, (name, seg) in zip(row[1:], segmenters.items()):
+            pred = hard_mask(seg.segment(ex.image, ex.text), seg.threshold)
+            truth = np.asarray(ex.mask, dtype=bool)
+            iou = mask_iou_dice(pred, truth)[0]
+            label = "nothing found" if not pred.any() else f"IoU {iou:.2f}"
+            show(ax, ex.image, pred, 0, f"{name}\n{label}")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=dpi)
+    return fig

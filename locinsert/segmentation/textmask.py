@@ -46,18 +46,21 @@ PRESETS: dict[str, dict] = {
                                  text_cfg=dict(context_length=16, vocab_size=49408, width=16, heads=2, layers=1)),
         decoder_channels=[16, 16, 8, 8], attention_heads=2,
     ),
-    # The synthetic world: 64 px scenes, flat colours. The stride-2 skip is left out (out_indices 1-4):
-    # it is the most expensive level and 64 px objects need no finer edge than stride 4 and a bilinear
-    # upsample. The random text tower is trained along (it is small), so it can learn which word
-    # says "left".
+    # The synthetic world: 64 px scenes, flat colours, about a minute of CPU training. A deep stem of
+    # three 3x3 convolutions at width 8 replaces the 7x7 one of 64 channels, and the stride-2 level is
+    # not a skip (encoder_indices 1-4): 64 px objects need no finer edge than stride 4 plus a bilinear
+    # upsample. Together they make a step about 1.7x cheaper. The text tower stays frozen and random,
+    # as in the location model's synthetic preset: distinct random token features are all the
+    # cross-attention needs to tell "left" from "right", and training the 49408-word embedding table
+    # would cost more than the rest of the step.
     "synthetic": dict(
         image_size=64,
-        image_encoder="resnet18", image_encoder_kwargs=dict(layers=[1, 1, 1, 1], channels=[16, 32, 64, 96]),
+        image_encoder="resnet18",
+        image_encoder_kwargs=dict(layers=[1, 1, 1, 1], channels=[16, 32, 64, 96], stem_type="deep", stem_width=8),
         encoder_indices=[1, 2, 3, 4],
         text_encoder=None,
         text_encoder_kwargs=dict(embed_dim=64, vision_cfg=_TINY_VISION,
                                  text_cfg=dict(context_length=16, vocab_size=49408, width=64, heads=4, layers=1)),
-        freeze_text_encoder=False,
         decoder_channels=[64, 32, 32], attention_heads=4,
     ),
     # The reference system: ResNet-18 (ImageNet) + CLIP ViT-B/32's text tower (OpenAI), frozen text.

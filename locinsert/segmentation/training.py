@@ -141,6 +141,15 @@ def parse_textmask_args(argv: Sequence[str] | None = None, prog: str | None = No
     return model_args, data_args, training_args
 
 
+def synthetic_textmask_args(output_dir: str, **overrides):
+    """The arguments of ``training/configs/synthetic_textmask.yaml`` (the dataclass defaults) with
+    ``output_dir`` and ``overrides``: ``run_textmask(*synthetic_textmask_args("runs/tm", seed=1))``."""
+    argv = ["--output_dir", str(output_dir), "--disable_tqdm", "true"]
+    for key, value in overrides.items():
+        argv += [f"--{key}", json.dumps(value) if isinstance(value, dict) else str(value)]
+    return parse_textmask_args(argv)
+
+
 def check_data_args(data_args: TextMaskDataArguments) -> TextMaskDataArguments:
     if not data_args.dataset:
         raise ValueError("dataset is empty: give 'synthetic' or a PIPE hub id / parquet folder")
@@ -182,7 +191,9 @@ def load_mask_examples(data_args: TextMaskDataArguments, split: str = "train"):
         masks = None if masks in (None, "", "none", "None") else masks
         if masks is None:
             raise ValueError("training a mask model on PIPE needs its object masks: set masks_dataset")
-        data = load_pipe(data_args.dataset, masks=masks, split=split, keep_target=True, object_masks=True)
+        # only rows with a real object mask (fallback=False: no image-difference regions)
+        data = load_pipe(data_args.dataset, masks=masks, split=split, fallback=False, with_mask=True,
+                         keep_target=True, keep_columns=["object_location"] if data_args.location_words else [])
         logger.info("PIPE %s: %s", split, data.report)
         examples = pipe_mask_examples(data.dataset, limit=data_args.max_train_examples,
                                       location_words=data_args.location_words)
