@@ -158,6 +158,15 @@ def test_evaluation_ranks_oracle_above_the_no_image_baselines(tmp_path):
 def test_configs_parse():
     m, d, t = parse_textmask_args(["--config", os.path.join(CONFIGS, "synthetic_textmask.yaml")])
     assert m.preset == "synthetic" and d.dataset == "synthetic" and d.hflip and t.per_device_train_batch_size == 16
+    # the synthetic config is the defaults, so synthetic_textmask_args() trains the same model
+    import yaml
+
+    from locinsert.segmentation.training import synthetic_textmask_args
+
+    defaults = synthetic_textmask_args("runs/textmask")
+    for key, value in yaml.safe_load(open(os.path.join(CONFIGS, "synthetic_textmask.yaml"))).items():
+        got = [getattr(a, key) for a in defaults if hasattr(a, key)]
+        assert got and got[0] == value, (key, got, value)
     m, d, t = parse_textmask_args(["--config", os.path.join(CONFIGS, "textmask_pipe.yaml"), "--learning_rate", "1e-4"])
     assert m.preset == "base" and d.masks_dataset and t.learning_rate == 1e-4
     with pytest.raises(FileNotFoundError):

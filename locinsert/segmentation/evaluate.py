@@ -186,8 +186,9 @@ def format_mask_table(results: dict[str, dict]) -> str:
 
 def plot_mask_examples(examples: Sequence[MaskExample], segmenters: dict[str, Segmenter], path=None,
                        max_examples: int = 6, dpi: int = 100):
-    """A grid: one row per example (image with the true mask in green), one column per segmenter (its hard
-    mask in red). Saves to ``path`` if given; returns the matplotlib ``Figure``."""
+    """A grid: one row per example, the true mask outlined in green, then one column per segmenter with its
+    hard mask outlined in yellow and its IoU (or whether it rightly found nothing). Saves to ``path`` if
+    given; returns the matplotlib ``Figure``."""
     import matplotlib.pyplot as plt
 
     from ..images import load_image
@@ -199,23 +200,30 @@ def plot_mask_examples(examples: Sequence[MaskExample], segmenters: dict[str, Se
     fig, axes = plt.subplots(len(examples), cols, figsize=(2.2 * cols, 2.4 * len(examples)), squeeze=False)
 
     def show(ax, image, mask, color, title):
-        rgb = np.asarray(load_image(image), dtype=np.float32) / 255.0
-        tint = np.zeros_like(rgb)
-        tint[..., color] = 1.0
-        m = np.asarray(mask, dtype=bool)[..., None]
-        ax.imshow(np.where(m, 0.45 * rgb + 0.55 * tint, rgb), interpolation="nearest")
+        rgb = np.asarray(load_image(image))
+        ax.imshow(rgb, interpolation="nearest")
+        m = np.asarray(mask, dtype=float)
+        if m.any():
+            ax.contour(m, levels=[0.5], colors=[color], linewidths=1.6)
+            ax.imshow(np.dstack([np.ones_like(m)] * 3 + [0.35 * m]) * np.array([*_RGB[color], 1.0]),
+                      interpolation="nearest")
         ax.set_title(title, fontsize=8)
         ax.axis("off")
 
     for row, ex in zip(axes, examples):
-        show(row[0], ex.image, ex.mask, 1, f'"{ex.text}"\ntruth')
+        truth = np.asarray(ex.mask, dtype=float) > 0.5
+        show(row[0], ex.image, truth, "lime", f'"{ex.text}"\n' + ("truth" if truth.any() else "truth: not there"))
         for ax, (name, seg) in zip(row[1:], segmenters.items()):
             pred = hard_mask(seg.segment(ex.image, ex.text), seg.threshold)
-            truth = np.asarray(ex.mask, dtype=bool)
-            iou = mask_iou_dice(pred, truth)[0]
-            label = "nothing found" if not pred.any() else f"IoU {iou:.2f}"
-            show(ax, ex.image, pred, 0, f"{name}\n{label}")
+            if not truth.any():
+                label = "nothing found (right)" if not pred.any() else "found something (wrong)"
+            else:
+                label = "nothing found" if not pred.any() else f"IoU {mask_iou_dice(pred, truth)[0]:.2f}"
+            show(ax, ex.image, pred, "yellow", f"{name}\n{label}")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=dpi)
     return fig
+
+
+_RGB = {"lime": (0.0, 1.0, 0.0), "yellow": (1.0, 1.0, 0.0)}

@@ -56,7 +56,7 @@ class TextMaskDataArguments:
     max_train_examples: int | None = field(default=None, metadata={"help": "Use at most this many examples."})
     location_words: bool = field(default=True, metadata={
         "help": "PIPE: append the row's object_location words to the class text where it has them."})
-    synthetic_scenes: int = field(default=400, metadata={"help": "Synthetic world: training scenes (~5.6 texts each)."})
+    synthetic_scenes: int = field(default=800, metadata={"help": "Synthetic world: training scenes (~5.6 texts each)."})
     synthetic_seed: int = field(default=0, metadata={"help": "Synthetic world: seed."})
     synthetic_size: int = field(default=64, metadata={"help": "Synthetic world: image side in pixels."})
     eval_scenes: int = field(default=200, metadata={
