@@ -230,3 +230,27 @@ def test_cli_train_textmask(tmp_path, capsys):
 
     assert main(["train", "textmask", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "locinsert train: error: config file not found" in capsys.readouterr().err
+
+
+def test_pipe_masks_through_the_pipe_reader_and_a_training_run(tmp_path):
+    from helpers_data import PIPE_ROWS, build_pipe
+
+    from locinsert.segmentation.training import load_mask_examples
+
+    pipe_dir, masks_dir = build_pipe(tmp_path / "data")
+    model_args, data_args, training_args = _args(tmp_path / "run", dataset=str(pipe_dir), masks_dataset=str(masks_dir),
+                                                 max_steps=2)
+    examples = load_mask_examples(data_args)
+    kept = {r.category: r for r in PIPE_ROWS if not r.reason and r.mask is not None}  # real masks only
+    assert sorted(e.kind for e in examples) == sorted(kept)
+    for e in examples:
+        row = kept[e.kind]
+        assert e.text == f"the {e.kind}"
+        x1, y1, x2, y2 = row.object_box
+        ys, xs = np.nonzero(e.mask)
+        assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x1, y1, x2, y2), e.kind
+        # the image is the photo *with* the object, drawn where the mask is
+        img = np.asarray(e.image.convert("RGB"), dtype=int)
+        assert np.abs(img[e.mask] - (250, 30, 200)).max(axis=1).mean() < 40
+    result = run_textmask(model_args, data_args, training_args)
+    assert result.global_step == 2 and result.mask_quality is None and os.path.isdir(result.model_path)

@@ -84,6 +84,7 @@ class TextMaskTrainingArguments(TrainingArguments):
     prediction_loss_only: bool = field(default=True, metadata={"help": "Eval computes the loss only."})
     label_names: list[str] | None = field(default_factory=lambda: ["labels"], metadata={"help": "Label keys."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Data-loading processes."})
+    seed: int = field(default=0, metadata={"help": "Seed of model initialisation and data order."})
     bf16: bool = field(default=None, metadata={"help": "bf16 mixed precision (default: when the GPU supports it)."})
 
     def __post_init__(self):
