@@ -28,10 +28,16 @@ class BoxSegmenter(Segmenter):
         x1, y1, x2, y2 = pixel_box(check_box(self.box_xyxy, W, H), W, H)
         m = np.zeros((H, W), dtype=np.float32)
         m[y1:y2, x1:x2] = 1.0
-        return np.repeat(m[None], max(1, len([texts] if isinstance(texts, str) else texts)), 0)
+        return _one_per_text(m, texts)
 
     def segment(self, image: ImageInput, text: str = "") -> np.ndarray:
         return self.segment_many(image, [text])[0]
+
+
+def _one_per_text(mask: np.ndarray, texts) -> np.ndarray:
+    """The same mask once per text (the text is not read): (n, H, W)."""
+    n = 1 if isinstance(texts, str) else max(1, len(texts))
+    return np.repeat(mask[None], n, 0)
 
 
 class MaskSegmenter(Segmenter):
@@ -46,8 +52,7 @@ class MaskSegmenter(Segmenter):
 
     def segment_many(self, image: ImageInput, texts=("",)) -> np.ndarray:
         img = load_image(image)
-        m = as_mask(self.mask, img.width, img.height)
-        return np.repeat(m[None], max(1, len([texts] if isinstance(texts, str) else texts)), 0)
+        return _one_per_text(as_mask(self.mask, img.width, img.height), texts)
 
     def segment(self, image: ImageInput, text: str = "") -> np.ndarray:
         return self.segment_many(image, [text])[0]

@@ -281,6 +281,7 @@ class TextMaskModel(PreTrainedModel):
         self.decoder = nn.ModuleList(blocks)
         self.head = nn.Sequential(nn.Conv2d(cin, max(cin // 2, 8), 3, padding=1), nn.ReLU(inplace=True),
                                   nn.Conv2d(max(cin // 2, 8), 1, 1))
+        self.post_init()
         self._record_encoders()
         self._apply_freezing()
 
