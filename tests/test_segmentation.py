@@ -215,3 +215,18 @@ def test_textmask_checkpoint_that_does_not_match_its_config(tiny_textmask, tmp_p
     save_file(state, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match="does not match its config"):
         TextMaskModel.from_pretrained(str(tmp_path))
+
+
+def test_nothing_found_is_an_empty_mask_not_an_error(tiny_textmask):
+    head = tiny_textmask.head[-1]
+    saved = head.bias.detach().clone()
+    with torch.no_grad():
+        head.bias.fill_(-30.0)  # a model sure that the object is not there
+    try:
+        seg = TextMaskSegmenter(tiny_textmask)
+        m = seg.segment(_image(20, 24), "the unicorn")
+    finally:
+        with torch.no_grad():
+            head.bias.copy_(saved)
+    assert m.shape == (20, 24) and m.max() < 1e-6
+    assert seg.is_empty(m) and seg.box(m) is None
