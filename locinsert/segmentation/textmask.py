@@ -19,7 +19,6 @@ tower with OpenAI weights, 352 px). Saved and loaded like ``LocationModel``: ``c
 from __future__ import annotations
 
 import copy
-import json
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -449,16 +448,22 @@ class TextMaskModel(PreTrainedModel):
 
 
 def save_model_folder(directory, state: dict, config: PretrainedConfig) -> None:
-    """``model.safetensors`` then ``config.json`` into ``directory``, each written atomically.
+    """``model.safetensors`` and ``config.json`` into ``directory``, all-or-nothing.
 
-    One call, so the project's shared atomic-save machinery can replace it in one place.
+    Both files go into a temporary sibling folder that is swapped in with one rename
+    (:func:`locinsert.io.write_folder_atomic`, as ``LocationModel.save_pretrained`` does).
     """
-    from ..training.checkpoints import _atomic_save_file, write_json_atomic
+    from safetensors.torch import save_file
 
-    os.makedirs(directory, exist_ok=True)
+    from ..io import write_folder_atomic
+
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    _atomic_save_file(tensors, os.path.join(directory, "model.safetensors"))
-    write_json_atomic(os.path.join(directory, "config.json"), json.loads(config.to_json_string()))
+
+    def write(folder: str) -> None:
+        save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+        config.save_pretrained(folder)
+
+    write_folder_atomic(directory, write, replaces=("model.safetensors", "config.json"))
 
 
 class TextMaskSegmenter(Segmenter):
