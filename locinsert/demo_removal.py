@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .io import save_image_atomic
+
 #: Held-out removal examples measured per budget, and the stream seed that keeps them off training data.
 REMOVAL_EXAMPLES = {"quick": 60, "default": 120}
 REMOVAL_SEED = 90_001
@@ -94,7 +96,7 @@ def _editor_examples(model, test, folder: Path, seed: int) -> list[dict]:
         except ValueError as e:   # e.g. no room under the asked region in this scene
             records.append({"scene": scene.scene_id, "prompt": prompt, "error": str(e)})
             continue
-        res.image.save(folder / f"edit_{i}.png")
+        save_image_atomic(res.image, folder / f"edit_{i}.png")
         ov = edit_overlay(res, labels=False)
         big = 4
         tiles.append((prompt, *(im.resize((S * big, S * big), 0) for im in (image, ov, res.image))))
@@ -119,7 +121,7 @@ def _grid(tiles, path: Path) -> None:
             x = pad + c * (w + pad)
             draw.text((x, y), title, fill=(0, 0, 0))
             canvas.paste(img, (x, y + caption))
-    canvas.save(path)
+    save_image_atomic(canvas, path)
 
 
 def report_lines(section: dict) -> list[str]:

@@ -27,7 +27,6 @@ skip the segmenter when you already know the object's pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch

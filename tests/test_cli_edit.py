@@ -73,7 +73,8 @@ def test_remove_with_a_diffusers_pipeline_folder_and_lora(scene_files, tmp_path)
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["remove", "{image}", "remove the cup"], "--mask PNG or --box"),
+    (["remove", "{image}", "remove the cup", "--segmenter-model", "{tmp}/nothing-here"], "cannot load the clipseg"),
+    (["remove", "{image}", "remove the cup", "--segmenter", "textmask"], "needs --segmenter-model"),
     (["remove", "{image}", "", "--box", "1,1,5,5"], "no object"),
     (["remove", "{image}", "add a cup", "--box", "1,1,5,5"], "use locinsert edit"),
     (["remove", "{image}", "the cup", "--mask", "{small}"], "but the image is 64x64"),
@@ -97,3 +98,22 @@ def test_user_mistakes_are_one_line_errors_with_exit_code_2(scene_files, tmp_pat
     lines = [line for line in err.splitlines() if line.startswith("locinsert")]   # progress bars aside
     assert "Traceback" not in err and len(lines) == 1
     assert lines[0].startswith(f"locinsert {argv[0]}: error:") and message in lines[0]
+
+
+def test_remove_finds_the_object_by_name_with_clipseg(scene_files, tmp_path):
+    from helpers_diffusers import tiny_clipseg
+    from locinsert.segmentation import CLIPSegSegmenter
+
+    image, _, before, _ = scene_files
+    tiny_clipseg(tmp_path / "clipseg")
+    # Random weights: threshold at the 90th percentile of its map, so a part of the image is "the cup".
+    soft = CLIPSegSegmenter.from_pretrained(str(tmp_path / "clipseg")).segment(image, "cup")
+    t = float(np.quantile(soft, 0.9))
+    args = ["remove", image, "remove the cup", "--segmenter-model", str(tmp_path / "clipseg")]
+    assert main(args + ["--threshold", f"{t:.6f}", "--out", str(tmp_path / "f")]) == 0
+    rec = json.loads((tmp_path / "f" / "room_remove.json").read_text())
+    assert rec["found"] and 0 < rec["steps"][0]["mask_pixels"] <= int((soft > t).sum())
+    assert main(args + ["--threshold", "0.9999", "--out", str(tmp_path / "n")]) == 1     # nothing that sure
+    rec = json.loads((tmp_path / "n" / "room_remove.json").read_text())
+    assert not rec["found"] and rec["not_found"] == ["cup"]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "n" / "room_edited.png").convert("RGB")), before)

@@ -175,3 +175,22 @@ def test_given_mask_skips_the_segmenter(scene):
     m[5:12, 5:12] = True
     out = ObjectEditor(remover=BiharmonicFill()).remove(img, "thing", mask=m)
     assert out.found and np.array_equal(out.mask, m) and out.box.tolist() == [5.0, 5.0, 12.0, 12.0]
+
+
+def test_editor_with_a_real_clipseg_segmenter(tmp_path, scene):
+    from helpers_diffusers import tiny_clipseg
+    from locinsert.segmentation import CLIPSegSegmenter
+
+    tiny_clipseg(tmp_path / "clipseg")
+    seg = CLIPSegSegmenter.from_pretrained(str(tmp_path / "clipseg"))
+    img = Image.fromarray(scene.render())
+    soft = seg.segment(img, "vase")
+    t = float(np.quantile(soft, 0.9))
+    out = ObjectEditor(segmenter=seg, threshold=t)(img, "remove the vase on the left")
+    assert out.found and out.mask.any() and not (out.mask & ~(soft > t)).any()
+    ys, xs = np.nonzero(out.mask)
+    assert xs.mean() < 40                              # parts centred in the left half only
+    a, b = np.asarray(img), np.asarray(out.image)
+    grown = dilate_mask(out.mask, 1)
+    assert np.array_equal(a[~grown], b[~grown])
+    assert not ObjectEditor(segmenter=seg, threshold=0.9999)(img, "remove the vase").found

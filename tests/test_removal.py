@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers_diffusers import tiny_sd_inpaint, tiny_text_encoder, tiny_unet
+from helpers_diffusers import tiny_sd_inpaint, tiny_unet
 from locinsert.data import synthetic
 from locinsert.data.synthetic.removal import (SceneSegmenter, insert_object, removal_examples, scene_without)
 from locinsert.images import as_mask

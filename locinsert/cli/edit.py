@@ -8,8 +8,10 @@ Verbs:
           with its mask (--move-by cutout) or drawn again by --inpainter (redraw), its hole is
           filled, and the location model picks the new place under the target, away from the old one
 
-Where the object is: --mask PNG (white = the object, the image's own size) or --box X1,Y1,X2,Y2
-(pixels) for one remove or move. Pixels outside the (grown) mask and the new boxes never change.
+Finding the object: by its name, with --segmenter (CLIPSeg zero-shot by default, or a trained
+TextMaskModel); the location phrase keeps only the parts centred there ("the cup on the left").
+Or say where it is: --mask PNG (white = the object, the image's own size) or --box X1,Y1,X2,Y2
+(pixels), for one remove or move. Pixels outside the (grown) mask and the new boxes never change.
 
 Removers (--remover):
   biharmonic  scikit-image's biharmonic fill, offline, no weights (default); smooth fills
@@ -23,6 +25,7 @@ mask box and pixel count, boxes, candidates). If an object is not found, the ima
 was for that step, the JSON says "found": false, and the exit code is 1.
 
 examples:
+  locinsert edit room.jpg "remove the cup on the left, then add a plant on the right" --model runs/dpo
   locinsert edit room.jpg "remove the cup" --box 120,80,160,140
   locinsert edit room.jpg "move the chair to the left" --mask chair.png --model runs/dpo
   locinsert edit room.jpg "remove the cup" --mask cup.png --remover diffusers --lora runs/removal_lora/final
@@ -34,7 +37,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from . import insert
@@ -42,11 +44,20 @@ from . import insert
 REMOVER_NAMES = ("biharmonic", "powerpaint", "diffusers")
 
 
+SEGMENTERS = ("clipseg", "textmask")
+
+
 def add_object_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("where the object is")
+    g = p.add_argument_group("finding the object")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--mask", default=None, metavar="PNG", help="mask of the object (white = object), image-sized")
     src.add_argument("--box", default=None, metavar="X1,Y1,X2,Y2", help="box of the object in pixels")
+    g.add_argument("--segmenter", choices=SEGMENTERS, default="clipseg",
+                   help="finds objects from their name when no --mask/--box is given: clipseg (zero-shot, default "
+                        "weights CIDAS/clipseg-rd64-refined) or textmask (a TextMaskModel from "
+                        "`locinsert train textmask`, given by --segmenter-model)")
+    g.add_argument("--segmenter-model", default=None, metavar="ID_OR_FOLDER",
+                   help="hub id or local folder of the segmenter's weights")
     g.add_argument("--threshold", type=float, default=None,
                    help="binarise soft masks at this value (default: the segmenter's, else 0.5)")
 
@@ -100,6 +111,21 @@ def build_remover(args):
                          "offline, pass --remover-model FOLDER") from e
 
 
+def build_segmenter(args):
+    """The text segmenter named by --segmenter, loaded as the options say."""
+    from .. import segmentation
+
+    if args.segmenter == "textmask" and not args.segmenter_model:
+        raise ValueError("--segmenter textmask needs --segmenter-model FOLDER (a model from locinsert train textmask)")
+    cls = segmentation.CLIPSegSegmenter if args.segmenter == "clipseg" else segmentation.TextMaskSegmenter
+    load = {"device": args.device}
+    try:
+        return cls.from_pretrained(args.segmenter_model, **load) if args.segmenter_model else cls.from_pretrained(**load)
+    except OSError as e:   # neither a local folder nor reachable / cached from the hub
+        raise ValueError(f"cannot load the {args.segmenter} segmenter {args.segmenter_model or '(default)'}: {e}; "
+                         "offline, pass --segmenter-model FOLDER, or give --mask / --box") from e
+
+
 def object_mask(args, size):
     """The --mask / --box given for the object, as an (H, W) bool mask, or None."""
     import numpy as np
@@ -133,6 +159,7 @@ def run_edit(args, steps, command: str) -> int:
 
     from ..editor import ObjectEditor, edit_overlay
     from ..images import load_image
+    from ..io import save_image_atomic, write_text_atomic
 
     image = load_image(args.image)
     for s in steps:
@@ -141,14 +168,13 @@ def run_edit(args, steps, command: str) -> int:
                 r.resolve(*image.size)
     mask = object_mask(args, image.size)
     verbs = [s.verb for s in steps]
-    if mask is None and any(v in ("remove", "move") for v in verbs):
-        raise ValueError("say where the object is: --mask PNG or --box X1,Y1,X2,Y2")
+    segmenter = build_segmenter(args) if mask is None and any(v in ("remove", "move") for v in verbs) else None
     redraw = getattr(args, "move_by", "cutout") == "redraw"
     drawn = [s.object for s in steps if s.verb == "add" or (redraw and s.verb == "move")]
     inpainter = insert.build_inpainter(args, drawn) if drawn else None
     model = (insert.load_location_model(args.model, args.device, args.seed)
              if any(v in ("add", "move") for v in verbs) else None)
-    editor = ObjectEditor(model, inpainter, remover=build_remover(args), threshold=args.threshold,
+    editor = ObjectEditor(model, inpainter, segmenter, build_remover(args), threshold=args.threshold,
                           move_by="redraw" if redraw else "cutout",
                           num_candidates=getattr(args, "num_candidates", 16),
                           selection=getattr(args, "selection", "logprob"),
@@ -160,9 +186,9 @@ def run_edit(args, steps, command: str) -> int:
     stem = Path(args.image).stem
     record = {"image": str(args.image), "instruction": args.instruction, "remover": args.remover,
               **result.to_dict()}
-    _atomic(out / f"{stem}_edited.png", lambda p: result.image.save(p, format="PNG"))
-    _atomic(out / f"{stem}_overlay.png", lambda p: edit_overlay(result).save(p, format="PNG"))
-    _atomic(out / f"{stem}_{command}.json", lambda p: Path(p).write_text(json.dumps(record, indent=2)))
+    save_image_atomic(result.image, out / f"{stem}_edited.png")
+    save_image_atomic(edit_overlay(result), out / f"{stem}_overlay.png")
+    write_text_atomic(out / f"{stem}_{command}.json", json.dumps(record, indent=2))
     for s in result.steps:
         if not s.found:
             print(f"{s.verb} {s.object}: {s.message}", file=sys.stderr)
@@ -171,18 +197,6 @@ def run_edit(args, steps, command: str) -> int:
             print(f"{s.verb} {s.object}: box [{b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f}]")
     print(f"edited image -> {out / f'{stem}_edited.png'}; overlay -> {out / f'{stem}_overlay.png'}")
     return 0 if result.found else 1
-
-
-def _atomic(path: Path, write) -> None:
-    """``write(tmp)`` into a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def run(args: argparse.Namespace) -> int:

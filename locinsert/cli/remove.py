@@ -1,8 +1,10 @@
 """Remove an object from an image: "remove the cup on the left" (the verb may be left out: "the cup").
 
-The object's pixels are given by --mask PNG (white = the object, the image's own size) or --box
-X1,Y1,X2,Y2; --remover fills them and nothing outside the mask (grown by --dilate) changes. Several
-objects, moves and additions in one instruction: `locinsert edit`.
+The object is found by its name with --segmenter (CLIPSeg zero-shot by default, or a trained
+TextMaskModel; a location phrase keeps only the parts centred there), or given by --mask PNG
+(white = the object, the image's own size) or --box X1,Y1,X2,Y2. --remover fills it and nothing
+outside the mask (grown by --dilate) changes. Several objects, moves and additions in one
+instruction: `locinsert edit`.
 
 Removers (--remover):
   biharmonic  scikit-image's biharmonic fill, offline, no weights (default)
@@ -14,6 +16,7 @@ Writes into --out: <image>_edited.png, <image>_overlay.png (the removed mask tin
 <image>_remove.json (mask box, pixel count, found). Exit code 1 if the object was not found.
 
 examples:
+  locinsert remove room.jpg "remove the cup on the left"
   locinsert remove room.jpg "remove the cup" --box 120,80,160,140
   locinsert remove room.jpg "the vase" --mask vase.png --remover powerpaint --device cuda
 """

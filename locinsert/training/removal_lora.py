@@ -27,15 +27,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoints import COMPLETE_MARKER, last_checkpoint, load_state, save_state, write_json_atomic
+from ..io import write_folder_atomic, write_json_atomic
+from .checkpoints import COMPLETE_MARKER, last_checkpoint, load_state, save_state
 
 __all__ = ["RemovalLoraConfig", "RemovalLoraReport", "RemovalPairs", "add_removal_lora", "removal_loss",
            "train_removal_lora", "lora_state_dict", "DEFAULT_TARGETS"]
@@ -222,20 +221,6 @@ def _save_lora(pipe, unet, folder: str) -> None:
     type(pipe).save_lora_weights(folder, unet_lora_layers=lora_state_dict(unet), safe_serialization=True)
 
 
-def _atomic_folder(final: str, write) -> None:
-    """Write a folder into a temporary sibling with ``write(tmp)``, then rename it into place."""
-    parent = os.path.dirname(os.path.abspath(final))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    try:
-        write(tmp)
-        if os.path.isdir(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _load_checkpoint(unet, optimizer, folder: str) -> tuple[int, list[float]]:
     from diffusers.utils import convert_unet_state_dict_to_peft
     from peft.utils import set_peft_model_state_dict
@@ -313,7 +298,7 @@ def train_removal_lora(config: RemovalLoraConfig, pipe=None, pairs: RemovalPairs
         def write(tmp):
             _save_lora(pipe, accelerator.unwrap_model(unet_p), tmp)
             write_json_atomic(os.path.join(tmp, "removal_lora.json"), info)
-        _atomic_folder(final, write)
+        write_folder_atomic(final, write)
     accelerator.wait_for_everyone()
     return RemovalLoraReport(losses, step, final, resumed)
 
@@ -325,7 +310,7 @@ def _save_checkpoint(pipe, unet, optimizer, config, step: int, losses: list[floa
         save_state(tmp, "optimizer", opt.state_dict())
         write_json_atomic(os.path.join(tmp, "trainer_state.json"), {"global_step": step, "losses": losses})
         write_json_atomic(os.path.join(tmp, COMPLETE_MARKER), {"global_step": step})
-    _atomic_folder(os.path.join(config.output_dir, f"checkpoint-{step}"), write)
+    write_folder_atomic(os.path.join(config.output_dir, f"checkpoint-{step}"), write)
 
 
 def _load_pairs(config: RemovalLoraConfig) -> RemovalPairs:
