@@ -155,13 +155,22 @@ def parse_instruction(text: str, *, strict: bool = False) -> Instruction | Remov
 
 
 def parse_instructions(text: str, *, strict: bool = False) -> list[Instruction | RemoveInstruction | MoveInstruction]:
-    """Several objects in sequence: ``"add a cup on the left, then a lamp on the right"`` -> 2 instructions."""
+    """Several objects in sequence: ``"add a cup on the left, then a lamp on the right"`` -> 2 instructions.
+
+    A part without a verb after a removal is a removal too: ``"remove the cup and the plate"``.
+    """
     if not isinstance(text, str):
         raise TypeError(f"instruction must be a str, got {type(text).__name__}")
     parts = [p for p in _SPLIT.split(text) if p and p.strip(" ,.;")]
     if not parts:
         raise ValueError(f"no object in instruction {text!r}: say what to add, e.g. 'add a red mug on the left'")
-    return [parse_instruction(p, strict=strict) for p in parts]
+    out: list[Instruction | RemoveInstruction | MoveInstruction] = []
+    for p in parts:
+        bare = p.strip()
+        if out and out[-1].verb == "remove" and not any((m := v.match(bare)) and m.group(0) for v in (_VERB, _REMOVE, _MOVE)):
+            p = f"remove {bare}"
+        out.append(parse_instruction(p, strict=strict))
+    return out
 
 
 def _what_and_where(text: str, rest: str, strict: bool, verb: str, example: str) -> Instruction:

@@ -83,6 +83,10 @@ def test_remove_with_a_diffusers_pipeline_folder_and_lora(scene_files, tmp_path)
     (["remove", "{image}", "the cup", "--box", "1,1,5,5", "--remover", "diffusers", "--remover-model",
       "{tmp}/sd", "--lora", "{tmp}/missing.safetensors"], "not found"),
     (["edit", "{image}", "move the cup", "--box", "1,1,5,5", "--model", "tiny"], "say where to move it"),
+    (["remove", "{image}", "the cup", "--box", "1,1,5,5", "--out", "{small}"], "is a file"),
+    (["remove", "{image}", "the cup", "--box", "1,1,5,5", "--device", "bogus"], "not a torch device"),
+    (["edit", "{image}", "move the cup left", "--box", "1,1,5,5", "--model", "tiny", "--temperature", "-1"],
+     "--temperature must be"),
     (["edit", "{image}", "remove the cup, then remove the vase", "--box", "1,1,5,5"], "one object"),
     (["edit", "{image}", "add a cup", "--model", "tiny", "--reference", "{small}"], "option of locinsert insert"),
 ])
@@ -93,7 +97,9 @@ def test_user_mistakes_are_one_line_errors_with_exit_code_2(scene_files, tmp_pat
         from helpers_diffusers import tiny_sd_inpaint
         tiny_sd_inpaint().save_pretrained(tmp_path / "sd")
     argv = [a.format(image=image, small=tmp_path / "small.png", tmp=tmp_path) for a in argv]
-    assert main(argv + ["--out", str(tmp_path / "x")]) == 2
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "x")]
+    assert main(argv) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("locinsert")]   # progress bars aside
     assert "Traceback" not in err and len(lines) == 1

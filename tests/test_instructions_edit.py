@@ -41,6 +41,11 @@ def test_sequences_mix_verbs():
     steps = parse_instructions("remove the cup, then add a plant on the left and move the vase to the right")
     assert [s.verb for s in steps] == ["remove", "add", "move"]
     assert [s.object for s in steps] == ["cup", "plant", "vase"]
+    # a part without a verb continues a removal, and only a removal
+    steps = parse_instructions("remove the cup and the plate on the right, then add a lamp and a vase")
+    assert [(s.verb, s.object) for s in steps] == [("remove", "cup"), ("remove", "plate"), ("add", "lamp"),
+                                                    ("add", "vase")]
+    assert steps[1].region.name == "on the right"
 
 
 @pytest.mark.parametrize("text, match", [

@@ -161,6 +161,10 @@ def run_edit(args, steps, command: str) -> int:
     from ..images import load_image
     from ..io import save_image_atomic, write_text_atomic
 
+    from .common import check_device, check_output_dir
+
+    out = check_output_dir(args.out)                    # mistakes in the options fail before any work
+    check_device(args.device)
     image = load_image(args.image)
     for s in steps:
         for r in (s.region, getattr(s, "target", None)):
@@ -172,16 +176,16 @@ def run_edit(args, steps, command: str) -> int:
     redraw = getattr(args, "move_by", "cutout") == "redraw"
     drawn = [s.object for s in steps if s.verb == "add" or (redraw and s.verb == "move")]
     inpainter = insert.build_inpainter(args, drawn) if drawn else None
-    model = (insert.load_location_model(args.model, args.device, args.seed)
-             if any(v in ("add", "move") for v in verbs) else None)
+    needs_model = any(v in ("add", "move") for v in verbs)
+    sampling = insert.sample_kwargs(args) if needs_model else {}
+    model = insert.load_location_model(args.model, args.device, args.seed) if needs_model else None
     editor = ObjectEditor(model, inpainter, segmenter, build_remover(args), threshold=args.threshold,
                           move_by="redraw" if redraw else "cutout",
                           num_candidates=getattr(args, "num_candidates", 16),
                           selection=getattr(args, "selection", "logprob"),
-                          **(insert.sample_kwargs(args) if model is not None else {}))
+                          **sampling)
     result = editor(image, steps, generator=torch.Generator().manual_seed(args.seed), mask=mask)
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem
     record = {"image": str(args.image), "instruction": args.instruction, "remover": args.remover,
