@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from locinsert.modeling import LocationModel
 from locinsert.training.synthetic import (SYNTHETIC_BUDGETS, format_learning_table, run_synthetic_stages,
                                           synthetic_stage_fields)
 
@@ -12,6 +13,7 @@ def test_budgets_chain_the_stages():
     for budget in SYNTHETIC_BUDGETS:
         fields = {s: synthetic_stage_fields(s, "out", budget) for s in ("pretrain", "finetune", "dpo")}
         assert "model_name_or_path" not in fields["pretrain"]
+        assert fields["pretrain"]["image_encoder_checkpoint"].replace("\\", "/") == "out/encoder/final"
         assert fields["finetune"]["model_name_or_path"].replace("\\", "/") == "out/pretrain/final"
         assert fields["dpo"]["model_name_or_path"].replace("\\", "/") == "out/finetune/final"
         # DPO pairs come from the scenes the finetuned model was trained on; pretraining sees others
@@ -24,9 +26,12 @@ def test_budgets_chain_the_stages():
 def test_run_synthetic_stages_and_table(tmp_path):
     tiny = dict(preset="tiny", synthetic_scenes=6, max_steps=2, per_device_train_batch_size=4)
     report = run_synthetic_stages(str(tmp_path), budget="quick", progress=False, test_scenes=3,
-                                  overrides={s: dict(tiny) for s in ("pretrain", "finetune", "dpo")})
-    assert set(report.results) == {"pretrain", "finetune", "dpo"}
+                                  overrides={s: dict(tiny) for s in ("encoder", "pretrain", "finetune", "dpo")})
+    assert list(report.results) == ["encoder", "pretrain", "finetune", "dpo"]
     assert all(r.global_step == 2 for r in report.results.values())
+    # the location model starts from the encoder stage's tower, frozen
+    pre = LocationModel.from_pretrained(report.results["pretrain"].model_path)
+    assert pre.config.freeze_image_encoder
     assert report.results["dpo"].resumed_from is None
     methods = [row["method"] for row in report.table]
     assert methods[:2] == ["random", "class prior"] and len(methods) == 5

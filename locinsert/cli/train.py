@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 
-STAGE_CHOICES = ("pretrain", "finetune", "dpo", "synthetic")
+STAGE_CHOICES = ("encoder", "pretrain", "finetune", "dpo", "synthetic")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

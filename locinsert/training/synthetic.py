@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from .config import STAGES, load_stage_config
+from .config import ENCODER_STAGE, STAGES, load_stage_config
 
 # DPO plus an SFT term on the chosen box: plain DPO lowers log p(chosen) too and loses coverage
 # (README, Training: both measured).
@@ -25,6 +25,8 @@ _DPO_LOSS = dict(beta=0.1, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5]
 SYNTHETIC_BUDGETS: dict[str, dict] = {
     "quick": {
         "test_scenes": 40,
+        "encoder": dict(synthetic_scenes=1000, num_train_epochs=1, per_device_train_batch_size=32,
+                        learning_rate=2e-3),
         "pretrain": dict(synthetic_scenes=2000, num_train_epochs=1, per_device_train_batch_size=16,
                          learning_rate=2e-3),
         "finetune": dict(synthetic_scenes=120, num_train_epochs=1, per_device_train_batch_size=16,
@@ -34,6 +36,8 @@ SYNTHETIC_BUDGETS: dict[str, dict] = {
     },
     "default": {
         "test_scenes": 200,
+        "encoder": dict(synthetic_scenes=40000, num_train_epochs=1, per_device_train_batch_size=64,
+                        learning_rate=2e-3),
         "pretrain": dict(synthetic_scenes=80000, num_train_epochs=1, per_device_train_batch_size=32,
                          learning_rate=2e-3),
         "finetune": dict(synthetic_scenes=2000, num_train_epochs=1, per_device_train_batch_size=32,
@@ -54,7 +58,8 @@ def _synthetic_decoder_without_dropout() -> dict:
 _COMMON = dict(dataset="synthetic", preset="synthetic", logging_steps=10, save_steps=200, save_total_limit=1,
                warmup_steps=0.05, lr_scheduler_type="cosine", dataloader_num_workers=0)
 
-STAGE_SEEDS = {"pretrain": 0, "finetune": 1, "dpo": 1}  # finetune and dpo share the OPA-like scenes
+# finetune and dpo share the OPA-like scenes; the encoder's scenes come from a stream of their own
+STAGE_SEEDS = {"encoder": 0, "pretrain": 0, "finetune": 1, "dpo": 1}
 
 
 def synthetic_stage_fields(stage: str, out_dir: str, budget: str = "default", seed: int = 0, **overrides) -> dict:
@@ -72,8 +77,10 @@ def synthetic_stage_fields(stage: str, out_dir: str, budget: str = "default", se
     prev = {"finetune": "pretrain", "dpo": "finetune"}.get(stage)
     if prev is not None:
         fields["model_name_or_path"] = os.path.join(out_dir, prev, "final")
+    if stage == "pretrain" and ENCODER_STAGE in SYNTHETIC_BUDGETS[budget]:
+        fields["image_encoder_checkpoint"] = os.path.join(out_dir, ENCODER_STAGE, "final")
     fields.update(overrides)
-    if prev is None and fields["preset"] == "synthetic" and "preset_overrides" not in overrides:
+    if stage == "pretrain" and fields["preset"] == "synthetic" and "preset_overrides" not in overrides:
         fields["preset_overrides"] = {"decoder_config": _synthetic_decoder_without_dropout()}
     return fields
 
@@ -121,7 +128,14 @@ class SyntheticReport:
     seconds: dict = field(default_factory=dict)
 
 
-def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, stages=STAGES,
+def budget_stages(budget: str) -> tuple[str, ...]:
+    """The stages a budget runs, in order: the encoder stage when it has one, then the location stages."""
+    if budget not in SYNTHETIC_BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {sorted(SYNTHETIC_BUDGETS)}")
+    return tuple(s for s in (ENCODER_STAGE, *STAGES) if s in SYNTHETIC_BUDGETS[budget])
+
+
+def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, stages=None,
                          evaluate: bool = True, progress: bool = True, overrides: dict | None = None,
                          test_scenes: int | None = None) -> SyntheticReport:
     """Pretrain -> finetune -> DPO on the synthetic world, then (``evaluate``) the learning table.
@@ -135,6 +149,7 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
     from .stages import run_stage
 
     overrides = overrides or {}
+    stages = budget_stages(budget) if stages is None else tuple(stages)
     report = SyntheticReport(out_dir=out_dir, budget=budget)
     bar = tqdm(list(stages), desc="synthetic stages", unit="stage", disable=not progress)
     for stage in bar:
@@ -146,7 +161,8 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
         report.seconds[stage] = round(time.time() - t0, 1)
     if evaluate:
         t0 = time.time()
-        report.table = learning_table(out_dir, budget=budget, seed=seed, stages=stages, progress=progress,
+        report.table = learning_table(out_dir, budget=budget, seed=seed, stages=[s for s in stages if s in STAGES],
+                                      progress=progress,
                                       test_scenes=test_scenes)
         report.seconds["evaluation"] = round(time.time() - t0, 1)
     return report
