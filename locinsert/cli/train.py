@@ -45,12 +45,13 @@ def _synthetic_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     if args.stage == "synthetic":
-        from ..training.synthetic import format_learning_table, run_synthetic_stages
+        from ..training.synthetic import format_class_table, format_learning_table, run_synthetic_stages
 
         opts = _synthetic_parser().parse_args(args.options)
         report = run_synthetic_stages(opts.out, budget=opts.budget, seed=opts.seed, evaluate=not opts.no_eval)
         if report.table:
             print(format_learning_table(report.table))
+            print("\noracle precision per class (K=100):\n" + format_class_table(report.table))
         return 0
 
     from ..training.stages import main

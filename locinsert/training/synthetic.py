@@ -184,8 +184,9 @@ MATCHED_FPRS = (0.1, 0.2)
 
 
 def learning_table(out_dir: str, budget: str = "default", seed: int = 0, stages=STAGES, ks=(10, 100),
-                   test_scenes: int | None = None, progress: bool = True) -> list[dict]:
-    """Each trained stage and the random / class-prior baselines on the held-out test split.
+                   test_scenes: int | None = None, progress: bool = True, image_ablation: bool = True) -> list[dict]:
+    """Each trained stage and the random / class-prior baselines on the held-out test split, and
+    (``image_ablation``) the last stage again with the images shuffled across queries.
 
     One row per method: ``method``, and for each K in ``ks``: ``oracle_precision@K``, ``coverage@K``,
     ``tpr@K``, ``fpr@K``; plus ``tpr@fpr=F`` for F in ``MATCHED_FPRS``: the TPR of the method's
@@ -203,14 +204,41 @@ def learning_table(out_dir: str, budget: str = "default", seed: int = 0, stages=
     grid = sorted(set(range(10, max(ks) + 1, 10)) | set(ks))
     rows = []
     for name, model in methods.items():
-        curve = evaluate(model, test, ks=grid, seed=seed, progress=progress, name=name, per_category=False)
+        curve = evaluate(model, test, ks=grid, seed=seed, progress=progress, name=name, per_category=True)
+        rows.append(curve_row(curve, ks))
+    if models and image_ablation:
+        last = list(models)[-1]
+        curve = evaluate(models[last], shuffle_images(test), ks=grid, seed=seed, progress=progress,
+                         name=f"{_STAGE_NAMES[last]}, images shuffled", per_category=True)
         rows.append(curve_row(curve, ks))
     return rows
 
 
+def shuffle_images(queries) -> list:
+    """The image ablation: each query gets the image of a query half the split away (another scene),
+    keeping its class, labels and oracle scene. A model that uses the image loses precision here."""
+    import dataclasses
+
+    queries = list(queries)
+    n = len(queries)
+    scenes = {q.image_id for q in queries}
+    if len(scenes) < 2:
+        raise ValueError("shuffling images needs queries from at least two scenes")
+    out = []
+    for i, q in enumerate(queries):
+        j = (i + n // 2) % n
+        while queries[j].image_id == q.image_id:  # never the query's own scene
+            j = (j + 1) % n
+        out.append(dataclasses.replace(q, image_source=queries[j].image_source, _image=None))
+    return out
+
+
 def curve_row(curve, ks=(10, 100)) -> dict:
-    """One row of the learning table (and of the demo's table) from a method's K-curve."""
+    """One row of the learning table (and of the demo's table) from a method's K-curve; with per-category
+    curves also ``precision/<class>@K`` for the largest K."""
     row = {"method": curve.name}
+    for cat, c in sorted(curve.per_category.items()):
+        row[f"precision/{cat}@{ks[-1]}"] = c.at(ks[-1]).oracle_precision
     for k in ks:
         p = curve.at(k)
         row.update({f"oracle_precision@{k}": p.oracle_precision, f"coverage@{k}": p.coverage,
@@ -230,6 +258,10 @@ def format_learning_table(rows: list[dict], ks=(10, 100)) -> str:
         [f"{m}@{k}" for k in ks for m in ("tpr", "fpr")] + [f"tpr@fpr={f}" for f in MATCHED_FPRS]
     head = ["method", f"oracle precision (K={ks[-1]})", f"coverage (K={ks[-1]})"] + \
         [f"{m} (K={k})" for k in ks for m in ("TPR", "FPR")] + [f"TPR at FPR {f}" for f in MATCHED_FPRS]
+    return _markdown(rows, cols, head)
+
+
+def _markdown(rows, cols, head) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["method"]] + [f"{r[c]:.3f}" if isinstance(r.get(c), float) and r[c] == r[c] else "n/a"
@@ -238,6 +270,14 @@ def format_learning_table(rows: list[dict], ks=(10, 100)) -> str:
     return "\n".join(lines)
 
 
+def format_class_table(rows: list[dict], k: int = 100) -> str:
+    """Oracle precision per class (and over all queries) at K, one row per method, as Markdown."""
+    classes = sorted({c.split("/", 1)[1].rsplit("@", 1)[0] for r in rows for c in r
+                      if c.startswith("precision/") and c.endswith(f"@{k}")})
+    cols = ["method", f"oracle_precision@{k}"] + [f"precision/{c}@{k}" for c in classes]
+    return _markdown(rows, cols, ["method", "all"] + classes)
+
+
 __all__ = ["SYNTHETIC_BUDGETS", "synthetic_stage_args", "run_synthetic_stages", "learning_table",
-           "format_learning_table", "SyntheticReport"]
+           "format_learning_table", "format_class_table", "shuffle_images", "budget_stages", "SyntheticReport"]
 
