@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 from .config import ENCODER_STAGE, STAGES, load_stage_config
 
-# DPO plus an SFT term on the chosen box: plain DPO lowers log p(chosen) too and loses coverage
-# (README, Training: both measured).
+# DPO plus an SFT term on the chosen box: plain DPO lowers log p(chosen) too and lost coverage when
+# both were measured (on an earlier budget; the figures are in the README's git history).
 _DPO_LOSS = dict(beta=0.1, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
 
 # Per budget: the world's sizes and each stage's overrides of its config fields.
