@@ -120,7 +120,8 @@ def test_feature_cache(tmp_path):
     from locinsert.data.feature_cache import FeatureCache
 
     args = ["--preset", "tiny", "--synthetic_scenes", "6", "--feature_cache", str(tmp_path / "cache"),
-            "--preset_overrides", json.dumps({"freeze_image_encoder": True}), "--hflip", "true"]
+            "--preset_overrides", json.dumps({"freeze_image_encoder": True}), "--hflip", "true",
+            "--image_encoder_checkpoint", ""]  # a random frozen tower: no encoder stage in this test
     config = CONFIGS / "synthetic_pretrain.yaml"
     model, _ = _train("pretrain", config, tmp_path / "a", *args)
     cache = FeatureCache(tmp_path / "cache", model.image_encoder_id)
@@ -133,5 +134,5 @@ def test_feature_cache(tmp_path):
         from locinsert.training.stages import run_stage
 
         run_stage("pretrain", *load_stage_config("pretrain", config, preset="tiny", synthetic_scenes=2,
-                                                 feature_cache=str(tmp_path / "cache2"),
+                                                 feature_cache=str(tmp_path / "cache2"), image_encoder_checkpoint="",
                                                  output_dir=str(tmp_path / "c")))

@@ -80,8 +80,11 @@ STAGE_SEEDS = {"encoder": 0, "pretrain": 0, "finetune": 1, "dpo": 1}
 def synthetic_stage_fields(stage: str, out_dir: str, budget: str = "default", seed: int = 0, **overrides) -> dict:
     """The config fields (a flat mapping, as in a YAML config) of one synthetic stage under a budget.
 
-    The stage reads ``<out_dir>/<previous stage>/final`` as its starting model (finetune, dpo).
-    ``training/configs/synthetic_*.yaml`` are these fields for the default budget.
+    The stage reads ``<out_dir>/<previous stage>/final`` as its starting model (finetune, dpo), and
+    pretrain the encoder stage's ``<out_dir>/encoder/final`` as its frozen image tower (an override
+    ``image_encoder_checkpoint=None`` trains the preset's own tower instead). An override of None
+    leaves a field at its default. ``training/configs/synthetic_*.yaml`` are these fields for the
+    default budget.
     """
     if budget not in SYNTHETIC_BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {sorted(SYNTHETIC_BUDGETS)}")
@@ -95,6 +98,7 @@ def synthetic_stage_fields(stage: str, out_dir: str, budget: str = "default", se
     if stage == "pretrain" and ENCODER_STAGE in SYNTHETIC_BUDGETS[budget]:
         fields["image_encoder_checkpoint"] = os.path.join(out_dir, ENCODER_STAGE, "final")
     fields.update(overrides)
+    fields = {k: v for k, v in fields.items() if v is not None}  # an override of None: the field's default
     if stage == "pretrain" and fields["preset"] == "synthetic" and "preset_overrides" not in overrides:
         fields["preset_overrides"] = {"decoder_config": _synthetic_decoder_without_dropout()}
     return fields
