@@ -19,11 +19,13 @@ _EXPORTS = {
     "Region": "locinsert.regions",
     "parse_instruction": "locinsert.instructions",
     "ObjectInserter": "locinsert.inserter",
+    "ObjectEditor": "locinsert.editor",
     "PlacementQuery": "locinsert.data.query",
     "load_image": "locinsert.images",
 }
 _SUBMODULES = {"boxes", "data", "evaluation", "inpainting", "metrics", "modeling", "training", "regions",
-               "images", "instructions", "inserter", "bench", "demo", "reference_class", "segmentation"}
+               "images", "instructions", "inserter", "bench", "demo", "reference_class", "segmentation",
+               "editor"}
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 
 DEFAULT_NUM_BINS = 1024
@@ -192,3 +193,12 @@ def pixel_box(box, width: int, height: int) -> tuple[int, int, int, int]:
     ix2, iy2 = min(width, math.ceil(x2)), min(height, math.ceil(y2))
     ix2, iy2 = max(ix2, ix1 + 1), max(iy2, iy1 + 1)
     return ix1, iy1, ix2, iy2
+
+
+def mask_box(mask) -> tuple[float, float, float, float] | None:
+    """The xyxy pixel box holding every non-zero pixel of a (H, W) mask, or None if it is empty."""
+    m = np.asarray(mask).astype(bool)
+    if not m.any():
+        return None
+    ys, xs = np.nonzero(m)
+    return (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))

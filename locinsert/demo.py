@@ -5,7 +5,8 @@
    location model: pretrain (PIPE-like), fine-tune (OPA-like positives), then DPO (OPA-like pairs);
 3. evaluate random, class-prior, fine-tuned and DPO models: TPR/FPR curves on one plot, oracle
    precision and coverage in a table;
-4. insert objects from positional prompts through ``ObjectInserter`` and the cut-out backend.
+4. insert objects from positional prompts through ``ObjectInserter`` and the cut-out backend;
+5. remove and move objects through ``ObjectEditor`` and measure removal (``locinsert.demo_removal``).
 
 Everything goes into one report folder; ``report.md`` says what each picture shows. Every number
 in the report comes from this run.
@@ -41,6 +42,7 @@ class DemoResult:
     table: list = field(default_factory=list)
     edits: list = field(default_factory=list)
     training: dict = field(default_factory=dict)
+    removal: dict = field(default_factory=dict)
 
 
 def _machine() -> str:
@@ -110,14 +112,24 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
     t0 = time.time()
     result.edits = _edits(models["dpo"], test, EDIT_SCENES[budget], out / "edits", seed)
     result.seconds["insertion"] = round(time.time() - t0, 1)
+    _removal(result, models["dpo"], test, budget, seed)
     result.seconds["total"] = round(time.time() - t_start, 1)
 
     metrics = {"budget": budget, "seed": seed, "machine": _machine(), "seconds": result.seconds,
                "training": result.training, "test_queries": len(test), "table": result.table,
-               "edits": result.edits}
+               "edits": result.edits, "removal": result.removal}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out / "report.md").write_text(_report_md(result, budget, len(test), metrics["machine"]))
     return result
+
+
+def _removal(result: DemoResult, model, test, budget: str, seed: int) -> None:
+    """5. Removal and moving: its own module, one call, a second or two."""
+    from .demo_removal import removal_section
+
+    t0 = time.time()
+    result.removal = removal_section(model, test, result.out_dir / "removal", budget, seed)
+    result.seconds["removal"] = round(time.time() - t0, 1)
 
 
 def _slug(name: str) -> str:
@@ -289,6 +301,9 @@ def _report_md(result: DemoResult, budget: str, n_test: int, machine: str) -> st
             lines.append(f"| {e['prompt']} | - | {e['error']} | - |")
         else:
             lines.append(f"| {e['prompt']} | {', '.join(e['objects'])} | {e['boxes']} | {e['background_ssim']} |")
+    if result.removal:
+        from .demo_removal import report_lines
+        lines += report_lines(result.removal)
     lines += ["", "## Time", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in result.seconds.items()]
     lines += ["", "| training stage | examples | examples/s (Trainer) |", "|---|---|---|"]

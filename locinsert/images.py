@@ -100,3 +100,37 @@ def _apply_exif(img: Image.Image, exif) -> Image.Image:
 def image_size(image: ImageInput) -> tuple[int, int]:
     """(width, height) after EXIF rotation."""
     return load_image(image).size
+
+
+def as_mask(mask, size: tuple[int, int], name: str = "mask") -> np.ndarray:
+    """An (H, W) bool mask of an image of ``size = (W, H)``, or a clear error.
+
+    Accepted: a (H, W) numpy array or tensor (bool; floats are thresholded at 0.5, integers at
+    127 if their maximum exceeds 1), or a PIL image (any mode; non-zero luminance > 127 = inside).
+    A mask of another size than the image is an error, not a silent resize: a mask drawn for
+    another image (or a resized one) would remove the wrong pixels.
+    """
+    if isinstance(mask, Image.Image):
+        a = np.asarray(mask.convert("L")) > 127
+    else:
+        if hasattr(mask, "detach"):                       # torch tensor, without importing torch
+            mask = mask.detach().cpu().numpy()
+        if not isinstance(mask, np.ndarray):
+            raise TypeError(f"{name} must be a (H, W) array, tensor or PIL image, got {type(mask).__name__}")
+        if mask.ndim == 3 and mask.shape[2] == 1:
+            mask = mask[..., 0]
+        if mask.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (H, W), got shape {mask.shape}")
+        if mask.dtype == bool:
+            a = mask
+        elif np.issubdtype(mask.dtype, np.floating):
+            a = mask > 0.5
+        elif np.issubdtype(mask.dtype, np.integer):
+            a = mask > (127 if mask.max(initial=0) > 1 else 0)
+        else:
+            raise TypeError(f"{name} has dtype {mask.dtype}; use bool, float in [0, 1] or uint8")
+    W, H = size
+    if a.shape != (H, W):
+        raise ValueError(f"{name} is {a.shape[1]}x{a.shape[0]} but the image is {W}x{H}: "
+                         "give a mask of the image's own size")
+    return a

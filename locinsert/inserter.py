@@ -264,7 +264,14 @@ def _instructions(instruction) -> list[Instruction]:
     if isinstance(instruction, Instruction):
         return [instruction]
     if isinstance(instruction, str):
-        return parse_instructions(instruction)
+        parsed = parse_instructions(instruction)
+        other = [p for p in parsed if not isinstance(p, Instruction)]
+        if other:
+            raise ValueError(f"ObjectInserter only adds objects, but {instruction!r} asks to {other[0].verb} "
+                             f"{other[0].object!r}; use locinsert.ObjectEditor")
+        return parsed
+    if hasattr(instruction, "verb"):     # RemoveInstruction, MoveInstruction (tuples too: check first)
+        raise ValueError(f"ObjectInserter only adds objects, not {instruction.verb!r}; use locinsert.ObjectEditor")
     if isinstance(instruction, (list, tuple)) and instruction:
         out: list[Instruction] = []
         for item in instruction:

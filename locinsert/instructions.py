@@ -17,6 +17,17 @@ Rules (and what they decide):
   or digit of any script ("add a 狗 on the left" -> "狗").
 - ``parse_instructions`` splits a sequence on "then", ";", ", and", and on "and" before a new
   article or verb ("a cup and a lamp", not "salt and pepper shaker"), and parses each part.
+
+Other verbs (the type of the result says which; each has ``.verb``):
+
+- ``"remove / erase / delete / take out / get rid of the cup on the left"`` ->
+  ``RemoveInstruction("cup", Region("on the left"))``: the location phrase says where the object
+  *is* (which cup); the object and phrase are read by the same rules as above.
+- ``"move / shift / relocate the chair (on the left) to the right"`` ->
+  ``MoveInstruction("chair", Region("on the left") or None, target=Region("to the right"))``: the
+  final location phrase is where it should *go*; ``"... next to / near / beside the window"``
+  gives ``target=Near("window")``, a place the editor finds in the image. A move without a
+  destination is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from typing import NamedTuple
 
 from .regions import LOCATION_PATTERN, Region, phrase_to_box
 
-__all__ = ["Instruction", "parse_instruction", "parse_instructions"]
+__all__ = ["Instruction", "RemoveInstruction", "MoveInstruction", "Near", "parse_instruction", "parse_instructions"]
 
 _VERB = re.compile(r"^(?:please\s+)?(?:(?:add|insert|put|place|draw|paint|generate|create|make|include|"
                    r"show|render|drop|position|there\s+should\s+be)\b\s*)?", re.IGNORECASE)
@@ -39,17 +50,79 @@ _SPATIAL = re.compile(r"\b(?:behind|under|underneath|beneath|below|above|beside|
 # "then", ";", ", and", newlines, and "and" when a new object starts ("a cup and a lamp", but not
 # "salt and pepper shaker").
 _SPLIT = re.compile(r"\s*(?:[,;]\s*(?:and\s+)?then\b|\band\s+then\b|\bthen\b|;|,\s*and\b|\n|"
-                    r"\band\b(?=\s+(?:add|insert|put|place|draw|a|an|another|the|some)\b))\s*", re.IGNORECASE)
+                    r"\band\b(?=\s+(?:add|insert|put|place|draw|remove|erase|delete|move|a|an|another|the|some)\b))\s*",
+                    re.IGNORECASE)
+_REMOVE = re.compile(r"^(?:please\s+)?(?:remove|erase|delete|eliminate|take\s+(?:out|away)|get\s+rid\s+of)\b\s*",
+                     re.IGNORECASE)
+_MOVE = re.compile(r"^(?:please\s+)?(?:move|shift|relocate|drag|slide)\b\s*", re.IGNORECASE)
+_NEAR = re.compile(r"\s*\b(?:to\s+)?(?:next\s+to|near(?:\s+to)?|beside|close\s+to|by)\s+(?:the\s+|a\s+|an\s+)?"
+                   r"(?P<anchor>[^,;]+?)\s*$", re.IGNORECASE)
+
+
+def _typed_eq(a, b) -> bool:
+    # Instructions are tuples: without this, RemoveInstruction("cup", None) == Instruction("cup", None).
+    # A plain tuple still compares by value (``parse_instruction("add a dog") == ("dog", None)``).
+    if hasattr(b, "_fields") and type(a) is not type(b):
+        return False
+    return tuple.__eq__(a, b) is True
 
 
 class Instruction(NamedTuple):
-    """A parsed instruction; unpacks as ``object, region = parse_instruction(...)``."""
+    """A parsed "add" instruction; unpacks as ``object, region = parse_instruction(...)``."""
 
     object: str
     region: Region | None
+    verb = "add"
+
+    def __eq__(self, other):
+        return _typed_eq(self, other)
+
+    def __ne__(self, other):
+        return not _typed_eq(self, other)
+
+    __hash__ = tuple.__hash__
 
 
-def parse_instruction(text: str, *, strict: bool = False) -> Instruction:
+class RemoveInstruction(NamedTuple):
+    """Remove ``object``; ``region`` says where it is (``None``: anywhere)."""
+
+    object: str
+    region: Region | None
+    verb = "remove"
+
+    def __eq__(self, other):
+        return _typed_eq(self, other)
+
+    def __ne__(self, other):
+        return not _typed_eq(self, other)
+
+    __hash__ = tuple.__hash__
+
+
+class Near(NamedTuple):
+    """A destination next to another thing in the image ("next to the window"), found by the editor."""
+
+    object: str
+
+
+class MoveInstruction(NamedTuple):
+    """Move ``object`` (found under ``region``, ``None``: anywhere) to ``target`` (a ``Region`` or ``Near``)."""
+
+    object: str
+    region: Region | None
+    target: Region | Near
+    verb = "move"
+
+    def __eq__(self, other):
+        return _typed_eq(self, other)
+
+    def __ne__(self, other):
+        return not _typed_eq(self, other)
+
+    __hash__ = tuple.__hash__
+
+
+def parse_instruction(text: str, *, strict: bool = False) -> Instruction | RemoveInstruction | MoveInstruction:
     """Split one instruction into the object to add and where (a ``Region`` or ``None``).
 
     ``parse_instruction("add a red mug on the left side")`` -> ``Instruction("red mug", Region('on the left side'))``.
@@ -59,6 +132,10 @@ def parse_instruction(text: str, *, strict: bool = False) -> Instruction:
     if not isinstance(text, str):
         raise TypeError(f"instruction must be a str, got {type(text).__name__}")
     s = " ".join(text.strip().rstrip(".!?,;:").split())
+    for verb, parse in ((_REMOVE, _parse_remove), (_MOVE, _parse_move)):
+        m = verb.match(s)
+        if m:
+            return parse(text, s[m.end():], strict)
     s = _VERB.sub("", s, count=1)
     s = _TAIL.sub("", s).rstrip(".!?,;: ")
     region = None
@@ -77,11 +154,56 @@ def parse_instruction(text: str, *, strict: bool = False) -> Instruction:
     return Instruction(s, region)
 
 
-def parse_instructions(text: str, *, strict: bool = False) -> list[Instruction]:
-    """Several objects in sequence: ``"add a cup on the left, then a lamp on the right"`` -> 2 instructions."""
+def parse_instructions(text: str, *, strict: bool = False) -> list[Instruction | RemoveInstruction | MoveInstruction]:
+    """Several objects in sequence: ``"add a cup on the left, then a lamp on the right"`` -> 2 instructions.
+
+    A part without a verb after a removal is a removal too: ``"remove the cup and the plate"``.
+    """
     if not isinstance(text, str):
         raise TypeError(f"instruction must be a str, got {type(text).__name__}")
     parts = [p for p in _SPLIT.split(text) if p and p.strip(" ,.;")]
     if not parts:
         raise ValueError(f"no object in instruction {text!r}: say what to add, e.g. 'add a red mug on the left'")
-    return [parse_instruction(p, strict=strict) for p in parts]
+    out: list[Instruction | RemoveInstruction | MoveInstruction] = []
+    for p in parts:
+        bare = p.strip()
+        if out and out[-1].verb == "remove" and not any((m := v.match(bare)) and m.group(0) for v in (_VERB, _REMOVE, _MOVE)):
+            p = f"remove {bare}"
+        out.append(parse_instruction(p, strict=strict))
+    return out
+
+
+def _what_and_where(text: str, rest: str, strict: bool, verb: str, example: str) -> Instruction:
+    """The object and its region in ``rest``, read by the add rules, with errors that name ``verb``."""
+    if not rest.strip():
+        raise ValueError(f"no object in instruction {text!r}: say what to {verb}, e.g. {example!r}")
+    try:
+        return parse_instruction(rest, strict=strict)
+    except ValueError as e:
+        if not str(e).startswith("no object"):
+            raise
+        raise ValueError(f"no object in instruction {text!r}: say what to {verb}, e.g. {example!r}") from e
+
+
+def _parse_remove(text: str, rest: str, strict: bool) -> RemoveInstruction:
+    obj, region = _what_and_where(text, rest, strict, "remove", "remove the cup on the left")
+    return RemoveInstruction(obj, region)
+
+
+def _parse_move(text: str, rest: str, strict: bool) -> MoveInstruction:
+    example = "move the chair to the right"
+    target, m = None, LOCATION_PATTERN.search(rest)
+    if m and m.group(0).strip() and phrase_to_box(m.group(0)) is not None:
+        target, rest = Region.parse(m.group(0).strip()), rest[:m.start()]
+    else:
+        near = _NEAR.search(rest)
+        if near:
+            anchor = _ARTICLE.sub("", near.group("anchor").strip()).strip()
+            if anchor:
+                target, rest = Near(anchor), rest[:near.start()]
+    if target is None:
+        raise ValueError(f"no destination in instruction {text!r}: say where to move it, e.g. {example!r} "
+                         "or 'move the chair next to the window'")
+    rest = re.sub(r"\s+(?:to|towards?|into|onto)$", "", rest.rstrip(" ,"), flags=re.IGNORECASE)
+    obj, region = _what_and_where(text, rest, strict, "move", example)
+    return MoveInstruction(obj, region, target)

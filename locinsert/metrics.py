@@ -17,6 +17,8 @@
   reference covers opaquely (its soft edge depends on the background as well).
   ``sprite_pixel_error(edited, box, cls)`` is that against the synthetic sprite of ``cls`` drawn
   at the box, the way the synthetic renderer draws it.
+- ``masked_psnr(reference, result, mask)`` / ``masked_ssim(...)``: removal quality, measured only
+  inside the object's mask against the scene without the object (the synthetic world renders it).
 """
 
 from __future__ import annotations
@@ -29,11 +31,45 @@ from PIL import Image
 from .boxes import check_box, pixel_box
 from .images import load_image
 
-__all__ = ["background_ssim", "foreground_clip_score", "reference_clip_similarity", "reference_pixel_error",
-           "sprite_pixel_error", "CLIPScorer", "DEFAULT_CLIP"]
+__all__ = ["background_ssim", "masked_psnr", "masked_ssim", "foreground_clip_score", "reference_clip_similarity",
+           "reference_pixel_error", "sprite_pixel_error", "CLIPScorer", "DEFAULT_CLIP"]
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 TEMPLATE = "a photo of a {}"
+
+
+def _pair(reference, result, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from .images import as_mask
+
+    a, b = load_image(reference, "reference"), load_image(result, "result")
+    if a.size != b.size:
+        raise ValueError(f"reference is {a.width}x{a.height} but result is {b.width}x{b.height}")
+    m = as_mask(mask, a.size)
+    if not m.any():
+        raise ValueError("mask is empty: there are no pixels to measure")
+    return np.asarray(a, np.float64), np.asarray(b, np.float64), m
+
+
+def masked_psnr(reference, result, mask) -> float:
+    """PSNR (dB, 8-bit range) over the pixels of ``mask`` only; ``inf`` where they are identical.
+
+    For removal: ``reference`` is the scene without the object, ``result`` the filled image.
+    """
+    a, b, m = _pair(reference, result, mask)
+    mse = float(((a[m] - b[m]) ** 2).mean())
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(255.0 ** 2 / mse))
+
+
+def masked_ssim(reference, result, mask, win_size: int = 7) -> float:
+    """Mean of the SSIM map (``win_size`` windows, 8-bit range) over the pixels of ``mask``."""
+    from skimage.metrics import structural_similarity
+
+    a, b, m = _pair(reference, result, mask)
+    if min(m.shape) < win_size:
+        raise ValueError(f"image {m.shape[1]}x{m.shape[0]} is smaller than the SSIM window ({win_size})")
+    _, ssim_map = structural_similarity(a.astype(np.uint8), b.astype(np.uint8), channel_axis=-1, data_range=255,
+                                        win_size=win_size, full=True)
+    return float(ssim_map.mean(axis=-1)[m].mean())
 
 
 def background_ssim(original, edited, box, win_size: int = 7) -> float:

@@ -187,3 +187,25 @@ def tiny_open_clip(path: str):
         json.dump({"model_cfg": TINY_OPEN_CLIP, "preprocess_cfg": {}}, f)
     save_file(clip.state_dict(), os.path.join(path, "open_clip_model.safetensors"))
     return clip
+
+
+def tiny_clipseg(path: str | None = None):
+    """A tiny random ``CLIPSegForImageSegmentation`` + ``CLIPSegProcessor`` (32 px); saved to ``path`` when given."""
+    from transformers import (CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, CLIPSegTextConfig,
+                              CLIPSegVisionConfig, ViTImageProcessor)
+
+    tc = CLIPSegTextConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=37, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                           pad_token_id=1)
+    vc = CLIPSegVisionConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=37)
+    cfg = CLIPSegConfig(text_config=tc.to_dict(), vision_config=vc.to_dict(), projection_dim=16, reduce_dim=16,
+                        extract_layers=[1], decoder_num_attention_heads=2, decoder_intermediate_size=32)
+    torch.manual_seed(0)
+    model = CLIPSegForImageSegmentation(cfg).eval()
+    processor = CLIPSegProcessor(image_processor=ViTImageProcessor(size={"height": 32, "width": 32}),
+                                 tokenizer=tiny_clip_tokenizer())
+    if path is not None:
+        model.save_pretrained(path)
+        processor.save_pretrained(path)
+    return model, processor

@@ -14,7 +14,7 @@ def test_demo_quick_writes_the_report(tmp_path):
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
 
     report = (out / "report.md").read_text()
-    for picture in ("data_scenes.png", "tpr_fpr.png", "samples.png", "edits.png"):
+    for picture in ("data_scenes.png", "tpr_fpr.png", "samples.png", "edits.png", "removal_edits.png"):
         assert f"({picture})" in report, f"report.md does not show {picture}"
         with Image.open(out / picture) as im:
             assert im.width > 200 and im.height > 100
@@ -44,3 +44,4 @@ def test_demo_quick_writes_the_report(tmp_path):
     for e in edits:
         assert (out / e["image"]).exists() and (out / e["overlay"]).exists()
         assert all(v > 0.999 for v in e["background_ssim"])  # nothing outside the boxes changed
+    assert metrics["removal"]["quality"]["all"]["n"] > 0 and "## Removal and moving" in report

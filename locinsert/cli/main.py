@@ -30,6 +30,8 @@ COMMANDS = [
     ("demo", "run the whole method offline on the synthetic world and write a report"),
     ("propose", "sample plausible boxes for an object in an image (JSON + overlay PNG)"),
     ("insert", "insert an object into an image from an instruction such as 'add a dog on the left'"),
+    ("remove", "remove an object from an image: 'remove the cup' with its mask or box"),
+    ("edit", "add, remove and move objects: 'remove the cup, then move the chair to the left'"),
     ("train", "train a location model: pretrain, finetune or dpo, from a YAML config"),
     ("eval", "TPR/FPR curves of a model or a baseline on synthetic or OPA data"),
     ("bench", "speed benchmarks: sampling, training, evaluation"),

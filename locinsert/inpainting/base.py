@@ -152,6 +152,20 @@ class ContextCrop:
         x1, y1, x2, y2 = self.box
         return [min(max(v, 0.0), 1.0) for v in (x1 / w, y1 / h, x2 / w, y2 / h)]
 
+    def crop_mask(self, mask: np.ndarray) -> Image.Image:
+        """A (H, W) bool mask of the whole image, cut to the window and resized to ``size`` (mode ``L``).
+
+        Removal feeds the pipeline the object's own mask instead of the box. Resized bilinearly and
+        kept wherever any of it lands, so the mask only grows (a pixel half on the object is redrawn).
+        """
+        wx1, wy1, wx2, wy2 = self.window
+        W, H = self.image_size
+        m = np.zeros((wy2 - wy1, wx2 - wx1), np.uint8)     # outside the image: nothing to redraw
+        sx1, sy1, sx2, sy2 = max(wx1, 0), max(wy1, 0), min(wx2, W), min(wy2, H)
+        m[sy1 - wy1:sy2 - wy1, sx1 - wx1:sx2 - wx1] = np.asarray(mask, bool)[sy1:sy2, sx1:sx2] * 255
+        small = np.asarray(Image.fromarray(m, "L").resize(self.size, Image.BILINEAR)) > 0
+        return Image.fromarray(small.astype(np.uint8) * 255, "L")
+
     def box_patch(self, generated: Image.Image) -> Image.Image:
         """Resize a native-size result back to the window and cut out the source box's pixels."""
         if generated.size != self.size:

@@ -1,0 +1,324 @@
+"""LoRA fine-tuning of a diffusers inpainting UNet for object removal, on accelerate.
+
+Data are **swapped pairs**: the input is the image *with* the object, the target the same image
+*without* it, and the mask the object's pixels (grown by ``dilate``). PIPE gives them for real
+photos (its ``target_img`` has the object, its ``source_img`` does not; the mask is PIPE_Masks'
+mask, read by ``load_pipe(with_mask=True)``), the synthetic world gives exact ones
+(:mod:`locinsert.data.synthetic.removal`).
+
+One step is the standard 9-channel inpainting objective with an **empty prompt** (what the
+remover uses at inference): the target is encoded by the VAE, noised at a random timestep, and the
+UNet sees ``cat([noisy latents, mask at latent size, latents of the input with the mask blanked])``
+and predicts the noise (epsilon MSE; ``v_prediction`` schedulers get the velocity target). Only
+the LoRA weights train: peft through diffusers' ``unet.add_adapter(LoraConfig(...))`` on
+``to_q``, ``to_k``, ``to_v``, ``to_out.0``.
+
+Saving: ``save_lora_weights`` (keys prefixed ``unet.``, so ``pipe.load_lora_weights`` attaches
+them; :func:`locinsert.inpainting.load_lora` checks it). ``output_dir/checkpoint-N/`` holds the
+LoRA, the optimizer state (safetensors + JSON) and the loss history; each is written into a
+temporary folder that is renamed into place with the completion marker already inside, so a
+checkpoint is complete or absent. A run resumes from the last one; every step draws its batch,
+noise and timesteps from a generator seeded by ``seed + step``, so a resumed run takes exactly the
+steps an uninterrupted one would. ``output_dir/final/`` holds the LoRA and ``removal_lora.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..io import write_folder_atomic, write_json_atomic
+from .checkpoints import COMPLETE_MARKER, last_checkpoint, load_state, save_state
+
+__all__ = ["RemovalLoraConfig", "RemovalLoraReport", "RemovalPairs", "add_removal_lora", "removal_loss",
+           "train_removal_lora", "lora_state_dict", "DEFAULT_TARGETS"]
+
+DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+DATA = ("synthetic", "pipe")
+
+
+@dataclass
+class RemovalLoraConfig:
+    """Everything a run needs; ``RemovalLoraConfig.from_yaml(path, **overrides)`` reads a YAML file."""
+
+    output_dir: str = "runs/removal_lora"
+    pretrained: str = "stabilityai/stable-diffusion-2-inpainting"
+    data: str = "synthetic"
+    synthetic_examples: int = 2000
+    synthetic_seed: int = 0
+    synthetic_size: int = 64
+    pipe_source: str = "paint-by-inpaint/PIPE"
+    pipe_masks: str | None = "paint-by-inpaint/PIPE_Masks"
+    pipe_rows: int | None = None
+    resolution: int = 512
+    dilate: int = 2
+    rank: int = 4
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    learning_rate: float = 1e-4
+    max_steps: int = 1000
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    save_steps: int = 250
+    mixed_precision: str = "no"
+    seed: int = 0
+    resume: bool = True
+
+    def __post_init__(self):
+        if self.data not in DATA:
+            raise ValueError(f"data must be one of {DATA}, got {self.data!r}")
+        for name in ("rank", "max_steps", "batch_size", "save_steps", "resolution", "gradient_accumulation_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.target_modules:
+            raise ValueError("target_modules is empty: name the attention projections to adapt")
+
+    @classmethod
+    def from_yaml(cls, path: str | None = None, **overrides) -> "RemovalLoraConfig":
+        import yaml
+
+        values = {}
+        if path is not None:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"config not found: {path}")
+            with open(path) as f:
+                values = yaml.safe_load(f) or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass
+class RemovalLoraReport:
+    losses: list[float]
+    steps: int
+    final_dir: str
+    resumed_from: str | None = None
+
+
+class RemovalPairs(torch.utils.data.Dataset):
+    """(input with the object, target without it, mask) as tensors at ``resolution``: images in
+    [-1, 1] (3, R, R), mask in {0, 1} (1, R, R). ``pairs`` yields ``(image, target, mask)``."""
+
+    def __init__(self, pairs, resolution: int, dilate: int = 0):
+        from ..inpainting.removal import dilate_mask
+
+        self.items = []
+        for image, target, mask in pairs:
+            m = dilate_mask(np.asarray(mask, bool), dilate)
+            self.items.append((_to_tensor(image, resolution), _to_tensor(target, resolution),
+                               _mask_tensor(m, resolution)))
+        if not self.items:
+            raise ValueError("no removal pairs: the data source gave no examples")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.items[i]
+
+    @classmethod
+    def synthetic(cls, n: int, seed: int, size: int, resolution: int, dilate: int = 0) -> "RemovalPairs":
+        from ..data.synthetic.removal import removal_examples
+
+        return cls(((e.image, e.target, e.mask) for e in removal_examples(n, seed=seed, size=size)),
+                   resolution, dilate)
+
+    @classmethod
+    def pipe(cls, dataset, resolution: int, dilate: int = 0, rows: int | None = None) -> "RemovalPairs":
+        """From ``load_pipe(..., keep_target=True, with_mask=True).dataset`` (map-style or streaming):
+        input ``target_img`` (with the object), target ``image`` (without), mask = the ``mask`` column
+        (its box if the column is absent)."""
+        def pairs():
+            for i, row in enumerate(dataset):
+                if rows is not None and i >= rows:
+                    return
+                image, target = row["target_img"].convert("RGB"), row["image"].convert("RGB")
+                if row.get("mask") is not None:
+                    m = np.asarray(row["mask"].convert("L").resize(target.size, Image.NEAREST)) > 127
+                else:
+                    m = np.zeros((target.height, target.width), bool)
+                    x1, y1, x2, y2 = (int(round(v)) for v in row["box"])
+                    m[y1:y2, x1:x2] = True
+                yield image.resize(target.size), target, m
+        return cls(pairs(), resolution, dilate)
+
+
+def _to_tensor(image, resolution: int) -> torch.Tensor:
+    img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    img = img.convert("RGB").resize((resolution, resolution), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(img, np.float32) / 127.5 - 1.0).permute(2, 0, 1)
+
+
+def _mask_tensor(mask: np.ndarray, resolution: int) -> torch.Tensor:
+    img = Image.fromarray(mask.astype(np.uint8) * 255, "L").resize((resolution, resolution), Image.BILINEAR)
+    return torch.from_numpy((np.asarray(img) > 0).astype(np.float32))[None]
+
+
+def add_removal_lora(unet, rank: int = 4, target_modules=DEFAULT_TARGETS, adapter_name: str = "default") -> int:
+    """Freeze ``unet`` and add a LoRA (peft, via diffusers' ``add_adapter``); returns trainable parameters."""
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    try:
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                    target_modules=list(target_modules)), adapter_name=adapter_name)
+    except ValueError as e:   # peft's NoMatchingPeftModuleError
+        raise ValueError(f"LoRA targets {list(target_modules)} match no module of the UNet ({e})") from e
+    n = sum(p.numel() for p in unet.parameters() if p.requires_grad)
+    if n == 0:
+        raise ValueError(f"LoRA targets {list(target_modules)} match no module of the UNet")
+    return n
+
+
+def lora_state_dict(unet) -> dict[str, torch.Tensor]:
+    """The LoRA weights in diffusers' layout (what ``save_lora_weights(unet_lora_layers=...)`` takes)."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+
+
+def _empty_prompt(pipe) -> torch.Tensor:
+    tok, enc = pipe.tokenizer, pipe.text_encoder
+    ids = tok([""], padding="max_length", max_length=tok.model_max_length, truncation=True,
+              return_tensors="pt").input_ids
+    with torch.no_grad():
+        return enc(ids.to(enc.device))[0]
+
+
+def removal_loss(pipe, unet, scheduler, batch, generator: torch.Generator, text: torch.Tensor) -> torch.Tensor:
+    """The epsilon (or v) MSE of one batch ``(image, target, mask)``; noise and timesteps from ``generator``."""
+    image, target, mask = batch
+    vae = pipe.vae
+    dev, dtype = vae.device, vae.dtype
+    image, target, mask = image.to(dev, dtype), target.to(dev, dtype), mask.to(dev, dtype)
+    scale = vae.config.scaling_factor
+    with torch.no_grad():
+        latents = vae.encode(target).latent_dist.sample(generator=generator) * scale
+        masked = vae.encode(image * (mask < 0.5)).latent_dist.sample(generator=generator) * scale
+    small = torch.nn.functional.interpolate(mask, size=latents.shape[-2:])
+    noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(dev)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator).to(dev)
+    noisy = scheduler.add_noise(latents, noise, t)
+    cond = text.to(dev).expand(latents.shape[0], -1, -1)
+    pred = unet(torch.cat([noisy, small, masked], 1), t, encoder_hidden_states=cond).sample
+    want = scheduler.get_velocity(latents, noise, t) if scheduler.config.prediction_type == "v_prediction" else noise
+    return torch.nn.functional.mse_loss(pred.float(), want.float())
+
+
+def _save_lora(pipe, unet, folder: str) -> None:
+    type(pipe).save_lora_weights(folder, unet_lora_layers=lora_state_dict(unet), safe_serialization=True)
+
+
+def _load_checkpoint(unet, optimizer, folder: str) -> tuple[int, list[float]]:
+    from diffusers.utils import convert_unet_state_dict_to_peft
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = load_file(os.path.join(folder, "pytorch_lora_weights.safetensors"))
+    state = convert_unet_state_dict_to_peft({k.removeprefix("unet."): v for k, v in state.items()})
+    result = set_peft_model_state_dict(unet, state, adapter_name="default")
+    if getattr(result, "unexpected_keys", None):
+        raise ValueError(f"checkpoint {folder} does not fit this UNet: unexpected {result.unexpected_keys[:3]}")
+    optimizer.load_state_dict(load_state(folder, "optimizer"))
+    with open(os.path.join(folder, "trainer_state.json")) as f:
+        st = json.load(f)
+    return int(st["global_step"]), list(st["losses"])
+
+
+def train_removal_lora(config: RemovalLoraConfig, pipe=None, pairs: RemovalPairs | None = None,
+                       progress: bool = True) -> RemovalLoraReport:
+    """Train the removal LoRA as ``config`` says; ``pipe`` / ``pairs`` default to loading them."""
+    from accelerate import Accelerator
+    from diffusers import DDPMScheduler
+    from tqdm.auto import tqdm
+
+    accelerator = Accelerator(mixed_precision=config.mixed_precision,
+                              gradient_accumulation_steps=config.gradient_accumulation_steps)
+    if pipe is None:
+        from ..inpainting.diffusers_inpaint import DiffusersInpainter
+        pipe = DiffusersInpainter.from_pretrained(config.pretrained).pipe
+    if pairs is None:
+        pairs = _load_pairs(config)
+    pipe.to(accelerator.device)
+    pipe.vae.requires_grad_(False)
+    pipe.text_encoder.requires_grad_(False)
+    unet = pipe.unet
+    if unet.config.in_channels != 9:
+        raise ValueError(f"removal LoRA needs a 9-channel inpainting UNet, got in_channels={unet.config.in_channels}")
+    add_removal_lora(unet, config.rank, config.target_modules)
+    if accelerator.mixed_precision in ("fp16", "bf16"):
+        from diffusers.training_utils import cast_training_params
+        cast_training_params(unet, dtype=torch.float32)
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    text = _empty_prompt(pipe)
+
+    step, losses, resumed = 0, [], None
+    if config.resume and (ckpt := last_checkpoint(config.output_dir)) is not None:
+        step, losses = _load_checkpoint(unet, optimizer, ckpt)
+        resumed = ckpt
+    unet_p, optimizer = accelerator.prepare(unet, optimizer)
+    unet_p.train()
+    bar = tqdm(total=config.max_steps, initial=step, disable=not progress, desc="removal LoRA")
+    while step < config.max_steps:
+        g = torch.Generator().manual_seed(config.seed + step)
+        idx = torch.randint(len(pairs), (config.batch_size,), generator=g).tolist()
+        batch = [torch.stack([pairs[i][k] for i in idx]) for k in range(3)]
+        with accelerator.accumulate(unet_p):
+            loss = removal_loss(pipe, unet_p, scheduler, batch, g, text)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+        step += 1
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if step % config.save_steps == 0 or step == config.max_steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                _save_checkpoint(pipe, accelerator.unwrap_model(unet_p), optimizer, config, step, losses)
+    bar.close()
+    final = os.path.join(config.output_dir, "final")
+    if accelerator.is_main_process:
+        info = {"config": dataclasses.asdict(config), "steps": step, "losses": losses, "resumed_from": resumed}
+
+        def write(tmp):
+            _save_lora(pipe, accelerator.unwrap_model(unet_p), tmp)
+            write_json_atomic(os.path.join(tmp, "removal_lora.json"), info)
+        write_folder_atomic(final, write)
+    accelerator.wait_for_everyone()
+    return RemovalLoraReport(losses, step, final, resumed)
+
+
+def _save_checkpoint(pipe, unet, optimizer, config, step: int, losses: list[float]) -> None:
+    def write(tmp):
+        _save_lora(pipe, unet, tmp)
+        opt = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
+        save_state(tmp, "optimizer", opt.state_dict())
+        write_json_atomic(os.path.join(tmp, "trainer_state.json"), {"global_step": step, "losses": losses})
+        write_json_atomic(os.path.join(tmp, COMPLETE_MARKER), {"global_step": step})
+    write_folder_atomic(os.path.join(config.output_dir, f"checkpoint-{step}"), write)
+
+
+def _load_pairs(config: RemovalLoraConfig) -> RemovalPairs:
+    if config.data == "synthetic":
+        return RemovalPairs.synthetic(config.synthetic_examples, config.synthetic_seed, config.synthetic_size,
+                                      config.resolution, config.dilate)
+    from ..data.pipe import load_pipe
+    # A row budget streams PIPE (80 GB) instead of materialising it.
+    data = load_pipe(config.pipe_source, config.pipe_masks, streaming=config.pipe_rows is not None,
+                     keep_target=True, with_mask=True)
+    return RemovalPairs.pipe(data.dataset, config.resolution, config.dilate, config.pipe_rows)
