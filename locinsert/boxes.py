@@ -192,3 +192,22 @@ def pixel_box(box, width: int, height: int) -> tuple[int, int, int, int]:
     ix2, iy2 = min(width, math.ceil(x2)), min(height, math.ceil(y2))
     ix2, iy2 = max(ix2, ix1 + 1), max(iy2, iy1 + 1)
     return ix1, iy1, ix2, iy2
+
+
+def hit_test(boxes, x: float, y: float) -> int | None:
+    """Index of the box under the point (x, y) in pixels, or ``None`` when no box contains it.
+
+    Several boxes may overlap at a click; the one whose centre is nearest the point, measured in
+    units of that box's own size, wins, so a click near the middle of a small box inside a big one
+    picks the small one, and a click near the edge of the big one picks the big one.
+    """
+    b = as_boxes(boxes)
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise ValueError(f"point must be finite, got ({x}, {y})")
+    inside = (b[:, 0] <= x) & (x <= b[:, 2]) & (b[:, 1] <= y) & (y <= b[:, 3])
+    if not inside.any():
+        return None
+    c = xyxy_to_cxcywh(b)
+    d = ((x - c[:, 0]) / c[:, 2].clamp(min=1e-6)) ** 2 + ((y - c[:, 1]) / c[:, 3].clamp(min=1e-6)) ** 2
+    d[~inside] = float("inf")
+    return int(torch.argmin(d))

@@ -98,3 +98,16 @@ def _apply_exif(img: Image.Image, exif) -> Image.Image:
 def image_size(image: ImageInput) -> tuple[int, int]:
     """(width, height) after EXIF rotation."""
     return load_image(image).size
+
+
+def save_image(image: Image.Image, path: str | os.PathLike, format: str = "PNG") -> Path:
+    """Write ``image`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        image.save(tmp, format=format)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -42,6 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which candidate to use: the likeliest (default), one of the likeliest distinct "
                         "places at random, or any sample at random")
     add_model_arguments(p)
+    add_inpainter_arguments(p)
+    p.add_argument("--out", default="locinsert-insert", help="output folder (default: %(default)s)")
+
+
+def add_inpainter_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by `insert` and `app`."""
     g = p.add_argument_group("inpainter")
     g.add_argument("--inpainter", choices=INPAINTERS, default="cutout", help="backend (default: cutout)")
     g.add_argument("--inpainter-model", default=None, help="hub id or local folder of the backend's weights")
@@ -54,7 +60,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
                    help="weights dtype for diffusion backends (default: the checkpoint's)")
     g.add_argument("--feather", type=int, default=0, help="soft seam width in pixels, inside the box (default: 0)")
-    p.add_argument("--out", default="locinsert-insert", help="output folder (default: %(default)s)")
 
 
 def build_inpainter(args, objects: list[str]):

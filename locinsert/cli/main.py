@@ -15,6 +15,7 @@ COMMANDS = [
     ("demo", "run the whole method offline on the synthetic world and write a report"),
     ("propose", "sample plausible boxes for an object in an image (JSON + overlay PNG)"),
     ("insert", "insert an object into an image from an instruction such as 'add a dog on the left'"),
+    ("app", "web app: upload, instruct, see candidates and a heatmap, click, insert, download (needs [app])"),
     ("train", "train a location model: pretrain, finetune or dpo, from a YAML config"),
     ("eval", "TPR/FPR curves of a model or a baseline on synthetic or OPA data"),
     ("bench", "speed benchmarks: sampling, training, evaluation"),
