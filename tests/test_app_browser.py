@@ -113,6 +113,8 @@ def test_browser_upload_propose_click_insert_download(tmp_path):
             toast = wait_for(lambda: [t for t in found(driver, ".toast-body") if "No image" in t.text],
                              what="the 'no image' message")
             assert "Traceback" not in toast[0].text
+            for close in found(driver, ".toast-close"):
+                close.click()
 
             found(driver, "#inp input[type=file]")[0].send_keys(image_path)
             wait_for(lambda: img_src(driver, "#inp img"), what="the uploaded image")

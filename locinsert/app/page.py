@@ -24,7 +24,7 @@ import gradio as gr
 import torch
 
 from ..images import save_image
-from .figures import candidates_figure, display_scale, heatmap_figure
+from .figures import candidates_figure, display_scale, enlarge, heatmap_figure
 from .session import EditSession
 
 __all__ = ["build_app", "launch_app", "THEME_CSS"]
@@ -36,7 +36,8 @@ THEME_CSS = """
 #status {min-height: 2.5em}
 #banner {border-left: 6px solid #e8a200; background: #fff6dd; padding: 0.4em 0.8em; border-radius: 6px}
 #banner p {color: #5a4300 !important; margin: 0}
-#cands img, #heat img, #out img {image-rendering: pixelated}
+#cands img, #heat img, #out img, #inp img {image-rendering: pixelated}
+#inp img {width: 100%; height: 100%; object-fit: contain}
 #cands img {cursor: crosshair}
 footer {display: none !important}
 """
@@ -96,14 +97,16 @@ def _views(st: PageState):
     return pic, heat, radio, msg
 
 
-def _save(st: PageState) -> tuple[str, str]:
-    """The edit so far as <stem>_edited.png and <stem>_edit.json, written atomically."""
+def _save(st: PageState) -> tuple[str, str, str]:
+    """The edit so far as <stem>_edited.png and <stem>_edit.json, written atomically, and the PNG
+    enlarged for the page (the download keeps the image's own size)."""
     png = save_image(st.session.image, Path(st.folder) / f"{st.stem}_edited.png")
+    shown = save_image(enlarge(st.session.image, st.scale), Path(st.folder) / f"{st.stem}_edited_shown.png")
     js = Path(st.folder) / f"{st.stem}_edit.json"
     tmp = js.with_name(f".{js.name}.tmp")
     tmp.write_text(json.dumps(st.session.record(**st.info), indent=2))
     os.replace(tmp, js)
-    return str(png), str(js)
+    return str(png), str(js), str(shown)
 
 
 def build_app(make_session: Callable[[], EditSession], *, info: str = "", warning: str | None = None,
@@ -166,10 +169,10 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
         return pic, msg, st
 
     def _after_edit(st):
-        png, js = _save(st)
+        png, js, shown = _save(st)
         st.selected = 0
         pic, heat, radio, msg = _views(st)
-        return (png, gr.DownloadButton(value=png, interactive=True), gr.DownloadButton(value=js, interactive=True),
+        return (shown, gr.DownloadButton(value=png, interactive=True), gr.DownloadButton(value=js, interactive=True),
                 pic, heat, radio, msg, st)
 
     def insert(choice, st, progress=gr.Progress()):
@@ -219,7 +222,7 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
                 with gr.Row():
                     cands = gr.Image(label="Candidates (click a box to choose it)", interactive=False, format="png",
                                      elem_id="cands", buttons=[], height=340)
-                    heat = gr.Image(label="Heatmap: where the model would put the object", interactive=False,
+                    heat = gr.Image(label="Heatmap: where it could go", interactive=False,
                                     format="png", elem_id="heat", buttons=["fullscreen"], height=340)
                 choice = gr.Radio(label="Chosen candidate (best first)", choices=[], elem_id="choice")
                 status = gr.Markdown(elem_id="status")
