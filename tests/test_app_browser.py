@@ -28,7 +28,7 @@ if not os.environ.get("LOCINSERT_REQUIRE_BROWSER"):
     pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                                     reason="no chromium + chromedriver (apt-get install chromium chromium-driver)")
 
-INSTRUCTION = "add a chair on the left, then a painting near the top"
+INSTRUCTION = "add a plant on the left, then a painting near the top"
 
 
 def make_driver(download_dir: Path):
@@ -60,6 +60,11 @@ def found(driver, css):
     from selenium.webdriver.common.by import By
 
     return driver.find_elements(By.CSS_SELECTOR, css)
+
+
+def first(driver, css, timeout=60.0):
+    """The first element matching ``css``, once the page has rendered it."""
+    return wait_for(lambda: found(driver, css), timeout, what=css)[0]
 
 
 def img_src(driver, css):
@@ -111,55 +116,57 @@ def test_browser_upload_propose_click_insert_download(tmp_path):
             wait_for(lambda: found(driver, "#inp input[type=file]"), what="the upload field")
 
             # Bad input shows a readable message in the page, not a traceback.
-            found(driver, "#propose")[0].click()
+            first(driver, "#propose").click()
             toast = wait_for(lambda: [t for t in found(driver, ".toast-body") if "No image" in t.text],
                              what="the 'no image' message")
             assert "Traceback" not in toast[0].text
             for close in found(driver, ".toast-close"):
                 close.click()
 
-            found(driver, "#inp input[type=file]")[0].send_keys(image_path)
+            first(driver, "#inp input[type=file]").send_keys(image_path)
             wait_for(lambda: img_src(driver, "#inp img"), what="the uploaded image")
-            found(driver, "#instr textarea")[0].send_keys(INSTRUCTION)
-            found(driver, "#propose")[0].click()
+            first(driver, "#instr textarea").send_keys(INSTRUCTION)
+            first(driver, "#propose").click()
             wait_for(lambda: img_src(driver, "#cands img") and img_src(driver, "#heat img")
                      and len(found(driver, "#choice input[type=radio]")) == 6, what="candidates and heatmap")
-            status = found(driver, "#status")[0].text
-            assert "Step 1 of 2" in status and "chair" in status, status
+            status = first(driver, "#status").text
+            assert "Step 1 of 2" in status and "plant" in status, status
 
             labels = [r.find_element("xpath", "..").text for r in found(driver, "#choice input[type=radio]")]
-            assert labels[0].startswith("1: chair") and f"{float(expected.candidates.logprobs[0]):.2f}" in labels[0]
+            assert labels[0].startswith("1: plant") and f"{float(expected.candidates.logprobs[0]):.2f}" in labels[0]
             scale = display_scale(size, size)
-            # Click the centre of a candidate other than the preselected best one, if one is hit there.
-            target = next((i for i in range(1, len(boxes))
-                           if hit_test(boxes, *((boxes[i, :2] + boxes[i, 2:]) / 2).tolist()) == i), 0)
+            # Click the centre of a candidate other than the preselected best one (the largest that a
+            # click at its centre picks, so the screenshot shows the object).
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            target = next((i for i in area.argsort(descending=True).tolist()
+                           if i > 0 and hit_test(boxes, *((boxes[i, :2] + boxes[i, 2:]) / 2).tolist()) == i), 0)
             cx, cy = ((boxes[target, :2] + boxes[target, 2:]) / 2 * scale).tolist()
-            click_image_pixel(driver, found(driver, "#cands img")[0], cx, cy)
-            wait_for(lambda: f"Candidate **{target + 1}**".replace("**", "") in found(driver, "#status")[0].text,
+            click_image_pixel(driver, first(driver, "#cands img"), cx, cy)
+            wait_for(lambda: f"Candidate {target + 1} is chosen" in first(driver, "#status").text,
                      what=f"candidate {target + 1} to be chosen by the click")
             checked = [r.get_attribute("value") for r in found(driver, "#choice input[type=radio]") if r.is_selected()]
             assert checked == [str(target)]
 
-            found(driver, "#insert")[0].click()
+            first(driver, "#insert").click()
             wait_for(lambda: img_src(driver, "#out img"), what="the edited image")
-            wait_for(lambda: "Step 2 of 2" in found(driver, "#status")[0].text, what="the second step")
-            wait_for(lambda: found(driver, "#dl_png button:not([disabled])") or
-                     (found(driver, "button#dl_png") and found(driver, "button#dl_png")[0].is_enabled()),
-                     what="the PNG download")
-            _click(driver, "dl_png")
-            png = wait_for(lambda: downloaded(downloads, ".png"), what="the downloaded PNG")
-            _click(driver, "dl_json")
-            js = wait_for(lambda: downloaded(downloads, ".json"), what="the downloaded JSON")
-            record = json.loads(js.read_text())
+            wait_for(lambda: "Step 2 of 2" in first(driver, "#status").text, what="the second step")
+            for button, suffix in (("dl_png", ".png"), ("dl_json", ".json")):
+                css = f"button#{button}, #{button} button"
+                wait_for(lambda: first(driver, css).is_enabled(), what=f"{button} to be enabled")
+                first(driver, css).click()
+                wait_for(lambda: downloaded(downloads, suffix), what=f"the downloaded {suffix}")
+            png, record = downloaded(downloads, ".png"), json.loads(downloaded(downloads, ".json").read_text())
+            assert "Traceback" not in driver.page_source
             driver.save_screenshot(str(tmp_path / "app.png"))
             if os.environ.get("LOCINSERT_SCREENSHOT"):
                 shutil.copy(tmp_path / "app.png", os.environ["LOCINSERT_SCREENSHOT"])
         finally:
             if driver is not None:
                 driver.quit()
+    assert driver.service.process is None or driver.service.process.poll() is not None   # chromedriver is gone
 
     assert png.name == "room_edited.png"
-    assert [s["object"] for s in record["steps"]] == ["chair"] and record["steps"][0]["chosen"] == target
+    assert [s["object"] for s in record["steps"]] == ["plant"] and record["steps"][0]["chosen"] == target
     assert np.allclose(record["steps"][0]["box"], boxes[target].tolist(), atol=0.01)
     from locinsert.inpainting import box_mask
 
@@ -168,11 +175,6 @@ def test_browser_upload_propose_click_insert_download(tmp_path):
     inside = box_mask(boxes[target].tolist(), size, size)
     assert edited.shape == original.shape
     assert np.array_equal(edited[~inside], original[~inside])       # nothing outside the clicked box changed
-    assert not np.array_equal(edited[inside], original[inside])     # the chair was drawn inside it
+    assert not np.array_equal(edited[inside], original[inside])     # the plant was drawn inside it
     assert Image.open(tmp_path / "app.png").size[0] >= 1000
-
-
-def _click(driver, elem_id):
-    el = found(driver, f"button#{elem_id}") or found(driver, f"#{elem_id} button")
-    el[0].click()
 

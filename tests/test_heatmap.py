@@ -118,3 +118,16 @@ def test_cli_propose_writes_a_heatmap(tmp_path, capsys):
     assert drawn.shape == original.shape and changed[:, 32:].sum() > changed[:, :32].sum()
     assert main(["propose", str(path), "--object", "cup", "--model", "tiny", "--out", str(tmp_path / "p2"),
                  "--heatmap", str(heat), "--heatmap-samples", "0"]) == 2
+
+
+def test_readme_heatmap_snippet_runs(tmp_path, monkeypatch, capsys):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("<!-- section:app -->", 1)[1].split("<!-- /section:app -->", 1)[0]
+    code = next(c for c in re.findall(r"```python\n(.*?)```", section, re.S) if "model.heatmap" in c)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README heatmap", "exec"), {})
+    assert "torch.Size([96, 128]) 1.0" in capsys.readouterr().out
+    assert Image.open(tmp_path / "cup_heat.png").size == (128, 96)

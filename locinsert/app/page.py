@@ -40,6 +40,7 @@ THEME_CSS = """
 #inp img {width: 100%; height: 100%; object-fit: contain}
 #cands img {cursor: crosshair}
 footer {display: none !important}
+.caption p {margin: 0 0 -6px 2px}
 """
 
 INTRO = """\
@@ -220,17 +221,22 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
                                 label="Example scenes (the synthetic world)", examples_per_page=6)
             with gr.Column(scale=7, min_width=400):
                 with gr.Row():
-                    cands = gr.Image(label="Candidates (click a box to choose it)", interactive=False, format="png",
-                                     elem_id="cands", buttons=[], height=340)
-                    heat = gr.Image(label="Heatmap: where it could go", interactive=False,
-                                    format="png", elem_id="heat", buttons=["fullscreen"], height=340)
+                    with gr.Column(min_width=200):
+                        gr.Markdown("**Candidates**: click a box to choose it", elem_classes=["caption"])
+                        cands = gr.Image(show_label=False, interactive=False, format="png", elem_id="cands",
+                                         buttons=[], height=340)
+                    with gr.Column(min_width=200):
+                        gr.Markdown("**Heatmap**: where the model would put it", elem_classes=["caption"])
+                        heat = gr.Image(show_label=False, interactive=False, format="png", elem_id="heat",
+                                        buttons=["fullscreen"], height=340)
                 choice = gr.Radio(label="Chosen candidate (best first)", choices=[], elem_id="choice")
                 status = gr.Markdown(elem_id="status")
                 with gr.Row():
                     insert_btn = gr.Button("Insert at the chosen box", variant="primary", elem_id="insert")
                     finish_btn = gr.Button("Finish with the most likely boxes", elem_id="finish")
+                gr.Markdown("**Edit**: the picture so far (downloads keep its own size)", elem_classes=["caption"])
                 with gr.Row(equal_height=False):
-                    out = gr.Image(label="Edit", interactive=False, format="png", elem_id="out", buttons=[],
+                    out = gr.Image(show_label=False, interactive=False, format="png", elem_id="out", buttons=[],
                                    height=340)
                     with gr.Column(min_width=160, scale=0):
                         dl_png = gr.DownloadButton("Download PNG", elem_id="dl_png", interactive=False)
