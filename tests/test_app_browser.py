@@ -92,7 +92,7 @@ def downloaded(folder: Path, suffix: str):
 
 
 def test_browser_upload_propose_click_insert_download(tmp_path):
-    from locinsert.app.factory import create_app, session_factory
+    from locinsert.app.factory import create_app, example_scenes, session_factory
     from locinsert.app.figures import display_scale
     from locinsert.boxes import hit_test
     from locinsert.cli.app import page_parts
@@ -103,17 +103,20 @@ def test_browser_upload_propose_click_insert_download(tmp_path):
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     parts = page_parts(page_args("--model", model, "-n", "6", "--heatmap-samples", "64"))
-    page = create_app(**parts)
+    examples = example_scenes(tmp_path / "examples", n=3, size=size)
+    page = create_app(examples=examples, **parts)
     # The page's sessions are seeded: the same start here gives the boxes the browser will show.
     keys = ("model", "inpainter", "objects", "num_candidates", "heatmap_samples")
     expected = session_factory(**{k: parts[k] for k in keys})().start(image_path, INSTRUCTION, seed=0)
     boxes = expected.candidates.boxes
     driver = None
-    with served(page) as url:
+    with served(page, allowed_paths=[str(tmp_path / "examples")]) as url:
         try:
             driver = make_driver(downloads)
             driver.get(url)
             wait_for(lambda: found(driver, "#inp input[type=file]"), what="the upload field")
+            wait_for(lambda: any("scene_3" in (i.get_attribute("src") or "") for i in found(driver, "img")),
+                     what="the example scenes")
 
             # Bad input shows a readable message in the page, not a traceback.
             first(driver, "#propose").click()
