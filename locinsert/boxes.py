@@ -1,4 +1,4 @@
-"""Box maths: formats, normalisation, coordinate tokens, IoU, clipping and validity.
+"""Box maths: formats, normalisation, coordinate tokens, IoU, clipping, validity and hit testing.
 
 Every box at the public API is ``xyxy`` in pixels of the image it belongs to, as a float tensor.
 
@@ -197,9 +197,8 @@ def pixel_box(box, width: int, height: int) -> tuple[int, int, int, int]:
 def hit_test(boxes, x: float, y: float) -> int | None:
     """Index of the box under the point (x, y) in pixels, or ``None`` when no box contains it.
 
-    Several boxes may overlap at a click; the one whose centre is nearest the point, measured in
-    units of that box's own size, wins, so a click near the middle of a small box inside a big one
-    picks the small one, and a click near the edge of the big one picks the big one.
+    Where boxes overlap, the smallest wins (the innermost of nested boxes; a big box is picked where
+    it alone lies under the point), and between boxes of the same area the one whose centre is nearest.
     """
     b = as_boxes(boxes)
     if not (math.isfinite(x) and math.isfinite(y)):
@@ -208,6 +207,7 @@ def hit_test(boxes, x: float, y: float) -> int | None:
     if not inside.any():
         return None
     c = xyxy_to_cxcywh(b)
-    d = ((x - c[:, 0]) / c[:, 2].clamp(min=1e-6)) ** 2 + ((y - c[:, 1]) / c[:, 3].clamp(min=1e-6)) ** 2
-    d[~inside] = float("inf")
+    key_area = torch.where(inside, c[:, 2] * c[:, 3], torch.inf)
+    smallest = inside & (key_area <= key_area.min() * (1 + 1e-9))
+    d = torch.where(smallest, (x - c[:, 0]) ** 2 + (y - c[:, 1]) ** 2, torch.inf)
     return int(torch.argmin(d))

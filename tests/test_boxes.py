@@ -116,15 +116,17 @@ def test_default_bin_count_measurement():
     assert B.DEFAULT_NUM_BINS == 1024
 
 
-def test_hit_test_prefers_the_box_whose_centre_is_nearest_in_its_own_units():
+def test_hit_test_picks_the_smallest_box_under_the_point():
     from locinsert.boxes import hit_test
 
-    boxes = [[0, 0, 100, 100], [40, 40, 60, 60], [200, 0, 220, 20]]
-    assert hit_test(boxes, 50, 50) == 1            # the middle of the small box inside the big one
-    assert hit_test(boxes, 58, 58) == 1
-    assert hit_test(boxes, 5, 5) == 0              # near the big box's corner, outside the small one
+    boxes = [[0, 0, 100, 100], [40, 40, 60, 60], [200, 0, 220, 20], [210, 10, 230, 30]]
+    assert hit_test(boxes, 50, 50) == 1            # inside the small box nested in the big one
+    assert hit_test(boxes, 59, 41) == 1
+    assert hit_test(boxes, 5, 5) == 0              # only the big box is there
     assert hit_test(boxes, 61, 50) == 0
-    assert hit_test(boxes, 210, 10) == 2
+    assert hit_test(boxes, 205, 5) == 2
+    assert hit_test(boxes, 212, 12) == 2           # same area: the nearer centre (210, 10) vs (220, 20)
+    assert hit_test(boxes, 218, 18) == 3
     assert hit_test(boxes, 150, 50) is None        # between boxes
     assert hit_test(torch.zeros(0, 4), 1, 1) is None
     with pytest.raises(ValueError, match="finite"):
