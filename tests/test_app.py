@@ -227,3 +227,19 @@ def test_cli_app_help_and_bad_numbers(capsys):
     pytest.importorskip("gradio")
     assert main(["app", "--model", "tiny", "-n", "0"]) == 2
     assert "-n must be at least 1" in capsys.readouterr().err
+
+
+def test_session_step_without_room_keeps_the_edit_and_says_why(parts, image_path):
+    from locinsert.app.factory import session_factory
+
+    keys = ("model", "inpainter", "objects", "num_candidates", "heatmap_samples")
+    # Boxes at least 34 px in a 64 px image: a second one with its centre in the left half cannot
+    # avoid the first.
+    s = session_factory(**{k: parts[k] for k in keys}, min_size=34)()
+    s.start(image_path, "add a cup on the left, then a cup on the left", seed=0)
+    assert s.apply() is None and not s.done
+    assert "satisfy" in s.blocked or "redraws" in s.blocked
+    assert not np.array_equal(np.asarray(s.image), np.asarray(s.original))   # the first cup stands
+    assert s.record()["blocked"] == s.blocked and len(s.record()["steps"]) == 1
+    with pytest.raises(ValueError, match="step 2 has no candidates"):
+        s.apply()

@@ -12,8 +12,6 @@ endpoint.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ import gradio as gr
 import torch
 
 from ..images import save_image
+from ..training.checkpoints import write_json_atomic
 from .figures import candidates_figure, display_scale, enlarge, heatmap_figure
 from .session import EditSession
 
@@ -83,8 +82,14 @@ def _views(st: PageState):
     if s.proposal is None:
         pic = candidates_figure(s.image, torch.zeros(0, 4), None, scale=st.scale, done_boxes=done_boxes) \
             if s.image is not None else None
-        msg = (f"**Done**: {len(s.applied)} step(s) applied. Download the PNG and its JSON below, or press "
-               "*Propose places* to start again." if s.done else "")
+        if s.done:
+            msg = (f"**Done**: {len(s.applied)} step(s) applied. Download the PNG and its JSON below, or press "
+                   "*Propose places* to start again.")
+        elif s.blocked:
+            msg = (f"**Step {s.step_index + 1} of {len(s.steps)} cannot follow**: {s.blocked}. The edit so far "
+                   "is below; change the instruction and press *Propose places* to try again.")
+        else:
+            msg = ""
         return pic, None, gr.Radio(choices=[], value=None), msg
     p = s.proposal
     st.selected = min(st.selected, len(p) - 1)
@@ -104,9 +109,7 @@ def _save(st: PageState) -> tuple[str, str, str]:
     png = save_image(st.session.image, Path(st.folder) / f"{st.stem}_edited.png")
     shown = save_image(enlarge(st.session.image, st.scale), Path(st.folder) / f"{st.stem}_edited_shown.png")
     js = Path(st.folder) / f"{st.stem}_edit.json"
-    tmp = js.with_name(f".{js.name}.tmp")
-    tmp.write_text(json.dumps(st.session.record(**st.info), indent=2))
-    os.replace(tmp, js)
+    write_json_atomic(str(js), st.session.record(**st.info))
     return str(png), str(js), str(shown)
 
 

@@ -66,6 +66,7 @@ class EditSession:
         self.steps: list[Step] = []
         self.applied: list[AppliedStep] = []
         self.proposal: Proposal | None = None
+        self.blocked = ""   # why the next step has no candidates (e.g. no room left), or ""
         self.seed = 0
         self.generator = torch.Generator()
 
@@ -82,8 +83,12 @@ class EditSession:
 
     def _require_proposal(self) -> Proposal:
         if self.proposal is None:
-            raise ValueError("nothing to apply: upload an image, type an instruction and press Propose"
-                             if not self.steps else "every step of this instruction is done; press Propose to start again")
+            if not self.steps:
+                raise ValueError("nothing to apply: upload an image, type an instruction and press Propose")
+            if self.done:
+                raise ValueError("every step of this instruction is done; press Propose to start again")
+            raise ValueError(f"step {self.step_index + 1} has no candidates ({self.blocked}); change the "
+                             "instruction and press Propose")
         return self.proposal
 
     # -- actions ---------------------------------------------------------------------------------
@@ -106,10 +111,14 @@ class EditSession:
                 raise ValueError(f"number of candidates must be >= 1, got {num_candidates}")
             self.num_candidates = int(num_candidates)
         self.original, self.image, self.instruction, self.steps = img, img, instruction, steps
-        self.applied, self.proposal = [], None
+        self.applied, self.proposal, self.blocked = [], None, ""
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
-        return self._propose()
+        try:
+            return self._propose()
+        except ValueError:
+            self.steps = []   # nothing started: the next action asks for a new instruction
+            raise
 
     def _propose(self) -> Proposal:
         step = self.steps[self.step_index]
@@ -128,7 +137,8 @@ class EditSession:
     def apply(self, index: int | None = None) -> Proposal | None:
         """Apply the current step at candidate ``index`` (``None`` = the most likely, index 0).
 
-        Returns the next step's proposal, or ``None`` when the instruction is done.
+        Returns the next step's proposal, or ``None`` when the instruction is done or the next step
+        has no candidates (``blocked`` says why, e.g. the boxes placed so far leave no room).
         """
         p = self._require_proposal()
         index = 0 if index is None else int(index)
@@ -137,12 +147,18 @@ class EditSession:
         self.image = self.operations[p.step.verb].apply(self.image, p, index, self.generator)
         self.applied.append(AppliedStep(p, index))
         self.proposal = None
-        return None if self.done else self._propose()
+        if self.done:
+            return None
+        try:
+            return self._propose()
+        except ValueError as e:   # the edit so far stands; the page shows why the next step cannot follow
+            self.blocked = str(e)
+            return None
 
     def finish(self) -> None:
-        """Apply every remaining step at its most likely candidate."""
+        """Apply every remaining step at its most likely candidate (up to a step with no candidates)."""
         self._require_proposal()
-        while not self.done:
+        while self.proposal is not None:
             self.apply(None)
 
     # -- output ----------------------------------------------------------------------------------
@@ -153,5 +169,5 @@ class EditSession:
             raise ValueError("no edit yet")
         w, h = self.original.size
         return {"instruction": self.instruction, "width": w, "height": h, "seed": self.seed,
-                "box_format": "xyxy pixels", **extra, "done": self.done,
+                "box_format": "xyxy pixels", **extra, "done": self.done, "blocked": self.blocked or None,
                 "steps": [a.to_dict(w, h) for a in self.applied]}
