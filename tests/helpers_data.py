@@ -11,6 +11,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -111,20 +112,54 @@ def build_opa_archive(root: Path, split: str = "test", malformed: bool = True, f
 # -- PIPE -----------------------------------------------------------------------------------------
 
 PIPE_SIZE = 64
+PIPE_TEXT_COLUMNS = ("Instruction_VLM-LLM", "Instruction_Class", "Instruction_Ref_Dataset", "object_location")
 
-# (target_img_dataset, img_id, ann_id, Instruction_Class, mask box or None, object box drawn in
-#  target_img, expected skip reason or "", expected category)
+
+class PipeRow(NamedTuple):
+    """One fixture row and what the reader must make of it."""
+
+    dataset: str  # target_img_dataset
+    img_id: str
+    ann_id: str
+    instruction: str  # Instruction_Class
+    mask: Any  # object box in image pixels, "empty", "corrupt" (not an image), or None (no mask row)
+    object_box: Any  # the object drawn into target_img (None: nothing changes)
+    reason: str  # expected skip reason, "" when kept
+    category: str | None
+    mask_size: tuple[int, int] = (PIPE_SIZE, PIPE_SIZE)  # a mask of another size is a stretched copy
+    ref: str = ""  # Instruction_Ref_Dataset
+    vlm: str = ""  # Instruction_VLM-LLM
+    source: str = "ok"  # source_img: "ok", "missing" (null) or "corrupt" (bytes that are not an image)
+
+
+# Real ids are strings (COCO decimal, OpenImages hex); masks are L-mode JPEGs, some of another size.
 PIPE_ROWS = [
-    ("COCO", "150265", "417517", "add a fire hydrant", (10, 20, 30, 50), (10, 20, 30, 50), "", "fire hydrant"),
-    ("COCO", "1001", "2002", "Add an Apple.", (5, 5, 25, 15), (5, 5, 25, 15), "", "apple"),
-    ("OpenImages", "1001", "2002", "add the red car", (30, 30, 60, 60), (30, 30, 60, 60), "", "red car"),
-    ("COCO", "3", "4", "add a cup", "empty", (5, 5, 20, 20), "empty_mask", "cup"),
-    ("COCO", "5", "6", "add a bird", (5, 5, 7, 7), (5, 5, 7, 7), "tiny_box", "bird"),
-    ("COCO", "7", "8", "add a wall", (0, 0, 64, 64), (0, 0, 64, 64), "whole_image_box", "wall"),
-    ("COCO", "9", "10", "", (10, 10, 30, 30), (10, 10, 30, 30), "no_class", None),
-    ("COCO", "11", "12", "add a dog", None, (12, 14, 40, 44), "", "dog"),
-    ("OpenImages", "13", "14", "add a vase", None, None, "empty_difference", "vase"),
+    PipeRow("COCO", "150265", "417517", "add a fire hydrant", (10, 20, 30, 50), (10, 20, 30, 50), "", "fire hydrant"),
+    PipeRow("COCO", "1001", "2002", "Add an Apple.", (5, 5, 25, 15), (5, 5, 25, 15), "", "apple"),
+    PipeRow("OpenImages", "1001", "2002", "add the red car", (30, 30, 60, 60), (30, 30, 60, 60), "", "red car"),
+    PipeRow("OpenImages", "0556a89f", "0556a89f_3", "add a teddy_bear", (8, 16, 40, 48), (8, 16, 40, 48), "",
+            "teddy bear", mask_size=(80, 48)),  # 1.25x wider, 0.75x as tall: rescaled
+    PipeRow("OpenImages", "00a1b2c3", "00a1b2c3_0", "add a bow_(weapon)", (16, 8, 48, 40), (16, 8, 48, 40), "",
+            "bow", mask_size=(32, 128)),
+    PipeRow("COCO", "20", "21", "", (12, 12, 44, 52), (12, 12, 44, 52), "", "umbrella",
+            ref="add an umbrella", vlm="Add a striped beach umbrella"),
+    PipeRow("COCO", "22", "23", "", (20, 4, 60, 30), (20, 4, 60, 30), "", "striped beach umbrella",
+            vlm="Add a striped beach umbrella."),
+    PipeRow("COCO", "3", "4", "add a cup", "empty", (5, 5, 20, 20), "empty_mask", "cup"),
+    PipeRow("COCO", "5", "6", "add a bird", (5, 5, 7, 7), (5, 5, 7, 7), "tiny_box", "bird"),
+    PipeRow("COCO", "7", "8", "add a wall", (0, 0, 64, 64), (0, 0, 64, 64), "whole_image_box", "wall"),
+    PipeRow("COCO", "9", "10", "", (10, 10, 30, 30), (10, 10, 30, 30), "no_class", None),
+    PipeRow("COCO", "11", "12", "add a dog", None, (12, 14, 40, 44), "", "dog"),
+    PipeRow("OpenImages", "13", "14", "add a vase", None, None, "empty_difference", "vase"),
+    PipeRow("COCO", "15", "", "add a kite", (10, 10, 30, 30), (10, 10, 30, 30), "bad_key", "kite"),
+    PipeRow("COCO", "17", "18", "add a boat", (10, 10, 30, 30), (10, 10, 30, 30), "missing_image", "boat",
+            source="missing"),
+    PipeRow("COCO", "24", "25", "add a lamp", "corrupt", (10, 10, 30, 30), "unreadable_mask", "lamp"),
 ]
+# Streaming decodes every image and drops this row; non-streaming cannot see it without reading them all.
+CORRUPT_SOURCE_ROW = PipeRow("COCO", "26", "27", "add a sofa", (10, 10, 30, 30), (10, 10, 30, 30),
+                             "unreadable_image", "sofa", source="corrupt")
+PIPE_SHARDS = 2  # hub-style names: data/train-00000-of-00002.parquet, ...
 
 
 def _pipe_images(i: int, obj_box) -> tuple[bytes, bytes]:
@@ -140,55 +175,77 @@ def _pipe_images(i: int, obj_box) -> tuple[bytes, bytes]:
     return jpeg_bytes(source), jpeg_bytes(target)
 
 
-def _mask_bytes(box) -> bytes:
-    m = np.zeros((PIPE_SIZE, PIPE_SIZE), np.uint8)
+def pipe_mask_bytes(box, mask_size=(PIPE_SIZE, PIPE_SIZE), image_size=(PIPE_SIZE, PIPE_SIZE)) -> bytes:
+    """An L-mode JPEG mask of ``mask_size`` whose object is ``box`` (image pixels) stretched onto it."""
+    if box == "corrupt":
+        return b"\xff\xd8\xff\xe0 not a JPEG"
+    mw, mh = mask_size
+    m = np.zeros((mh, mw), np.uint8)
     if box != "empty":
+        sx, sy = mw / image_size[0], mh / image_size[1]
         x1, y1, x2, y2 = box
-        m[y1:y2, x1:x2] = 255
+        m[round(y1 * sy):round(y2 * sy), round(x1 * sx):round(x2 * sx)] = 255
     buf = io.BytesIO()
-    Image.fromarray(m, mode="L").save(buf, "JPEG", quality=95)
+    Image.fromarray(m).save(buf, "JPEG", quality=95)
     return buf.getvalue()
 
 
-def build_pipe(root: Path, split: str = "train") -> tuple[Path, Path]:
-    """Write ``pipe/data/{split}-00000-of-00001.parquet`` and ``masks/data/...``; return both folders.
+def pipe_features():
+    import datasets
 
-    PIPE's columns and datasets' Image encoding ({"bytes", "path"}) are the real ones. The mask
-    table is shuffled, has an extra key, and stores the ids as integers, so the join must use keys.
+    return datasets.Features({
+        "source_img": datasets.Image(), "target_img": datasets.Image(),
+        **{k: datasets.Value("string") for k in (*PIPE_TEXT_COLUMNS, "target_img_dataset", "img_id", "ann_id")}})
+
+
+def pipe_mask_features():
+    import datasets
+
+    return datasets.Features({"mask": datasets.Image(), "target_img_dataset": datasets.Value("string"),
+                              "img_id": datasets.Value("string"), "ann_id": datasets.Value("string")})
+
+
+def build_pipe(root: Path, split: str = "train", rows=None) -> tuple[Path, Path]:
+    """Write PIPE and PIPE_Masks in the hub's layout and real features; return both folders.
+
+    ``pipe/data/{split}-0000k-of-00002.parquet`` and ``masks/data/{split}-00000-of-00001.parquet``,
+    with the real columns, string ids and datasets' Image encoding ({"bytes", "path"}). The mask
+    table is shuffled and has an extra key, so the join must use keys.
     """
     import datasets
 
+    rows = PIPE_ROWS if rows is None else rows
     root = Path(root)
-    pipe_rows = {k: [] for k in ("source_img", "target_img", "Instruction_VLM-LLM", "Instruction_Class",
-                                 "Instruction_Ref_Dataset", "object_location", "target_img_dataset", "img_id",
-                                 "ann_id")}
-    mask_rows = {k: [] for k in ("mask", "target_img_dataset", "img_id", "ann_id")}
-    for i, (d, img, ann, text, mbox, obox, _, _) in enumerate(PIPE_ROWS):
-        src, tgt = _pipe_images(i, obox)
-        for k, v in (("source_img", {"bytes": src, "path": None}), ("target_img", {"bytes": tgt, "path": None}),
-                     ("Instruction_VLM-LLM", ""), ("Instruction_Class", text), ("Instruction_Ref_Dataset", ""),
-                     ("object_location", ""), ("target_img_dataset", d), ("img_id", img), ("ann_id", ann)):
+    pipe_rows = {k: [] for k in pipe_features()}
+    mask_rows = {k: [] for k in pipe_mask_features()}
+    for i, r in enumerate(rows):
+        src, tgt = _pipe_images(i, r.object_box)
+        if r.source == "corrupt":
+            src = src[:40]  # a truncated JPEG header
+        values = {"source_img": None if r.source == "missing" else {"bytes": src, "path": None},
+                  "target_img": {"bytes": tgt, "path": None}, "Instruction_VLM-LLM": r.vlm,
+                  "Instruction_Class": r.instruction, "Instruction_Ref_Dataset": r.ref, "object_location": "",
+                  "target_img_dataset": r.dataset, "img_id": r.img_id, "ann_id": r.ann_id}
+        for k, v in values.items():
             pipe_rows[k].append(v)
-        if mbox is not None:
-            for k, v in (("mask", {"bytes": _mask_bytes(mbox), "path": None}), ("target_img_dataset", d),
-                         ("img_id", int(img)), ("ann_id", int(ann))):
+        if r.mask is not None:
+            for k, v in (("mask", {"bytes": pipe_mask_bytes(r.mask, r.mask_size), "path": None}),
+                         ("target_img_dataset", r.dataset), ("img_id", r.img_id), ("ann_id", r.ann_id)):
                 mask_rows[k].append(v)
     # a mask with no PIPE row
-    for k, v in (("mask", {"bytes": _mask_bytes((1, 1, 9, 9)), "path": None}), ("target_img_dataset", "COCO"),
-                 ("img_id", 424242), ("ann_id", 1)):
+    for k, v in (("mask", {"bytes": pipe_mask_bytes((1, 1, 9, 9)), "path": None}), ("target_img_dataset", "COCO"),
+                 ("img_id", "424242"), ("ann_id", "1")):
         mask_rows[k].append(v)
     order = np.random.default_rng(0).permutation(len(mask_rows["mask"]))
     mask_rows = {k: [v[j] for j in order] for k, v in mask_rows.items()}
-    pipe_features = datasets.Features({
-        "source_img": datasets.Image(), "target_img": datasets.Image(),
-        **{k: datasets.Value("string") for k in ("Instruction_VLM-LLM", "Instruction_Class",
-                                                 "Instruction_Ref_Dataset", "object_location",
-                                                 "target_img_dataset", "img_id", "ann_id")}})
-    mask_features = datasets.Features({"mask": datasets.Image(), "target_img_dataset": datasets.Value("string"),
-                                       "img_id": datasets.Value("int64"), "ann_id": datasets.Value("int64")})
     pipe_dir, masks_dir = root / "pipe", root / "masks"
-    for folder, rows, feats in ((pipe_dir, pipe_rows, pipe_features), (masks_dir, mask_rows, mask_features)):
-        (folder / "data").mkdir(parents=True, exist_ok=True)
-        datasets.Dataset.from_dict(rows, features=feats).to_parquet(
-            str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+    (pipe_dir / "data").mkdir(parents=True, exist_ok=True)
+    (masks_dir / "data").mkdir(parents=True, exist_ok=True)
+    table = datasets.Dataset.from_dict(pipe_rows, features=pipe_features())
+    bounds = np.linspace(0, len(table), PIPE_SHARDS + 1).astype(int)
+    for k in range(PIPE_SHARDS):
+        table.select(range(bounds[k], bounds[k + 1])).to_parquet(
+            str(pipe_dir / "data" / f"{split}-{k:05d}-of-{PIPE_SHARDS:05d}.parquet"))
+    datasets.Dataset.from_dict(mask_rows, features=pipe_mask_features()).to_parquet(
+        str(masks_dir / "data" / f"{split}-00000-of-00001.parquet"))
     return pipe_dir, masks_dir

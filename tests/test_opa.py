@@ -1,5 +1,6 @@
 """OPA reader: real labels reproduce OPA's counts; the original archive format; bad rows are skipped and counted."""
 
+import codecs
 import csv
 import json
 import shutil
@@ -200,3 +201,147 @@ def test_image_size_from_header_follows_exif_rotation(tmp_path):
     exif[0x0112] = 6  # rotate 90: shown as 20 x 30
     img.save(tmp_path / "r.jpg", exif=exif)
     assert _header_size(tmp_path / "r.jpg") == (20, 30) == load_image(tmp_path / "r.jpg").size
+
+
+# -- damaged files: one bad line never costs a good one (issue: readers never fail a whole file) --------
+
+PAIR_HEAD = (OPA_LABELS / "test_data_pair.csv").read_bytes().splitlines()[:41]  # header + 40 real rows
+BAD_ROW = b'1,2,3,0.5,10,10,"[[5, 5]]","[[6, 6]]"'  # a well-formed row: 2 boxes, used as the base of damage
+
+
+def _load_bytes(tmp_path, data: bytes, name="test_data_pair.csv", **kw):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return load_opa(path, **kw)
+
+
+@pytest.fixture(scope="module")
+def clean_pairs(tmp_path_factory):
+    qs = _load_bytes(tmp_path_factory.mktemp("clean"), b"\n".join(PAIR_HEAD) + b"\n")
+    assert qs.report.skipped == 0
+    return qs
+
+
+def _boxes(qs):
+    return sorted((q.query_id, tuple(b)) for q in qs for b in [*q.positives.tolist(), *q.negatives.tolist()])
+
+
+DAMAGED_LINES = {  # id: (line, expected reason, boxes it counts for)
+    "byte_not_utf8": (BAD_ROW.replace(b"0.5", b"0.5\xff"), "bad_encoding", 1),
+    "latin1_text": (BAD_ROW.replace(b"3,0.5", b"3\xe9,0.5"), "bad_encoding", 1),
+    "cut_multibyte_char": (BAD_ROW[:-1] + b"\xc3", "bad_encoding", 1),
+    "unterminated_quote": (b'1,2,3,0.5,10,10,"[[5, 5]],[]', "malformed_row", 1),
+    "field_over_csv_limit": (b'1,2,3,0.5,10,10,"[' + b"1, " * 50_000 + b'1]",[]', "malformed_row", 1),
+    "line_over_max_chars": (b"9" * (1 << 20) + b"99", "malformed_row", 1),
+    "text_after_closing_quote": (b'1,2,3,0.5,10,10,"[[5, 5]]"x,[]', "malformed_row", 1),
+    "too_few_fields": (b"1,2,3,0.5,10,10", "malformed_row", 1),
+    "nul_in_id": (BAD_ROW.replace(b"1,2,3", b"1,2\x00,3"), "bad_id", 2),
+    "repeated_header": (PAIR_HEAD[0], "repeated_header", 1),  # files concatenated
+}
+
+
+@pytest.mark.parametrize("line,reason,n", list(DAMAGED_LINES.values()), ids=list(DAMAGED_LINES))
+def test_a_damaged_line_is_skipped_with_its_line_and_every_good_line_kept(tmp_path, clean_pairs, line, reason, n):
+    lines = list(PAIR_HEAD)
+    lines.insert(6, line)  # physical line 7
+    qs = _load_bytes(tmp_path, b"\n".join(lines) + b"\n")
+    assert dict(qs.report.counts) == {reason: n}
+    assert qs.report.examples[reason][0].startswith("test_data_pair.csv:7:")
+    assert _boxes(qs) == _boxes(clean_pairs)  # every good row kept, nothing swallowed
+    assert qs.report.kept == clean_pairs.report.kept
+
+
+HARMLESS_VARIANTS = {
+    "utf8_bom": lambda b: codecs.BOM_UTF8 + b,
+    "utf16_with_bom": lambda b: b.decode().encode("utf-16"),
+    "utf16_big_endian_with_bom": lambda b: codecs.BOM_UTF16_BE + b.decode().encode("utf-16-be"),
+    "utf32_with_bom": lambda b: b.decode().encode("utf-32"),
+    "crlf": lambda b: b.replace(b"\n", b"\r\n"),
+    "cr_only": lambda b: b.replace(b"\n", b"\r"),
+    "blank_lines": lambda b: b.replace(b"\n", b"\n\n   \n", 3),
+    "trailing_empty_fields": lambda b: b.replace(b']"\n', b']",\n', 5),
+    "appended_file_with_bom": lambda b: b + codecs.BOM_UTF8 + b"\n".join(PAIR_HEAD[1:]) + b"\n",
+}
+
+
+@pytest.mark.parametrize("transform", list(HARMLESS_VARIANTS.values()), ids=list(HARMLESS_VARIANTS))
+def test_harmless_variants_read_the_same_rows(tmp_path, clean_pairs, transform):
+    qs = _load_bytes(tmp_path, transform(b"\n".join(PAIR_HEAD) + b"\n"))
+    expected = _boxes(clean_pairs)
+    got = _boxes(qs)
+    if len(got) != len(expected):  # the appended file: every row twice
+        assert got == sorted(expected * 2)
+    else:
+        assert got == expected
+    assert qs.report.skipped == 0
+
+
+def test_a_duplicated_column_is_used_only_where_its_copies_agree(tmp_path, clean_pairs):
+    header, *rows = PAIR_HEAD
+    lines = [header + b",scID"] + [r + b"," + r.split(b",")[2] for r in rows]
+    lines[5] = rows[4] + b",123"  # the copies disagree on line 6
+    qs = _load_bytes(tmp_path, b"\n".join(lines) + b"\n")
+    assert dict(qs.report.counts) == {"conflicting_columns": 1}
+    assert qs.report.examples["conflicting_columns"][0].startswith("test_data_pair.csv:6:")
+    (tmp_path / "w").mkdir()
+    without = _load_bytes(tmp_path / "w", b"\n".join([header, *rows[:4], *rows[5:]]) + b"\n")
+    assert _boxes(qs) == _boxes(without) != _boxes(clean_pairs)  # only that row is lost
+    # a duplicated column the reader does not use changes nothing
+    lines = [header + b",extra,extra"] + [r + b",a,b" for r in rows]
+    assert _boxes(_load_bytes(tmp_path, b"\n".join(lines) + b"\n")) == _boxes(clean_pairs)
+
+
+def test_archive_rows_damaged_in_the_file_are_skipped(tmp_path):
+    info = build_opa_archive(tmp_path, malformed=False)
+    path = tmp_path / "test_set.csv"
+    lines = path.read_bytes().splitlines()
+    good = len(lines) - 1
+    lines.insert(3, lines[2].replace(b"dataset/", b"dataset/\xff"))  # a bad byte in img_name
+    lines.insert(5, lines[4][:20])  # a row cut inside its quoted position
+    path.write_bytes(b"\r\n".join(lines) + b"\r\n")
+    qs = load_opa(tmp_path, split="test")
+    assert dict(qs.report.counts) == {"bad_encoding": 1, "malformed_row": 1}
+    assert qs.report.kept == good == len(info["rows"])
+    assert [e.split(":")[1] for e in (qs.report.examples["bad_encoding"][0],
+                                      qs.report.examples["malformed_row"][0])] == ["4", "6"]
+
+
+def test_a_bad_header_is_a_clear_error_naming_the_file(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        _load_bytes(tmp_path, b"\n\n", format="pair")
+    with pytest.raises(ValueError, match=r"test_data_pair.csv:1: the CSV header cannot be read"):
+        _load_bytes(tmp_path, b'imgID,"annID\n1,2\n', format="pair")
+    with pytest.raises(ValueError, match="header cannot be read .bytes that are not UTF-8 at byte 46"):
+        _load_bytes(tmp_path, PAIR_HEAD[0].replace(b"pos_label", b"pos\xff_label") + b"\n")
+
+
+def test_a_categories_file_skips_and_counts_its_bad_lines(tmp_path):
+    cats = tmp_path / "cats.csv"
+    cats.write_bytes(b"fg_id,category\n69931,cow\n64754,sh\xffeep\nabc,dog\n160915,airplane\n69931,horse\n"
+                     b'2175267,"zebra\n')
+    qs = load_opa(OPA_LABELS / "test_data_pair.csv", categories=cats)
+    rep = qs.report
+    assert rep.counts["bad_category_row"] == 3 and rep.counts["conflicting_category"] == 1
+    assert {q.category for q in qs if q.meta["category_known"]} == {"cow", "airplane"}  # first name kept
+    assert any(e.startswith("cats.csv:3:") for e in rep.examples["bad_category_row"])
+    assert qs.num_positives + qs.num_negatives == 11396  # the boxes are untouched
+    bad_json = tmp_path / "cats.json"
+    bad_json.write_bytes(b'{"69931": "c\xffow"}')
+    with pytest.raises(ValueError, match="cats.json"):
+        load_opa(OPA_LABELS / "test_data_pair.csv", categories=bad_json)
+    good_json = tmp_path / "ok.json"
+    good_json.write_text(json.dumps({"69931": "cow", "x": "dog", "64754": ""}))
+    rep = load_opa(OPA_LABELS / "test_data_pair.csv", categories=good_json).report
+    assert rep.counts["bad_category_row"] == 2
+
+
+def test_an_image_bomb_costs_only_its_own_rows(tmp_path, monkeypatch):
+    from PIL import Image
+
+    info = build_opa_archive(tmp_path, malformed=False)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 640 * 512 // 2)  # only the 529x640 background is over 2x
+    qs = load_opa(tmp_path, split="test")
+    zebra_rows = sum(1 for r in info["rows"] if r[1] == "348935")
+    assert zebra_rows and dict(qs.report.counts) == {"unreadable_image": zebra_rows}
+    assert qs.report.kept == len(info["rows"]) - zebra_rows
+    assert {q.category for q in qs} == {"cow", "sheep", "airplane"}

@@ -96,8 +96,8 @@ def test_pipe_parquet_pretrain(tmp_path):
     model, summary = _train("pretrain", CONFIGS / "pretrain_pipe.yaml", tmp_path / "run", "--preset", "tiny",
                             "--pretrained_encoders", "false", "--dataset", str(pipe_dir),
                             "--masks_dataset", str(masks_dir), "--hflip", "false")
-    usable = sum(1 for row in PIPE_ROWS if row[6] == "")  # the others are skipped and counted by the reader
-    assert summary["num_examples"] == usable == 4
+    usable = sum(1 for row in PIPE_ROWS if not row.reason)  # the others are skipped and counted by the reader
+    assert summary["num_examples"] == usable == 8
     assert model.config.num_bins == 16
 
 

@@ -25,14 +25,16 @@ labels of different objects never mix in one query. ``query.meta["category_known
 
 Every row is validated (ids, a parseable position, a label in {0, 1}, a box inside the image when
 the image size is known, an existing and readable image when images are expected). Bad rows are
-skipped and counted in ``queries.report`` (a :class:`SkipReport`); nothing raises on bad rows. Image
+skipped and counted in ``queries.report`` (a :class:`SkipReport`) with file and line; nothing raises
+on bad rows. That includes damage to the CSV itself (bytes that are not UTF-8, broken quoting,
+over-long fields, a wrong field count, a duplicated column whose copies disagree): each line is
+parsed on its own (:mod:`locinsert.data.csvrows`), so one bad line never costs another. Image
 sizes come from the JPEG header (no decoding), the way :func:`locinsert.images.load_image` will see
 the image (EXIF rotations that swap the sides are honoured).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -44,6 +46,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .query import PlacementQuery
+from .csvrows import parsed_lines, read_header, records
 from .report import SkipReport
 
 ARCHIVE_COLUMNS = ("fg_id", "bg_id", "position", "scale", "label", "img_name", "mask_name")
@@ -126,42 +129,60 @@ def _header_size(path: Path) -> tuple[int, int]:
                 orientation = im.getexif().get(0x0112, 1)
             except Exception:  # noqa: BLE001 - a broken EXIF block: load_image ignores it too
                 orientation = 1
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read {path} as an image ({e})") from e
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
-def _load_categories(categories) -> dict[str, str] | None:
-    """fg_id -> category from a mapping, or a .json ({id: name}) / .csv (id,category) file."""
+def _load_categories(categories, report: SkipReport) -> dict[str, str] | None:
+    """fg_id -> category from a mapping, or a .json ({id: name}) / .csv (id,category) file.
+
+    A mapping given in code must be valid (ValueError otherwise). In a file, a bad entry is skipped
+    and counted in ``report`` as ``bad_category_row`` (a line of that file, not a box), and a
+    second, different name for an id as ``conflicting_category`` (the first name is kept).
+    """
     if categories is None:
         return None
     if isinstance(categories, Mapping):
-        items = categories.items()
+        out = {}
+        for k, v in categories.items():
+            key, name = _int_id(str(k)), str(v).strip()
+            if key is None or not name:
+                raise ValueError(f"categories: bad entry {k!r} -> {v!r} (need an integer id and a non-empty name)")
+            out[key] = name
+        return out
+    path = Path(categories)
+    if not path.is_file():
+        raise ValueError(f"categories: file not found: {path}")
+    entries: list[tuple[str, Any, Any]] = []  # (where, id, name)
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"categories: {path} is not a readable JSON file ({e})") from None
+        if not isinstance(data, Mapping):
+            raise ValueError(f"categories: {path} must hold a JSON object {{fg_id: category}}")
+        entries = [(f"{path.name}: key {k!r}", k, v) for k, v in data.items()]
     else:
-        path = Path(categories)
-        if not path.is_file():
-            raise ValueError(f"categories: file not found: {path}")
-        if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text())
-            if not isinstance(data, Mapping):
-                raise ValueError(f"categories: {path} must hold a JSON object {{fg_id: category}}")
-            items = data.items()
-        else:
-            with open(path, newline="", encoding="utf-8-sig") as f:
-                rows = [r for r in csv.reader(f) if r]
-            if rows and _int_id(rows[0][0]) is None:
-                rows = rows[1:]  # a header line
-            bad = [r for r in rows if len(r) < 2]
-            if bad:
-                raise ValueError(f"categories: {path} rows need two columns (fg_id, category), got {bad[0]}")
-            items = [(r[0], r[1]) for r in rows]
+        first = True
+        for lineno, fields, problem in parsed_lines(path):
+            where = f"{path.name}:{lineno}"
+            if problem:
+                report.skip("bad_category_row", f"{where}: {problem.split(': ', 1)[1]}")
+            elif first and _int_id(fields[0]) is None:
+                pass  # a header line
+            else:
+                entries.append((where, fields[0], fields[1] if len(fields) > 1 else ""))
+            first = False
     out = {}
-    for k, v in items:
-        key = _int_id(str(k))
-        name = str(v).strip()
+    for where, k, v in entries:
+        key, name = _int_id(str(k)), str(v).strip() if isinstance(v, (str, int)) else ""
         if key is None or not name:
-            raise ValueError(f"categories: bad entry {k!r} -> {v!r} (need an integer id and a non-empty name)")
-        out[key] = name
+            report.skip("bad_category_row", f"{where}: {k!r} -> {v!r} (need an integer id and a non-empty name)")
+        elif key in out and out[key] != name:
+            report.skip("conflicting_category", f"{where}: fg_id {key} is {out[key]!r} earlier, {name!r} here")
+        else:
+            out[key] = name
     return out
 
 
@@ -282,25 +303,8 @@ class _Grouper:
 # -- the two readers -----------------------------------------------------------------------------
 
 def _rows(path: Path, required: tuple[str, ...], report: SkipReport):
-    """Yield (line_number, dict) for well-formed CSV rows; skip and count rows with a wrong field count."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        try:
-            header = [c.strip() for c in next(reader)]
-        except StopIteration:
-            raise ValueError(f"{path} is empty (expected a CSV header {','.join(required)})") from None
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise ValueError(f"{path}: CSV header {header} lacks the column(s) {missing}")
-        for fields in reader:
-            line = reader.line_num
-            if not fields or all(not x.strip() for x in fields):
-                continue
-            report.seen += 1
-            if len(fields) != len(header):
-                report.skip("malformed_row", f"{path.name}:{line}: {len(fields)} fields, header has {len(header)}")
-                continue
-            yield line, dict(zip(header, fields))
+    """(line number, row) for the usable CSV rows; see :mod:`locinsert.data.csvrows` for what is skipped."""
+    return records(path, required, report)
 
 
 def _resolve_image(index: _ImageIndex, bg_id: str, category: str | None, report: SkipReport, where: str,
@@ -423,9 +427,7 @@ def _read_pairs(path: Path, index: _ImageIndex, categories: dict[str, str] | Non
 
 def _detect(root: Path, split: str) -> tuple[Path, str]:
     if root.is_file():
-        with open(root, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), [])
-        header = [c.strip() for c in header]
+        header = read_header(root)
         if "position" in header:
             return root, "archive"
         if "pos_label" in header:
@@ -470,14 +472,14 @@ def load_opa(root: str | os.PathLike, split: str = "test", *, images: str | os.P
     root = Path(root)
     csv_path, detected = _detect(root, split)
     fmt = detected if format == "auto" else format
-    cats = _load_categories(categories)
+    report = SkipReport(name=f"opa/{split} ({fmt}: {csv_path.name})")
+    cats = _load_categories(categories, report)
     if images is None and fmt == "archive":
         candidates = (csv_path.parent, csv_path.parent.parent)
         images = next((c for c in candidates if (c / "background").is_dir()), None)
         if images is None and cats is None:
             raise ValueError(f"{csv_path}: no background/ folder beside it; pass images= (the archive root)")
     index = _ImageIndex(Path(images) if images is not None else None)
-    report = SkipReport(name=f"opa/{split} ({fmt}: {csv_path.name})")
     reader = _read_archive if fmt == "archive" else _read_pairs
     queries = reader(csv_path, index, cats, split, default_category.strip(), report)
     return OPAQueries(queries, report=report, format=fmt, source=str(csv_path))
