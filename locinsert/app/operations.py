@@ -57,10 +57,15 @@ class Proposal:
 
 
 def plan_steps(instruction: str) -> list[Step]:
-    """Split an instruction into steps. An ``Instruction`` without a ``verb`` field is an "add"."""
+    """Split an instruction into steps: each parsed instruction's ``verb`` ("add" when it has none),
+    object and region; any further field (a move's ``target``) goes into ``Step.extra``."""
     if not isinstance(instruction, str) or not instruction.strip():
         raise ValueError("type an instruction first, e.g. 'add a cup on the left, then a plant near the right'")
-    return [Step(getattr(ins, "verb", "add"), ins.object, ins.region) for ins in parse_instructions(instruction)]
+    steps = []
+    for ins in parse_instructions(instruction):
+        extra = {k: v for k, v in ins._asdict().items() if k not in ("object", "region")}
+        steps.append(Step(getattr(ins, "verb", "add"), ins.object, ins.region, extra))
+    return steps
 
 
 class Operation:

@@ -71,8 +71,9 @@ def _delete(state: PageState | None) -> None:
         shutil.rmtree(state.folder, ignore_errors=True)
 
 
-def _user_error(e: Exception) -> gr.Error:
-    return gr.Error(str(e), title="Cannot do that", print_exception=False)
+def _refuse(message) -> gr.Error:
+    """A readable message in the page (a toast), never a traceback."""
+    return gr.Error(str(message), title="Cannot do that", print_exception=False)
 
 
 def _views(st: PageState):
@@ -131,8 +132,7 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
 
     def propose(image, instruction, num_candidates, seed, st, progress=gr.Progress()):
         if image is None:
-            raise gr.Error("No image yet: upload one, or pick an example scene below.", title="Cannot do that",
-                           print_exception=False)
+            raise _refuse("No image yet: upload one, or pick an example scene below.")
         if st is None:
             st = new_state(image)
         else:
@@ -141,7 +141,7 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
         try:
             st.session.start(image, instruction, seed=int(seed or 0), num_candidates=int(num_candidates or 1))
         except USER_ERRORS as e:
-            raise _user_error(e) from None
+            raise _refuse(e) from None
         st.selected = 0
         pic, heat, radio, msg = _views(st)
         no_file = gr.DownloadButton(value=None, interactive=False)
@@ -160,14 +160,13 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
 
     def choose(choice, st):
         if st is None or st.session.proposal is None:
-            raise gr.Error("Press Propose places first.", title="Cannot do that", print_exception=False)
+            raise _refuse("Press Propose places first.")
         try:
             index = int(choice)
         except (TypeError, ValueError):
-            raise gr.Error(f"not a candidate: {choice!r}", title="Cannot do that", print_exception=False) from None
+            raise _refuse(f"not a candidate: {choice!r}") from None
         if not 0 <= index < len(st.session.proposal):
-            raise gr.Error(f"candidate {index + 1} does not exist; choose 1 to {len(st.session.proposal)}",
-                           title="Cannot do that", print_exception=False)
+            raise _refuse(f"candidate {index + 1} does not exist; choose 1 to {len(st.session.proposal)}")
         st.selected = index
         pic, _, _, msg = _views(st)
         return pic, msg, st
@@ -181,25 +180,23 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
 
     def insert(choice, st, progress=gr.Progress()):
         if st is None:
-            raise gr.Error("Nothing to insert yet: press Propose places first.", title="Cannot do that",
-                           print_exception=False)
+            raise _refuse("Nothing to insert yet: press Propose places first.")
         progress(0.05, desc="drawing the object")
         index = st.selected if choice is None or choice == "" else int(choice)
         try:
             st.session.apply(index)
         except USER_ERRORS as e:
-            raise _user_error(e) from None
+            raise _refuse(e) from None
         return _after_edit(st)
 
     def finish(st, progress=gr.Progress()):
         if st is None:
-            raise gr.Error("Nothing to do yet: press Propose places first.", title="Cannot do that",
-                           print_exception=False)
+            raise _refuse("Nothing to do yet: press Propose places first.")
         progress(0.05, desc="applying the remaining steps")
         try:
             st.session.finish()
         except USER_ERRORS as e:
-            raise _user_error(e) from None
+            raise _refuse(e) from None
         return _after_edit(st)
 
     with gr.Blocks(title="locinsert") as demo:

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         page = build_page(args, examples_dir)
         print(f"locinsert app: open http://{args.host}:{args.port} in a browser (Ctrl-C stops it)", flush=True)
         try:
-            launch_app(page, args.host, args.port, allowed_paths=[examples_dir])
+            launch_app(page, args.host, args.port, allowed_paths=[examples_dir], quiet=True)
         except KeyboardInterrupt:
             pass
         finally:
