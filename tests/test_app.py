@@ -126,7 +126,7 @@ def test_session_impossible_sizes_and_indices(parts, session, image_path):
 
 # -- the page through its API -------------------------------------------------------------------------
 
-def test_page_api_propose_choose_insert_finish(parts, image_path, tmp_path):
+def test_page_api_propose_choose_insert_finish(parts, image_path, tmp_path, request):
     pytest.importorskip("gradio")
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
@@ -135,7 +135,8 @@ def test_page_api_propose_choose_insert_finish(parts, image_path, tmp_path):
 
     examples = example_scenes(tmp_path / "examples", n=2, size=64)
     with served(create_app(examples=examples, **parts), allowed_paths=[str(tmp_path)]) as url:
-        client = Client(url, verbose=False)
+        client = Client(url, verbose=False, analytics_enabled=False)
+        request.addfinalizer(client.close)   # its heartbeat thread ends with it
         api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
         assert {"/propose", "/choose", "/insert", "/finish"} <= set(api)
 

@@ -199,7 +199,7 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
             raise _refuse(e) from None
         return _after_edit(st)
 
-    with gr.Blocks(title="locinsert") as demo:
+    with gr.Blocks(title="locinsert", analytics_enabled=False) as demo:   # no usage statistics leave the machine
         gr.Markdown(INTRO)
         if warning:
             gr.Markdown(f"**Warning:** {warning}", elem_id="banner")

@@ -122,7 +122,8 @@ class EditSession:
 
     def _propose(self) -> Proposal:
         step = self.steps[self.step_index]
-        avoid = torch.stack([a.box for a in self.applied]) if self.avoid_previous and self.applied else torch.zeros(0, 4)
+        placed = [a.box for a in self.applied] if self.avoid_previous else []
+        avoid = torch.stack(placed) if placed else torch.zeros(0, 4)
         self.proposal = self.operations[step.verb].propose(
             self.image, step, avoid=avoid, generator=self.generator, num_candidates=self.num_candidates,
             heatmap_samples=self.heatmap_samples)
