@@ -244,3 +244,19 @@ def test_session_step_without_room_keeps_the_edit_and_says_why(parts, image_path
     assert s.record()["blocked"] == s.blocked and len(s.record()["steps"]) == 1
     with pytest.raises(ValueError, match="step 2 has no candidates"):
         s.apply()
+
+
+def test_core_imports_never_need_gradio():
+    import os
+    import subprocess
+    from pathlib import Path
+
+    code = ("import sys; sys.modules['gradio'] = None\n"   # as if the [app] extra were not installed
+            "import locinsert.app as app\n"
+            "from locinsert.cli.main import build_parser\n"
+            "build_parser().parse_args(['app', '--model', 'tiny'])\n"
+            "assert app.EditSession and app.AddObject and app.find_demo_model('nowhere') is None\n")
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0, r.stderr
