@@ -7,6 +7,11 @@
 Each object of a sequence sees the image edited by the previous ones and, by default, avoids the
 boxes already inserted. One ``torch.Generator`` drives sampling, selection and the inpainter, so a
 seeded generator reproduces the whole edit.
+
+``ObjectInserter(model, inpainter, reference=img)`` inserts *this* object: the reference (a photo
+or an RGBA cut-out) goes to the inpainter of the step it stands for ("add it on the left"), and the
+location model gets its class from ``reference_class=``, the instruction's own word, or CLIP
+zero-shot over a vocabulary (``locinsert.reference_class``).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class InsertionStep:
     candidates: Candidates
     index: int
     image: Image.Image
+    reference: bool = False   #: whether this step drew the reference image
 
     @property
     def box(self) -> torch.Tensor:
@@ -131,11 +137,18 @@ class ObjectInserter:
     ``model`` is anything with ``sample(image, cls, num_samples=, region=, temperature=, top_k=, top_p=,
     min_size=, generator=)`` returning boxes and log-probs (a ``LocationModel``). ``inpainter`` is any
     object with ``inpaint(image, box, prompt, generator=None)`` (``locinsert.inpainting``).
+
+    ``reference`` is a picture of the object to insert (the inpainter must accept ``reference=``).
+    Its class for the location model: ``reference_class``, else the instruction's word ("this
+    mug"), else ``classifier(reference, vocabulary)`` (a ``ZeroShotClassifier``; ``None`` loads
+    open_clip ViT-B-32 / openai when first needed). ``reference_zero_shot`` keeps that result.
     """
 
     def __init__(self, model, inpainter, num_candidates: int = 16, selection: str = "logprob", *,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 min_size: float | None = None, avoid_previous: bool = True, diverse_top: int = 4):
+                 min_size: float | None = None, avoid_previous: bool = True, diverse_top: int = 4,
+                 reference=None, reference_class: str | None = None, classifier=None,
+                 vocabulary: Sequence[str] | None = None):
         if not hasattr(model, "sample"):
             raise TypeError(f"model must have a sample() method (a LocationModel), got {type(model).__name__}")
         if inpainter is not None and not hasattr(inpainter, "inpaint"):
@@ -149,6 +162,50 @@ class ObjectInserter:
         self.num_candidates, self.selection = int(num_candidates), selection
         self.sample_kwargs = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_size=min_size)
         self.avoid_previous, self.diverse_top = avoid_previous, diverse_top
+        self.reference = self._check_reference(reference)
+        if reference_class is not None and (not isinstance(reference_class, str) or not reference_class.strip()):
+            raise ValueError(f"reference_class must be a non-empty class name, got {reference_class!r}")
+        self.reference_class = reference_class.strip() if reference_class else None
+        self.classifier, self.vocabulary = classifier, vocabulary
+        self.reference_zero_shot = None     # ZeroShotResult of the last reference classified
+        self._zero_shot_of = None
+
+    def _check_reference(self, reference):
+        if reference is None:
+            return None
+        from .inpainting.base import check_reference_support
+        from .inpainting.reference import as_reference
+
+        if self.inpainter is not None:
+            check_reference_support(self.inpainter)
+        return as_reference(reference)
+
+    def reference_object(self, obj: str, reference) -> str:
+        """The class the location model gets for the reference step whose instruction text is ``obj``."""
+        from .reference_class import named_class
+
+        if self.reference_class:
+            return self.reference_class
+        named = named_class(obj)
+        if named:
+            return named
+        if self._zero_shot_of is not reference:
+            if self.classifier is None:
+                from .reference_class import ZeroShotClassifier
+
+                try:
+                    self.classifier = ZeroShotClassifier.from_pretrained()
+                except (OSError, RuntimeError) as e:
+                    raise ValueError(f"the instruction names no class ({obj!r}) and the zero-shot CLIP could not be "
+                                     f"loaded ({e}); pass reference_class= or classifier=") from e
+            result = self.classifier(reference, self.vocabulary)
+            if isinstance(result, str):          # a plain callable naming the class
+                from .reference_class import ZeroShotResult
+
+                result = ZeroShotResult(result, {result: 1.0})
+            self.reference_zero_shot = result
+            self._zero_shot_of = reference
+        return self.reference_zero_shot.label
 
     def propose(self, image, obj: str, region=None, avoid=None, generator=None,
                 num_candidates: int | None = None) -> Candidates:
@@ -163,25 +220,39 @@ class ObjectInserter:
                           torch.as_tensor(s.logprobs, dtype=torch.float32).reshape(-1))
 
     def __call__(self, image, instruction: str | Instruction | Sequence[str | Instruction], generator=None, *,
-                 region=None, avoid=None) -> InsertionResult:
+                 region=None, avoid=None, reference=None) -> InsertionResult:
         """Carry out ``instruction`` ("add a cup on the left, then a lamp") on ``image``.
 
         ``region`` (a ``Region``, box, mask or phrase) replaces the instruction's own location for
-        every object; ``avoid`` boxes are kept free in every step.
+        every object; ``avoid`` boxes are kept free in every step; ``reference`` replaces the
+        inserter's reference image for this call.
         """
         if self.inpainter is None:
             raise ValueError("this ObjectInserter has no inpainter; use propose() or pass one")
         img = load_image(image)
+        ref = self._check_reference(reference) if reference is not None else self.reference
         steps: list[InsertionStep] = []
         avoid = as_boxes(avoid, "avoid boxes") if avoid is not None and len(avoid) else torch.zeros(0, 4)
         override = as_region(region)
-        for ins in _instructions(instruction):
+        plan = _instructions(instruction)
+        if ref is None:
+            uses = [False] * len(plan)
+        else:
+            from .reference_class import reference_steps
+
+            uses = reference_steps([ins.object for ins in plan])
+        for ins, use in zip(plan, uses):
+            obj = self.reference_object(ins.object, ref) if use else ins.object
             where = override or ins.region
             keep_free = torch.cat([avoid] + [s.box[None] for s in steps]) if self.avoid_previous else avoid
-            cands = self.propose(img, ins.object, where, keep_free, generator)
+            cands = self.propose(img, obj, where, keep_free, generator)
             index = select_box(cands.boxes, cands.logprobs, self.selection, generator, self.diverse_top)
-            img = self.inpainter.inpaint(img, [float(v) for v in cands.boxes[index]], ins.object, generator=generator)
-            steps.append(InsertionStep(ins.object, where, cands, index, img))
+            box = [float(v) for v in cands.boxes[index]]
+            if use:
+                img = self.inpainter.inpaint(img, box, obj, generator=generator, reference=ref)
+            else:
+                img = self.inpainter.inpaint(img, box, obj, generator=generator)
+            steps.append(InsertionStep(obj, where, cands, index, img, reference=use))
         return InsertionResult(img, steps)
 
 

@@ -8,6 +8,15 @@
   and ``"a photo of a {text}"``, in [-1, 1] (torchmetrics' CLIPScore is ``max(100 * cos, 0)``).
   It uses transformers' ``CLIPModel`` forward outputs (``image_embeds`` / ``text_embeds``, already
   L2-normalised), which behave the same on transformers 4 and 5.
+- ``reference_clip_similarity(image, box, reference)``: fidelity to a reference image (insert *this*
+  object): cosine similarity of the CLIP image embeddings of the box crop and the reference (a
+  cut-out composited onto white), in [-1, 1].
+- ``reference_pixel_error(edited, box, reference, fit=)``: where the object is known exactly (the
+  synthetic world's sprites), the mean absolute error in [0, 1] between the box and the reference
+  drawn into it (``place_in_box``, as the reference backends place it), over the pixels the
+  reference covers opaquely (its soft edge depends on the background as well).
+  ``sprite_pixel_error(edited, box, cls)`` is that against the synthetic sprite of ``cls`` drawn
+  at the box, the way the synthetic renderer draws it.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ from PIL import Image
 from .boxes import check_box, pixel_box
 from .images import load_image
 
-__all__ = ["background_ssim", "foreground_clip_score", "CLIPScorer", "DEFAULT_CLIP"]
+__all__ = ["background_ssim", "foreground_clip_score", "reference_clip_similarity", "reference_pixel_error",
+           "sprite_pixel_error", "CLIPScorer", "DEFAULT_CLIP"]
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 TEMPLATE = "a photo of a {}"
@@ -77,6 +87,27 @@ class CLIPScorer:
             out = self.model(**{k: v.to(device) for k, v in inputs.items()})
         return (out.image_embeds.float() @ out.text_embeds.float().T).cpu()
 
+    def image_embeds(self, images: list[Image.Image]):
+        """(len(images), dim) L2-normalised CLIP image embeddings."""
+        import torch
+
+        inputs = self.processor(images=images, return_tensors="pt")
+        device = next(self.model.parameters()).device
+        with torch.no_grad():
+            out = self.model.vision_model(pixel_values=inputs["pixel_values"].to(device))
+            f = self.model.visual_projection(out.pooler_output).float()
+        return (f / f.norm(dim=-1, keepdim=True)).cpu()
+
+    def image_similarity(self, image, box, reference) -> float:
+        """Cosine similarity of the CLIP embeddings of the crop of ``box`` and the reference image."""
+        from .inpainting.reference import as_reference
+
+        ref = as_reference(reference)
+        img = load_image(image)
+        crop = img.crop(pixel_box(check_box(box, *img.size), *img.size))
+        e = self.image_embeds([crop, ref.rgb() if ref.has_alpha else ref.image.convert("RGB")])
+        return float(e[0] @ e[1])
+
     def __call__(self, image, box, text: str) -> float:
         """Cosine similarity of the crop of ``box`` and ``text``."""
         if not isinstance(text, str) or not text.strip():
@@ -91,18 +122,62 @@ def _scorer(model_id: str) -> CLIPScorer:
     return CLIPScorer.from_pretrained(model_id)
 
 
+def _as_scorer(model, processor) -> CLIPScorer:
+    if isinstance(model, CLIPScorer):
+        return model
+    if model is None or isinstance(model, str):
+        return _scorer(model or DEFAULT_CLIP)
+    if processor is None:
+        raise ValueError("pass the CLIPProcessor that goes with the CLIPModel (processor=...)")
+    return CLIPScorer(model, processor)
+
+
+def reference_clip_similarity(image, box, reference, model=None, processor=None) -> float:
+    """CLIP image-image cosine similarity of the box crop and ``reference`` (fidelity to *this* object).
+
+    ``model`` / ``processor`` as in ``foreground_clip_score``.
+    """
+    return _as_scorer(model, processor).image_similarity(image, box, reference)
+
+
+def reference_pixel_error(edited, box, reference, fit: str = "contain") -> float:
+    """Mean |edited - reference drawn into the box| / 255 over the pixels the reference covers opaquely.
+
+    The reference is placed in ``pixel_box(box)`` by ``place_in_box(..., fit)`` (``"contain"``: as the
+    reference backends place it by default; ``"stretch"``: filling the box). 0 means the object is
+    reproduced exactly.
+    """
+    from .inpainting.reference import as_reference
+
+    img = load_image(edited, "edited")
+    x1, y1, x2, y2 = pixel_box(check_box(box, *img.size), *img.size)
+    rgb, alpha = as_reference(reference).placed((x2 - x1, y2 - y1), fit)
+    return _covered_error(np.asarray(img)[y1:y2, x1:x2], np.asarray(rgb), alpha)
+
+
+def sprite_pixel_error(edited, box, cls: str) -> float:
+    """Like ``reference_pixel_error``, against the synthetic sprite of ``cls`` drawn at the pixel box
+    exactly as the synthetic renderer draws it (``sprite(cls, box size)``, untrimmed, filling the box)."""
+    from .data.synthetic import sprite
+
+    img = load_image(edited, "edited")
+    x1, y1, x2, y2 = pixel_box(check_box(box, *img.size), *img.size)
+    s = np.asarray(sprite(cls, (x2 - x1, y2 - y1)), np.float32)
+    return _covered_error(np.asarray(img)[y1:y2, x1:x2], s[..., :3], s[..., 3] / 255.0)
+
+
+def _covered_error(crop: np.ndarray, rgb: np.ndarray, alpha: np.ndarray) -> float:
+    # Only opaque pixels: at the object's soft edge the right answer depends on the background too.
+    covered = alpha >= 254.5 / 255
+    if not covered.any():
+        raise ValueError(f"the reference covers no pixel of the {crop.shape[1]}x{crop.shape[0]} box opaquely")
+    return float(np.abs(crop.astype(np.float32) - rgb.astype(np.float32))[covered].mean() / 255.0)
+
+
 def foreground_clip_score(image, box, text: str, model=None, processor=None) -> float:
     """CLIP cosine similarity of the box crop and ``"a photo of a {text}"``.
 
     ``model`` may be a ``CLIPModel`` (then ``processor`` is required), a ``CLIPScorer``, a model id
     or path, or ``None`` for ``openai/clip-vit-base-patch32`` (needs the hub or a warm cache).
     """
-    if isinstance(model, CLIPScorer):
-        scorer = model
-    elif model is None or isinstance(model, str):
-        scorer = _scorer(model or DEFAULT_CLIP)
-    else:
-        if processor is None:
-            raise ValueError("pass the CLIPProcessor that goes with the CLIPModel (processor=...)")
-        scorer = CLIPScorer(model, processor)
-    return scorer(image, box, text)
+    return _as_scorer(model, processor)(image, box, text)

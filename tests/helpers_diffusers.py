@@ -142,3 +142,48 @@ def tiny_clip(path: str | None = None):
         model.save_pretrained(path)
         processor.save_pretrained(path)
     return model, processor
+
+
+def tiny_paint_by_example():
+    """A real ``PaintByExamplePipeline`` (diffusers' deprecated exemplar inpainting), 64 px native.
+
+    Recipe of diffusers' own (deleted) fast test: a 5-layer CLIP vision tower, so the mapper has
+    (5 + 1) // 5 = 1 transformer block; ``proj_size`` = the UNet's ``cross_attention_dim``.
+    """
+    import importlib
+    import warnings
+
+    from diffusers import PaintByExamplePipeline, PNDMScheduler
+    from transformers import CLIPImageProcessor, CLIPVisionConfig
+
+    encoder_cls = importlib.import_module(PaintByExamplePipeline.__module__.rsplit(".", 1)[0]).PaintByExampleImageEncoder
+    torch.manual_seed(0)
+    encoder = encoder_cls(CLIPVisionConfig(hidden_size=32, projection_dim=32, intermediate_size=37,
+                                           layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=5,
+                                           image_size=32, patch_size=4), proj_size=32).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # "deprecated pipeline" notice
+        pipe = PaintByExamplePipeline(vae=tiny_vae(), image_encoder=encoder, unet=tiny_unet(9, seed=1),
+                                      scheduler=PNDMScheduler(skip_prk_steps=True), safety_checker=None,
+                                      feature_extractor=CLIPImageProcessor(crop_size=32, size=32),
+                                      requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+TINY_OPEN_CLIP = dict(embed_dim=24, vision_cfg=dict(image_size=32, layers=1, width=32, patch_size=16, head_width=16),
+                      text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=1))
+
+
+def tiny_open_clip(path: str):
+    """A tiny random open_clip ``CLIP`` saved as ``local-dir:`` reads it (config + safetensors); returns the model."""
+    from open_clip.model import CLIP
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    clip = CLIP(**TINY_OPEN_CLIP).eval()
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "open_clip_config.json"), "w") as f:
+        json.dump({"model_cfg": TINY_OPEN_CLIP, "preprocess_cfg": {}}, f)
+    save_file(clip.state_dict(), os.path.join(path, "open_clip_model.safetensors"))
+    return clip

@@ -15,12 +15,22 @@ Inpainters (--inpainter):
   powerpaint  PowerPaint-v1 on SD inpainting (default JunhaoZhuang/PowerPaint-v1 on --powerpaint-base)
   diffusers   any AutoPipelineForInpainting checkpoint, or FLUX.1 Fill
               (default stable-diffusion-v1-5/stable-diffusion-inpainting)
+  paint-by-example  Paint-by-Example: draws the --reference object (default Fantasy-Studio/Paint-by-Example)
+  repaint     RePaint resampling with the --reference in the box, on SD inpainting
+              (default stable-diffusion-v1-5/stable-diffusion-inpainting; --schedule, --jump-*)
 The diffusion backends need their weights (hub or a local folder via --inpainter-model).
+
+Insert *this* object (--reference PHOTO_OR_CUTOUT): the reference goes to the object written as
+"it" / "this ..." (or to the only object). Backends that take it: paint-by-example, repaint and
+cutout (the reference is the cut-out: it must be RGBA). Its class for the location model is
+--reference-class, else the instruction's word ("add this mug ..."), else CLIP zero-shot over
+--classes (default: the 80 COCO classes) with --zero-shot-model (default open_clip ViT-B-32 / openai).
 
 examples:
   locinsert insert room.jpg "add a dog on the left" --model runs/dpo --inpainter gligen --device cuda
   locinsert insert room.jpg "add a mug in the top right" --model runs/dpo --cutout mug.png
   locinsert insert scene.png "add a chair on the left, then a painting near the top" --model tiny
+  locinsert insert room.jpg "add it on the left" --reference mug.png --inpainter paint-by-example --model runs/dpo
 """
 
 from __future__ import annotations
@@ -31,7 +41,8 @@ from pathlib import Path
 
 from .propose import add_model_arguments, load_location_model, region_json, sample_kwargs
 
-INPAINTERS = ("cutout", "gligen", "powerpaint", "diffusers")
+INPAINTERS = ("cutout", "gligen", "powerpaint", "diffusers", "paint-by-example", "repaint")
+REFERENCE_INPAINTERS = ("paint-by-example", "repaint", "cutout")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "places at random, or any sample at random")
     add_model_arguments(p)
     add_inpainter_arguments(p)
+    add_reference_arguments(p)
     p.add_argument("--out", default="locinsert-insert", help="output folder (default: %(default)s)")
 
 
@@ -62,13 +74,57 @@ def add_inpainter_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--feather", type=int, default=0, help="soft seam width in pixels, inside the box (default: 0)")
 
 
-def build_inpainter(args, objects: list[str]):
-    """The backend named by --inpainter, loaded as the options say."""
+def add_reference_arguments(p: argparse.ArgumentParser) -> None:
+    """Options for inserting *this* object (--reference)."""
+    r = p.add_argument_group("reference: insert *this* object")
+    r.add_argument("--reference", default=None, metavar="IMAGE",
+                   help="photo or RGBA cut-out of the object to insert (--inpainter paint-by-example, repaint "
+                        "or cutout)")
+    r.add_argument("--reference-class", default=None, metavar="NAME",
+                   help="class of the reference for the location model (default: the instruction's word, "
+                        "else CLIP zero-shot)")
+    r.add_argument("--classes", default=None, metavar="A,B,...",
+                   help="zero-shot vocabulary, comma-separated (default: the 80 COCO classes)")
+    r.add_argument("--zero-shot-model", default=None, metavar="NAME",
+                   help="open_clip model for the zero-shot class: an architecture name (with "
+                        "--zero-shot-pretrained), hf-hub:ORG/REPO or local-dir:FOLDER (default: ViT-B-32)")
+    r.add_argument("--zero-shot-pretrained", default="openai", metavar="TAG",
+                   help="open_clip weights tag for an architecture name (default: %(default)s)")
+    r.add_argument("--schedule", default=None, choices=("layout", "linear", "cosine", "paste"),
+                   help="repaint: weight of the reference over the steps (default: layout = reference for the "
+                        "first half, then the model harmonises)")
+    r.add_argument("--jump-length", type=int, default=None, help="repaint: steps per resampling jump (default: 5)")
+    r.add_argument("--jump-n-sample", type=int, default=None,
+                   help="repaint: resampling rounds per jump, 1 = none (default: 2)")
+
+
+def check_reference_options(args, reference) -> None:
+    """Option combinations that cannot work, found before anything loads (``reference``: a ``Reference`` or None)."""
+    if args.inpainter != "repaint" and any(getattr(args, k) is not None for k in ("schedule", "jump_length",
+                                                                                   "jump_n_sample")):
+        raise ValueError("--schedule, --jump-length and --jump-n-sample only apply to --inpainter repaint")
+    if reference is None:
+        for flag in ("reference_class", "classes", "zero_shot_model"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag.replace('_', '-')} needs --reference")
+    elif args.inpainter == "cutout":
+        if args.cutout:
+            raise ValueError("give --cutout or --reference, not both: with --inpainter cutout the reference is the cut-out")
+        if not reference.has_alpha:
+            raise ValueError("--reference has no transparency, so --inpainter cutout would paste its whole rectangle: "
+                             "give an RGBA cut-out, or use --inpainter paint-by-example or repaint, which take photos")
+
+
+def build_inpainter(args, objects: list[str], reference=None):
+    """The backend named by --inpainter, loaded as the options say (``objects``: those drawn from text;
+    ``reference``: the ``Reference`` of --reference, if any)."""
     from .. import inpainting
 
     if args.inpainter == "cutout":
         if args.cutout:
             return inpainting.CutoutCompositor(args.cutout, feather=args.feather)
+        if reference is not None and not objects:
+            return inpainting.CutoutCompositor(None, feather=args.feather)
         from ..data.synthetic import CLASSES, sprite
 
         missing = [o for o in objects if o not in CLASSES]
@@ -83,6 +139,9 @@ def build_inpainter(args, objects: list[str]):
         kwargs["num_inference_steps"] = args.steps
     if args.guidance_scale is not None:
         kwargs["guidance_scale"] = args.guidance_scale
+    if args.inpainter == "repaint":
+        kwargs.update({k: getattr(args, k) for k in ("schedule", "jump_length", "jump_n_sample")
+                       if getattr(args, k, None) is not None})   # `app` has no reference options
     cls = inpainting.BACKENDS[args.inpainter]
     load = dict(dtype=args.dtype, device=args.device, **kwargs)
     if args.inpainter == "powerpaint" and args.powerpaint_base:
@@ -92,6 +151,18 @@ def build_inpainter(args, objects: list[str]):
     except OSError as e:   # weights neither in a local folder nor reachable / cached from the hub
         raise ValueError(f"cannot load the {args.inpainter} weights "
                          f"{args.inpainter_model or '(default)'}: {e}; offline, pass --inpainter-model FOLDER") from e
+
+
+def build_classifier(args):
+    """The open_clip zero-shot classifier of --zero-shot-model, or a clear error."""
+    from ..reference_class import DEFAULT_ZERO_SHOT, ZeroShotClassifier
+
+    name = args.zero_shot_model or DEFAULT_ZERO_SHOT
+    try:
+        return ZeroShotClassifier.from_pretrained(name, args.zero_shot_pretrained, device=args.device)
+    except (OSError, RuntimeError) as e:
+        raise ValueError(f"the instruction names no class for the reference and the zero-shot CLIP {name!r} could "
+                         f"not be loaded ({e}); pass --reference-class NAME, or --zero-shot-model local-dir:FOLDER") from e
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,9 +179,30 @@ def run(args: argparse.Namespace) -> int:
     for s in steps:
         if s.region is not None:
             s.region.resolve(*image.size)
-    inpainter = build_inpainter(args, [s.object for s in steps])
+    reference, classifier, vocabulary, uses = None, None, None, [False] * len(steps)
+    if args.reference is not None:
+        from ..inpainting.reference import as_reference
+        from ..reference_class import check_vocabulary, named_class, reference_steps
+
+        if args.inpainter not in REFERENCE_INPAINTERS:
+            raise ValueError(f"--inpainter {args.inpainter} cannot use a --reference image (it draws from text "
+                             f"only); use one of {', '.join(REFERENCE_INPAINTERS)}")
+        reference = as_reference(args.reference)                # a bad reference fails before anything loads
+        uses = reference_steps([s.object for s in steps])
+        vocabulary = check_vocabulary(args.classes) if args.classes else None
+    check_reference_options(args, reference)
+    if args.inpainter == "paint-by-example" and not all(uses):
+        text_only = [s.object for s, u in zip(steps, uses) if not u]
+        raise ValueError(f"--inpainter paint-by-example draws only from a --reference image, and {text_only} "
+                         "would have none: pass --reference, or use another backend for those objects")
+    if reference is not None and not args.reference_class and any(u and not named_class(s.object)
+                                                                   for s, u in zip(steps, uses)):
+        classifier = build_classifier(args)
+    inpainter = build_inpainter(args, [s.object for s, u in zip(steps, uses) if not u], reference)
     model = load_location_model(args.model, args.device, args.seed)
     inserter = ObjectInserter(model, inpainter, num_candidates=args.num_candidates, selection=args.selection,
+                              reference=reference, reference_class=args.reference_class, classifier=classifier,
+                              vocabulary=vocabulary,
                               **sample_kwargs(args))
     result = inserter(image, steps, generator=torch.Generator().manual_seed(args.seed))
 
@@ -122,12 +214,20 @@ def run(args: argparse.Namespace) -> int:
         .save(out / f"{stem}_overlay.png")
     record = {"image": str(args.image), "instruction": args.instruction, "width": image.width,
               "height": image.height, "inpainter": args.inpainter, "model": args.model, "box_format": "xyxy pixels",
-              "steps": [{"object": s.object, "region": region_json(s.region, *image.size),
+              "reference": None if reference is None else str(args.reference),
+              "steps": [{"object": s.object, "reference": s.reference, "region": region_json(s.region, *image.size),
                          "box": [round(float(v), 2) for v in s.box], "logprob": round(s.logprob, 4),
                          "candidates": s.candidates.to_dict()} for s in result.steps]}
+    if inserter.reference_zero_shot is not None:
+        record["reference_zero_shot"] = inserter.reference_zero_shot.top(5)
     (out / f"{stem}_insert.json").write_text(json.dumps(record, indent=2))
     for s in result.steps:
         b = s.box.tolist()
-        print(f"{s.object}: box [{b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f}] (log p = {s.logprob:.2f})")
+        what = f"{s.object} (the reference)" if s.reference else s.object
+        print(f"{what}: box [{b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f}] (log p = {s.logprob:.2f})")
+    if inserter.reference_zero_shot is not None:
+        z = inserter.reference_zero_shot
+        print(f"reference class by CLIP zero-shot: {z.label} (p = {z.probs[z.label]:.2f}); "
+              "override with --reference-class")
     print(f"edited image -> {out / f'{stem}_edited.png'}; overlay -> {out / f'{stem}_overlay.png'}")
     return 0

@@ -1,11 +1,17 @@
 """Inpainters: draw an object inside a box and leave every pixel outside it unchanged.
 
-All backends share ``inpaint(image, box, prompt, generator=None) -> PIL.Image`` (``base.Inpainter``):
+All backends share ``inpaint(image, box, prompt, generator=None, reference=None) -> PIL.Image``
+(``base.Inpainter``):
 
 - ``GLIGENInpainter``: box-grounded SD inpainting (``StableDiffusionGLIGENPipeline``);
 - ``PowerPaintInpainter``: PowerPaint-v1 weights on the stock ``StableDiffusionInpaintPipeline``;
 - ``DiffusersInpainter``: any ``AutoPipelineForInpainting`` checkpoint, or ``FluxFillPipeline``;
 - ``CutoutCompositor``: pastes an RGBA cut-out (offline, no model).
+
+``reference=`` (a photo or cut-out of the very object to insert, ``reference.py``) is taken by
+``PaintByExampleInpainter`` (exemplar-conditioned), ``ReferenceRePaintInpainter`` (RePaint
+resampling with the reference in the hole, on any SD inpainting pipeline) and ``CutoutCompositor``
+(the reference is the cut-out); the text-only backends answer it with a ``ValueError``.
 
 diffusers is imported only when a backend loads a pipeline or runs one.
 """
@@ -14,12 +20,17 @@ from .base import ContextCrop, DiffusionInpainter, Inpainter, box_mask, paste_in
 from .cutout import CutoutCompositor, as_cutout
 from .diffusers_inpaint import DiffusersInpainter
 from .gligen import GLIGENInpainter
+from .paint_by_example import PaintByExampleInpainter
 from .powerpaint import PowerPaintInpainter
+from .reference import Reference, as_reference
+from .repaint import SCHEDULES, ReferenceRePaintInpainter
 
 #: ``--inpainter`` names of the command line.
 BACKENDS = {"gligen": GLIGENInpainter, "powerpaint": PowerPaintInpainter, "diffusers": DiffusersInpainter,
-            "cutout": CutoutCompositor}
+            "cutout": CutoutCompositor, "paint-by-example": PaintByExampleInpainter,
+            "repaint": ReferenceRePaintInpainter}
 
 __all__ = ["Inpainter", "DiffusionInpainter", "ContextCrop", "GLIGENInpainter", "PowerPaintInpainter",
-           "DiffusersInpainter", "CutoutCompositor", "as_cutout", "paste_inside", "pixel_box", "box_mask",
+           "DiffusersInpainter", "CutoutCompositor", "as_cutout", "PaintByExampleInpainter",
+           "ReferenceRePaintInpainter", "SCHEDULES", "Reference", "as_reference", "paste_inside", "pixel_box", "box_mask",
            "BACKENDS"]

@@ -1,7 +1,9 @@
 """What every inpainter shares: the protocol, the context window, and the paste inside the box.
 
-The protocol is one method, ``inpaint(image, box, prompt, generator=None) -> PIL.Image``, returning
-an image of the input's size in which **only pixels inside the box may change**. "Inside" means the
+The protocol is one method, ``inpaint(image, box, prompt, generator=None, reference=None) -> PIL.Image``,
+returning an image of the input's size in which **only pixels inside the box may change**.
+``reference=`` is a picture of the very object to insert (``reference.py``); a backend that cannot
+use one says so with a ``ValueError`` naming those that can, never ignores it silently. "Inside" means the
 pixels the box touches: columns ``floor(x1) .. ceil(x2) - 1`` and rows ``floor(y1) .. ceil(y2) - 1``
 (``pixel_box``). Every backend guarantees this the same way: it produces a patch for that pixel
 rectangle and ``paste_inside`` writes the patch into a copy of the input, so the rest of the array
@@ -25,9 +27,10 @@ from PIL import Image, ImageFilter
 
 from ..boxes import check_box, pixel_box
 from ..images import load_image
+from .reference import REFERENCE_BACKENDS, Reference, as_reference
 
 __all__ = ["Inpainter", "DiffusionInpainter", "ContextCrop", "pixel_box", "box_mask", "check_box",
-           "check_prompt", "paste_inside", "load_pipeline", "snap"]
+           "check_prompt", "check_reference_support", "paste_inside", "load_pipeline", "snap"]
 
 
 # -- boxes -------------------------------------------------------------------------------------
@@ -187,17 +190,33 @@ class Inpainter(ABC):
     To add a backend, subclass this and implement ``draw`` (or subclass ``DiffusionInpainter`` and
     implement ``generate``). Anything with an ``inpaint(image, box, prompt, generator=None)``
     method returning a same-size PIL image also works with ``ObjectInserter``.
+
+    A backend that draws from a reference image sets ``accepts_reference`` (and ``requires_reference``
+    if it cannot draw without one) and takes ``reference=`` (a ``Reference``) in ``draw``; the others
+    never see it.
     """
 
     #: Soft seam width in pixels, inside the box only (0 = hard edge).
     feather: int = 0
+    #: Whether ``inpaint(..., reference=)`` is understood / needed.
+    accepts_reference: bool = False
+    requires_reference: bool = False
 
-    def inpaint(self, image, box, prompt: str, generator=None) -> Image.Image:
-        """Draw ``prompt`` inside ``box`` (xyxy pixels) of ``image``; only pixels in the box change."""
+    def inpaint(self, image, box, prompt: str | None = None, generator=None, reference=None) -> Image.Image:
+        """Draw ``prompt`` (or the ``reference`` object) inside ``box`` (xyxy pixels) of ``image``;
+        only pixels in the box change. With a reference the prompt may be omitted."""
         img = load_image(image)
         b = check_box(box, *img.size)
-        prompt = check_prompt(prompt)
-        patch, alpha = self.draw(img, b, prompt, generator)
+        if reference is None:
+            if self.requires_reference:
+                raise ValueError(f"{type(self).__name__} draws the object of a reference image: pass reference= "
+                                 "(a photo or an RGBA cut-out of the object)")
+            patch, alpha = self.draw(img, b, check_prompt(prompt), generator)
+        else:
+            check_reference_support(self)
+            ref = as_reference(reference)
+            prompt = "" if prompt is None else check_prompt(prompt)
+            patch, alpha = self.draw(img, b, prompt, generator, reference=ref)
         return paste_inside(img, patch, b, alpha=alpha, feather=self.feather)
 
     __call__ = inpaint
@@ -205,6 +224,23 @@ class Inpainter(ABC):
     @abstractmethod
     def draw(self, image: Image.Image, box, prompt: str, generator=None) -> tuple[Image.Image, np.ndarray | None]:
         """Return (patch for ``pixel_box(box)``, optional alpha in [0, 1] of the same shape)."""
+
+
+def check_reference_support(inpainter) -> None:
+    """``ValueError`` unless ``inpainter`` can draw from a reference image (naming the backends that can)."""
+    if isinstance(inpainter, Inpainter):
+        ok = inpainter.accepts_reference
+    else:   # any object with an inpaint method: it must at least take the keyword
+        import inspect
+
+        try:
+            params = inspect.signature(inpainter.inpaint).parameters
+        except (TypeError, ValueError):
+            params = {}
+        ok = "reference" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if not ok:
+        raise ValueError(f"{type(inpainter).__name__} cannot use a reference image (it draws from text only); "
+                         f"the backends that insert a given object are {', '.join(REFERENCE_BACKENDS)}")
 
 
 class DiffusionInpainter(Inpainter):
@@ -245,10 +281,12 @@ class DiffusionInpainter(Inpainter):
             return int(self.pipe.default_sample_size) * vae_scale
         return 512
 
-    def draw(self, image, box, prompt, generator=None):
+    def draw(self, image, box, prompt, generator=None, reference: Reference | None = None):
         crop = ContextCrop.around(image, box, resolution=self.resolution, multiple=self.multiple,
                                   context=self.context, square=self.square)
-        return crop.box_patch(self.generate(crop, prompt, generator)), None
+        if reference is None:
+            return crop.box_patch(self.generate(crop, prompt, generator)), None
+        return crop.box_patch(self.generate(crop, prompt, generator, reference=reference)), None
 
     def common_kwargs(self, generator) -> dict:
         kw = dict(num_inference_steps=self.num_inference_steps, generator=generator, output_type="pil")
@@ -258,7 +296,9 @@ class DiffusionInpainter(Inpainter):
 
     @abstractmethod
     def generate(self, crop: ContextCrop, prompt: str, generator=None) -> Image.Image:
-        """Run the pipeline on ``crop.image`` / ``crop.mask``; return an image of ``crop.size``."""
+        """Run the pipeline on ``crop.image`` / ``crop.mask``; return an image of ``crop.size``.
+
+        A backend with ``accepts_reference`` also takes ``reference=`` (a ``Reference``)."""
 
 
 def load_pipeline(cls, model_id: str, *, dtype=None, device=None, **kwargs):

@@ -3,7 +3,14 @@
 The cut-out is either one RGBA image, or a callable ``cutout(prompt, (width, height)) -> RGBA``
 so that each class can have its own sprite (``locinsert.data.synthetic.sprite``). The object is
 trimmed to its alpha bounding box, scaled to fit the box (keeping its aspect by default), and
-anchored at the bottom centre of the box, where a standing object touches its support.
+anchored at the bottom centre of the box, where a standing object touches its support
+(``reference.place_in_box``).
+
+A reference image (``inpaint(..., reference=img)``) *is* a cut-out: it replaces the configured one
+for that call, so ``CutoutCompositor()`` with no cut-out at all pastes whatever reference it is given.
+The rule for a reference without transparency (an RGB photo, or alpha 255 everywhere) is the
+cut-out's own: it would paste its whole rectangle, so it is a ``ValueError`` unless
+``allow_opaque=True``; the diffusion reference backends are the ones that take photos.
 """
 
 from __future__ import annotations
@@ -15,8 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .base import Inpainter, pixel_box
-
-FITS = ("contain", "stretch")
+from .reference import FITS, place_in_box
 
 
 def as_cutout(cutout, *, allow_opaque: bool = False, name: str = "cut-out") -> Image.Image:
@@ -52,14 +58,19 @@ class CutoutCompositor(Inpainter):
     """``CutoutCompositor(cutout)``: paste an RGBA cut-out (or ``cutout(prompt, size) -> RGBA``) into the box.
 
     ``fit="contain"`` keeps the cut-out's aspect ratio inside the box; ``"stretch"`` fills the box.
+    ``cutout=None`` makes a compositor that only pastes references (``inpaint(..., reference=)``).
     """
 
-    def __init__(self, cutout: Image.Image | str | np.ndarray | Callable, *, fit: str = "contain",
+    accepts_reference = True
+
+    def __init__(self, cutout: Image.Image | str | np.ndarray | Callable | None = None, *, fit: str = "contain",
                  feather: int = 0, allow_opaque: bool = False):
         if fit not in FITS:
             raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
         self.allow_opaque = allow_opaque
-        if callable(cutout) and not isinstance(cutout, Image.Image):
+        if cutout is None:
+            self.source, self.cutout = None, None
+        elif callable(cutout) and not isinstance(cutout, Image.Image):
             self.source, self.cutout = cutout, None
         else:
             self.source, self.cutout = None, _trim(as_cutout(cutout, allow_opaque=allow_opaque))
@@ -69,24 +80,25 @@ class CutoutCompositor(Inpainter):
         """The trimmed RGBA cut-out for this prompt (a per-class callable is asked at the box size)."""
         if self.cutout is not None:
             return self.cutout
+        if self.source is None:
+            raise ValueError(f"this CutoutCompositor has no cut-out for {prompt!r}: give it one "
+                             "(CutoutCompositor(cutout)) or pass reference= the object to paste")
         return _trim(as_cutout(self.source(prompt, size), allow_opaque=self.allow_opaque,
                                name=f"cut-out for {prompt!r}"))
 
-    def draw(self, image, box, prompt, generator=None):
+    def draw(self, image, box, prompt, generator=None, reference=None):
         x1, y1, x2, y2 = pixel_box(box, *image.size)
-        bw, bh = x2 - x1, y2 - y1
-        obj = self.object_image(prompt, (bw, bh))
-        if self.fit == "stretch":
-            w, h = bw, bh
+        size = (x2 - x1, y2 - y1)
+        if reference is None:
+            obj = self.object_image(prompt, size)
+        elif reference.has_alpha or self.allow_opaque:
+            obj = reference.image
         else:
-            s = min(bw / obj.width, bh / obj.height)
-            w, h = max(1, min(bw, round(obj.width * s))), max(1, min(bh, round(obj.height * s)))
-        # Premultiplied resize, so transparent pixels' colours do not bleed into the edge.
-        obj = obj.convert("RGBa").resize((w, h), Image.LANCZOS).convert("RGBA")
-        patch = Image.new("RGBA", (bw, bh), (0, 0, 0, 0))
-        patch.paste(obj, ((bw - w) // 2, bh - h))
-        a = np.asarray(patch, np.float32)
-        return Image.fromarray(a[..., :3].astype(np.uint8)), a[..., 3] / 255.0
+            raise ValueError("the reference has no transparency (an RGB photo, or alpha 255 everywhere), so the "
+                             "cut-out backend would paste its whole rectangle: give an RGBA cut-out, pass "
+                             "allow_opaque=True, or use PaintByExampleInpainter / ReferenceRePaintInpainter, "
+                             "which take photos")
+        return place_in_box(obj, size, self.fit)
 
 
 def _trim(rgba: Image.Image) -> Image.Image:
