@@ -39,6 +39,15 @@ def image_path(tmp_path):
     return scene_png(tmp_path / "room.png")
 
 
+def green_disc(path) -> str:
+    """An RGBA cut-out: an opaque green disc on transparency."""
+    a = np.zeros((16, 16, 4), np.uint8)
+    yy, xx = np.mgrid[:16, :16]
+    a[(yy - 7.5) ** 2 + (xx - 7.5) ** 2 <= 56] = (0, 220, 0, 255)
+    Image.fromarray(a, "RGBA").save(path)
+    return str(path)
+
+
 # -- EditSession ------------------------------------------------------------------------------------
 
 def test_session_proposes_applies_in_steps_and_records(session, image_path):
@@ -124,6 +133,27 @@ def test_session_impossible_sizes_and_indices(parts, session, image_path):
         huge.start(image_path, "add a cup on the left")
 
 
+def test_session_inserts_this_object_from_a_reference(session, image_path, tmp_path):
+    disc = green_disc(tmp_path / "disc.png")
+    p = session.start(image_path, "add this chair on the left, then a plant", seed=0, reference=disc)
+    assert p.step.extra["reference"] is not None and "your reference (as a chair)" in p.note
+    assert (((p.candidates.boxes[:, 0] + p.candidates.boxes[:, 2]) / 2) <= 32).all()
+    box = p.candidates.boxes[0].tolist()
+    nxt = session.apply(0)
+    assert "reference" not in nxt.step.extra                      # the plant is drawn from text
+    inside = box_mask(box, 64, 64)
+    pixels = np.asarray(session.image).astype(int)[inside]
+    assert ((pixels == (0, 220, 0)).all(-1)).any()
+    assert session.record()["steps"][0]["reference"] is True
+
+    with pytest.raises(ValueError, match="marked as the reference"):
+        session.start(image_path, "add a chair, then a plant", reference=disc)
+    with pytest.raises(ValueError, match="no transparency"):
+        session.start(image_path, "add this chair", reference=image_path)
+    with pytest.raises(FileNotFoundError):
+        session.start(image_path, "add this chair", reference=tmp_path / "missing.png")
+
+
 # -- the page through its API -------------------------------------------------------------------------
 
 def test_page_api_propose_choose_insert_finish(parts, image_path, tmp_path, request):
@@ -141,11 +171,11 @@ def test_page_api_propose_choose_insert_finish(parts, image_path, tmp_path, requ
         assert {"/propose", "/choose", "/insert", "/finish"} <= set(api)
 
         with pytest.raises(AppError, match="No image"):
-            client.predict(None, "add a cup", 5, 0, api_name="/propose")
+            client.predict(None, "add a cup", 5, 0, None, api_name="/propose")
         with pytest.raises(AppError, match="no object"):
-            client.predict(handle_file(image_path), "add on the left", 5, 0, api_name="/propose")
+            client.predict(handle_file(image_path), "add on the left", 5, 0, None, api_name="/propose")
 
-        cands, heat, radio, status, out, _, _ = client.predict(handle_file(examples[0][0]), INSTRUCTION, 4, 5,
+        cands, heat, radio, status, out, _, _ = client.predict(handle_file(examples[0][0]), INSTRUCTION, 4, 5, None,
                                                                api_name="/propose")
         assert Image.open(cands).size == Image.open(heat).size == (512, 512)   # 64 px shown 8x
         assert [c[1] for c in radio["choices"]] == [0, 1, 2, 3] and radio["value"] == 0
@@ -166,6 +196,21 @@ def test_page_api_propose_choose_insert_finish(parts, image_path, tmp_path, requ
         assert "Done" in status
         with pytest.raises(AppError, match="every step"):
             client.predict(None, api_name="/insert")
+
+        # Insert *this* object: an RGBA cut-out as the reference.
+        disc = green_disc(tmp_path / "disc.png")
+        status = client.predict(handle_file(image_path), "add this chair on the left", 3, 0, handle_file(disc),
+                                api_name="/propose")[3]
+        assert "your reference (as a chair)" in status
+        _, png, js, *_ = client.predict(None, api_name="/insert")
+        record = json.loads(open(js["value"]).read())
+        assert record["steps"][0]["reference"] is True
+        box = box_mask(record["steps"][0]["box"], 64, 64)
+        edited = np.asarray(Image.open(png["value"]).convert("RGB")).astype(int)
+        assert ((edited[box] == (0, 220, 0)).all(-1)).any()          # the disc's own green, inside the box
+        with pytest.raises(AppError, match="no transparency"):
+            client.predict(handle_file(image_path), "add this chair", 3, 0, handle_file(image_path),
+                           api_name="/propose")
 
 
 # -- the command line ---------------------------------------------------------------------------------

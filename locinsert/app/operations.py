@@ -90,7 +90,10 @@ class Operation:
 class AddObject(Operation):
     """"add a cup on the left": the location model proposes boxes, the inpainter draws in the chosen one.
 
-    ``objects`` limits the objects the inpainter can draw (the synthetic sprites); ``None`` = any.
+    ``objects`` limits the objects the inpainter can draw from text (the synthetic sprites); ``None``
+    = any. A step with ``extra["reference"]`` (a ``Reference``: "add *this* mug", see
+    ``EditSession.start``) draws that object instead, and the location model gets its class from
+    the instruction's word or the inserter's ``reference_class`` / zero-shot classifier.
     Sampling options (temperature, min_size, ...) are the ``inserter``'s.
     """
 
@@ -107,30 +110,52 @@ class AddObject(Operation):
         return self.inserter.model
 
     def check(self, step: Step) -> None:
+        ref = step.extra.get("reference")
+        if ref is not None:
+            from ..inpainting import CutoutCompositor
+            from ..inpainting.base import check_reference_support
+
+            check_reference_support(self.inserter.inpainter)
+            if isinstance(self.inserter.inpainter, CutoutCompositor) and not ref.has_alpha:
+                raise ValueError("the reference has no transparency, and the cut-out inpainter would paste its whole "
+                                 "rectangle: upload an RGBA cut-out, or start the app with --inpainter "
+                                 "paint-by-example or repaint, which take photos")
+            return
         if self.objects is not None and step.object not in self.objects:
             raise ValueError(f"the cut-out inpainter can draw only {', '.join(self.objects)}, not "
                              f"{step.object!r}; start the app with --cutout PNG or a diffusion --inpainter "
                              "to draw anything")
 
+    def object_class(self, step: Step) -> str:
+        """What the location model is asked to place: the object, or the reference's class."""
+        ref = step.extra.get("reference")
+        return step.object if ref is None else self.inserter.reference_object(step.object, ref)
+
     def propose(self, image, step, *, avoid, generator, num_candidates, heatmap_samples) -> Proposal:
         region = step.region
         if avoid is not None and len(avoid):
             region = (region or Region(None)).with_avoid(avoid)
-        cands = self.inserter.propose(image, step.object, region, None, generator, num_candidates)
+        cls = self.object_class(step)
+        cands = self.inserter.propose(image, cls, region, None, generator, num_candidates)
         order = torch.argsort(cands.logprobs, descending=True)
         cands = Candidates(cands.boxes[order], cands.logprobs[order])
         heat = None
         if heatmap_samples > 0 and hasattr(self.model, "heatmap"):
-            heat = self.model.heatmap(image, step.object, region=region, num_samples=heatmap_samples,
+            heat = self.model.heatmap(image, cls, region=region, num_samples=heatmap_samples,
                                       generator=generator, **self.inserter.sample_kwargs)
         where = step.region.name if step.region is not None else "anywhere"
-        note = f"{len(cands)} places for **{step.object}** ({where}" + \
+        what = f"your reference (as a {cls})" if step.extra.get("reference") is not None else step.object
+        note = f"{len(cands)} places for **{what}** ({where}" + \
                (f", away from {len(avoid)} object(s) added before)" if avoid is not None and len(avoid) else ")")
         return Proposal(step, cands, heat, region, note)
 
     def apply(self, image, proposal, index, generator) -> Image.Image:
         box = [float(v) for v in proposal.candidates.boxes[index]]
-        return self.inserter.inpainter.inpaint(image, box, proposal.step.object, generator=generator)
+        ref = proposal.step.extra.get("reference")
+        if ref is None:
+            return self.inserter.inpainter.inpaint(image, box, proposal.step.object, generator=generator)
+        return self.inserter.inpainter.inpaint(image, box, self.object_class(proposal.step), generator=generator,
+                                               reference=ref)
 
     def describe(self) -> dict[str, Any]:
         return {"verb": self.verb, "inpainter": type(self.inserter.inpainter).__name__}

@@ -4,7 +4,8 @@ Only this module imports gradio. Everything it shows comes from an ``EditSession
 tab gets its own session in a ``gr.State``; the model and the inpainter are shared. Work is queued
 one job at a time, because sampling and inpainting use the whole CPU or GPU anyway.
 
-Endpoints, named for ``gradio_client``: ``/propose`` (image, instruction, candidates, seed),
+Endpoints, named for ``gradio_client``: ``/propose`` (image, instruction, candidates, seed,
+reference image or None),
 ``/choose`` (candidate index), ``/insert`` (candidate index; ``None`` = the chosen or most likely
 one) and ``/finish``. The click on the candidates picture is a ``.select`` event; it is not an
 endpoint.
@@ -130,7 +131,7 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
         st.stem = Path(image_path).stem if isinstance(image_path, str) and image_path else "edit"
         return st
 
-    def propose(image, instruction, num_candidates, seed, st, progress=gr.Progress()):
+    def propose(image, instruction, num_candidates, seed, reference, st, progress=gr.Progress()):
         if image is None:
             raise _refuse("No image yet: upload one, or pick an example scene below.")
         if st is None:
@@ -139,7 +140,8 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
             st.stem = Path(image).stem if isinstance(image, str) else "edit"
         progress(0.05, desc="sampling places")
         try:
-            st.session.start(image, instruction, seed=int(seed or 0), num_candidates=int(num_candidates or 1))
+            st.session.start(image, instruction, seed=int(seed or 0), num_candidates=int(num_candidates or 1),
+                             reference=reference or None)
         except USER_ERRORS as e:
             raise _refuse(e) from None
         st.selected = 0
@@ -212,6 +214,11 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
                                height=300)
                 instr = gr.Textbox(label="Instruction", elem_id="instr", lines=1, max_lines=3,
                                    placeholder="add a cup on the left, then a plant near the right")
+                with gr.Accordion("Reference: insert *this* object (optional)", open=False):
+                    ref = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                   show_label=False, elem_id="ref", height=160)
+                    gr.Markdown("A photo or an RGBA cut-out. It becomes the object written *it* or *this ...* "
+                                "(\"add this chair on the left\"), or the only one.", elem_classes=["caption"])
                 with gr.Row():
                     ncand = gr.Slider(1, 32, value=default_candidates, step=1, label="Candidates", elem_id="ncand")
                     seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed", min_width=80)
@@ -243,9 +250,9 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
                         dl_json = gr.DownloadButton("Download JSON", elem_id="dl_json", interactive=False)
 
         edit_outputs = [out, dl_png, dl_json, cands, heat, choice, status, state]
-        propose_btn.click(propose, [inp, instr, ncand, seed, state],
+        propose_btn.click(propose, [inp, instr, ncand, seed, ref, state],
                           [cands, heat, choice, status, out, dl_png, dl_json, state], api_name="propose")
-        instr.submit(propose, [inp, instr, ncand, seed, state],
+        instr.submit(propose, [inp, instr, ncand, seed, ref, state],
                      [cands, heat, choice, status, out, dl_png, dl_json, state], api_visibility="private")
         cands.select(select, [state], [cands, choice, status, state], api_visibility="private")
         choice.input(choose, [choice, state], [cands, status, state], api_name="choose")

@@ -40,6 +40,7 @@ class AppliedStep:
 
         p = self.proposal
         return {"operation": p.step.verb, "object": p.step.object,
+                "reference": p.step.extra.get("reference") is not None,
                 "region": region_json(p.step.region, width, height),
                 "chosen": self.index, "box": [round(float(v), 2) for v in self.box],
                 "logprob": round(float(p.candidates.logprobs[self.index]), 4),
@@ -93,12 +94,19 @@ class EditSession:
 
     # -- actions ---------------------------------------------------------------------------------
 
-    def start(self, image, instruction: str, seed: int = 0, num_candidates: int | None = None) -> Proposal:
-        """Parse ``instruction``, reset to ``image`` and propose candidates for the first step."""
+    def start(self, image, instruction: str, seed: int = 0, num_candidates: int | None = None,
+              reference=None) -> Proposal:
+        """Parse ``instruction``, reset to ``image`` and propose candidates for the first step.
+
+        ``reference`` (a photo or RGBA cut-out) is the object to add: it goes to the added object
+        written "it" / "this ..." (or to the only one), as in ``ObjectInserter``.
+        """
         if image is None:
             raise ValueError("no image: upload one (or pick an example) first")
         img = load_image(image)
         steps = plan_steps(instruction)
+        if reference is not None:
+            self._attach_reference(steps, reference)
         for s in steps:
             op = self.operations.get(s.verb)
             if op is None:
@@ -119,6 +127,19 @@ class EditSession:
         except ValueError:
             self.steps = []   # nothing started: the next action asks for a new instruction
             raise
+
+    @staticmethod
+    def _attach_reference(steps: list[Step], reference) -> None:
+        from ..inpainting.reference import as_reference
+        from ..reference_class import reference_steps
+
+        ref = as_reference(reference)
+        adds = [s for s in steps if s.verb == "add"]
+        if not adds:
+            raise ValueError("a reference image is the object to add, but the instruction adds nothing")
+        for s, use in zip(adds, reference_steps([s.object for s in adds])):
+            if use:
+                s.extra["reference"] = ref
 
     def _propose(self) -> Proposal:
         step = self.steps[self.step_index]
