@@ -214,7 +214,7 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
                                height=300)
                 instr = gr.Textbox(label="Instruction", elem_id="instr", lines=1, max_lines=3,
                                    placeholder="add a cup on the left, then a plant near the right")
-                with gr.Accordion("Reference: insert *this* object (optional)", open=False):
+                with gr.Accordion("Reference: insert this very object (optional)", open=False):
                     ref = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
                                    show_label=False, elem_id="ref", height=160)
                     gr.Markdown("A photo or an RGBA cut-out. It becomes the object written *it* or *this ...* "
