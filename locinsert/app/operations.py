@@ -48,11 +48,15 @@ class Proposal:
     heatmap: torch.Tensor | None = None   # (H, W) summing to 1, or None
     region: Region | None = None          # the region the candidates obey (with avoid boxes)
     note: str = ""
+    labels: list[str] | None = None       # one per candidate; default: object and log p
+    extra: dict = field(default_factory=dict)   # what the operation needs to apply a candidate (masks, ...)
 
     def __len__(self) -> int:
         return len(self.candidates)
 
     def label(self, i: int) -> str:
+        if self.labels is not None:
+            return f"{i + 1}: {self.labels[i]}"
         return f"{i + 1}: {self.step.object}  (log p {float(self.candidates.logprobs[i]):.2f})"
 
 
