@@ -13,6 +13,7 @@ endpoint.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -51,12 +52,22 @@ thinks the object can go · **4** click a box, or keep the most likely · **5** 
 and its JSON. Pixels outside the chosen box never change."""
 
 
+_DOWNLOADS: list[str] = []   # the process's download folder, made on first use, removed at exit
+
+
+def _downloads_root() -> str:
+    if not _DOWNLOADS:
+        _DOWNLOADS.append(tempfile.mkdtemp(prefix="locinsert-app-"))
+        atexit.register(shutil.rmtree, _DOWNLOADS[0], True)
+    return _DOWNLOADS[0]
+
+
 @dataclass
 class PageState:
     """One browser tab: its edit session, the chosen candidate and a folder for its downloads."""
 
     session: EditSession
-    folder: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="locinsert-app-"))
+    folder: str = field(default_factory=lambda: tempfile.mkdtemp(dir=_downloads_root()))
     info: dict = field(default_factory=dict)   # added to the downloaded JSON (model, inpainter)
     selected: int = 0
     stem: str = "edit"
@@ -201,7 +212,8 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
             raise _refuse(e) from None
         return _after_edit(st)
 
-    with gr.Blocks(title="locinsert", analytics_enabled=False) as demo:   # no usage statistics leave the machine
+    # No usage statistics leave the machine; Gradio's copies of the pictures older than a day are deleted.
+    with gr.Blocks(title="locinsert", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown(INTRO)
         if warning:
             gr.Markdown(f"**Warning:** {warning}", elem_id="banner")
