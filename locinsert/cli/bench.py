@@ -10,6 +10,8 @@ subcommands:
 examples:
   locinsert bench sampling
   locinsert bench sampling --preset tiny --num-samples 50 --skip-generate --json bench.json
+  locinsert bench sampling --device cuda --dtype bf16 --skip-generate --sweep 1,10,100,1000 \
+      --images-per-call 1,8 --compile none,cudagraphs
   locinsert bench training --help
 """
 
@@ -28,6 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--num-samples", type=int, default=100, help="boxes per image (default: 100)")
     s.add_argument("--repeats", type=int, default=3, help="timed runs per fast approach; best is kept (default: 3)")
     s.add_argument("--skip-generate", action="store_true", help="skip the slow generate() baseline")
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="weights and activations; the floor uses a GEMM rate measured at this dtype (default: fp32)")
+    s.add_argument("--sweep", default=None, metavar="N,N,...",
+                   help="also time LocationModel.sample for each of these N (e.g. 1,10,100,1000)")
+    s.add_argument("--images-per-call", default="1", metavar="B,B,...",
+                   help="sweep: images per sample() call (default: 1)")
+    s.add_argument("--compile", default="none", metavar="MODE,MODE,...",
+                   help="sweep: decode-step compile modes to compare: none, default, reduce-overhead, "
+                        "max-autotune, cudagraphs (GPU) (default: none)")
+    s.add_argument("--skip-compare", action="store_true",
+                   help="skip the four-way comparison at --num-samples (sweep and floor only)")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.add_argument("--json", default=None, help="also write the figures to this JSON file")
     for name, text in (("training", "training samples/s (locinsert.bench.training)"),
@@ -52,25 +66,43 @@ def _delegate(name: str, argv: list[str]) -> int:
     return int(module.main(argv) or 0)
 
 
+def _csv(text: str, kind, flag: str) -> list:
+    try:
+        values = [kind(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes a comma-separated list, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{flag} is empty")
+    return values
+
+
 def run(args) -> int:
     if args.bench in ("training", "evaluation"):
         return _delegate(args.bench, list(args.rest))
     if args.bench != "sampling":
         print("choose a benchmark: sampling, training or evaluation (see locinsert bench --help)")
         return 1
-    import json
-
     import torch
 
+    from locinsert.bench import write_json
     from locinsert.bench.sampling import format_results, run_sampling_bench
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from locinsert.modeling.sampling import DECODE_COMPILE_MODES
+
     if args.num_samples < 1 or args.repeats < 1:
         raise ValueError("--num-samples and --repeats must be at least 1")
-    results = run_sampling_bench(args.preset, args.num_samples, args.repeats, args.skip_generate)
+    modes = _csv(args.compile, str, "--compile")
+    bad = [m for m in modes if m not in DECODE_COMPILE_MODES]
+    if bad:
+        raise ValueError(f"--compile: unknown mode(s) {', '.join(bad)}; choose from {', '.join(DECODE_COMPILE_MODES)}")
+    sweep = _csv(args.sweep, int, "--sweep") if args.sweep else None
+    results = run_sampling_bench(args.preset, args.num_samples, args.repeats, args.skip_generate,
+                                 device=args.device, dtype=args.dtype, sweep=sweep,
+                                 images_per_call=_csv(args.images_per_call, int, "--images-per-call"),
+                                 compile_modes=modes, skip_compare=args.skip_compare)
     print(format_results(results))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(results, args.json)
     return 0

@@ -212,12 +212,14 @@ class Matches:
                       count=count, k=None if k is None else int(k), per_query=per_query)
 
 
-def match(pred_boxes, positives, negatives, iou_threshold: float = 0.5, chunk_size: int = 1024) -> Matches:
+def match(pred_boxes, positives, negatives, iou_threshold: float = 0.5, chunk_size: int = 1024,
+          device: torch.device | str | None = None) -> Matches:
     """Match every predicted box of every query to its labelled boxes, batched (see the module docstring).
 
     ``pred_boxes``, ``positives``, ``negatives``: lists with one (K_i, 4), (P_i, 4), (Q_i, 4) xyxy
     tensor per query (any of them may be empty), or (Qn, N, 4) tensors. ``chunk_size`` queries are
-    matched at a time to bound memory (the IoU tensor is chunk x K x L).
+    matched at a time to bound memory (the IoU tensor is chunk x K x L). ``device`` (e.g. "cuda"):
+    where the IoU and matching of each chunk run; the result is on the CPU either way.
     """
     iou_threshold = _check_threshold(iou_threshold)
     preds = _as_box_list(pred_boxes, "pred_boxes")
@@ -242,31 +244,32 @@ def match(pred_boxes, positives, negatives, iou_threshold: float = 0.5, chunk_si
 
     for s in range(0, qn, chunk_size):
         e = min(s + chunk_size, qn)
-        p_box, p_valid = _pad(preds[s:e], k_max)
-        l_box, l_valid = _pad(labels[s:e], l_max)
+        p_box, p_valid = (t.to(device) for t in _pad(preds[s:e], k_max))
+        l_box, l_valid = (t.to(device) for t in _pad(labels[s:e], l_max))
         if l_max == 0:
-            pred_kind[s:e] = torch.where(p_valid, _IGNORED, _PAD)
+            pred_kind[s:e] = torch.where(p_valid, _IGNORED, _PAD).cpu()
             continue
         iou = box_iou(p_box, l_box)                                    # (c, K, L)
         iou = iou.masked_fill(~l_valid[:, None, :], -1.0)              # padding never wins
         best = iou.max(-1, keepdim=True).values
         # The first label with the best IoU wins a tie (positives come before negatives).
-        order = torch.arange(l_max).expand_as(iou)
+        order = torch.arange(l_max, device=iou.device).expand_as(iou)
         best_label = torch.where(iou == best, order, l_max).min(-1).values   # (c, K)
         matched = p_valid & (best[..., 0] > iou_threshold)
-        kind = label_kind[s:e].gather(1, best_label.clamp(max=l_max - 1))
-        pred_kind[s:e] = torch.where(matched, kind, torch.where(p_valid, _IGNORED, _PAD))
+        kind = label_kind[s:e].to(iou.device).gather(1, best_label.clamp(max=l_max - 1))
+        pred_kind[s:e] = torch.where(matched, kind, torch.where(p_valid, _IGNORED, _PAD)).cpu()
         # First hit per label: scatter the prediction index with 'amin'; unmatched predictions go to a
         # spare column l_max that is dropped.
         target = torch.where(matched, best_label, l_max)
-        src = torch.arange(k_max).expand_as(target)
-        fh = torch.full((e - s, l_max + 1), _NEVER, dtype=torch.long)
+        src = torch.arange(k_max, device=iou.device).expand_as(target)
+        fh = torch.full((e - s, l_max + 1), _NEVER, dtype=torch.long, device=iou.device)
         fh.scatter_reduce_(1, target, src, reduce="amin", include_self=True)
-        first_hit[s:e] = fh[:, :l_max]
+        first_hit[s:e] = fh[:, :l_max].cpu()
     return Matches(first_hit, label_kind, pred_kind, iou_threshold)
 
 
-def tpr_fpr(pred_boxes, positives, negatives, iou_threshold: float = 0.5, count: str = "labels") -> TprFpr:
+def tpr_fpr(pred_boxes, positives, negatives, iou_threshold: float = 0.5, count: str = "labels",
+            device: torch.device | str | None = None) -> TprFpr:
     """Pooled TPR/FPR of predicted boxes against labelled positives and negatives.
 
     ``pred_boxes``, ``positives``, ``negatives``: one (K_i, 4), (P_i, 4), (Q_i, 4) xyxy tensor per
@@ -274,10 +277,10 @@ def tpr_fpr(pred_boxes, positives, negatives, iou_threshold: float = 0.5, count:
     IoU > ``iou_threshold`` (strictly); ties go to the first of positives-then-negatives; unmatched
     predictions are ignored; ``count`` is ``"labels"`` (a labelled box hit several times counts once;
     the paper's reading) or ``"predictions"`` (matched predictions over the label count). See the
-    module docstring for the full definition.
+    module docstring for the full definition. ``device``: where the matching runs (see ``match``).
     """
     _check_count(count)
-    return match(pred_boxes, positives, negatives, iou_threshold).counts(count=count)
+    return match(pred_boxes, positives, negatives, iou_threshold, device=device).counts(count=count)
 
 
 def tpr_fpr_prefixes(pred_boxes, positives, negatives, ks: Iterable[int], iou_threshold: float = 0.5,

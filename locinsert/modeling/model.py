@@ -31,7 +31,7 @@ from ..images import load_image
 from .config import LocationModelConfig
 from .constraints import BoxConstraints
 from .encoders import ImagePreprocessor, build_class_encoder, build_image_encoder
-from .sampling import PrefixCache, decode_boxes, prefix_forward
+from .sampling import PrefixCache, compiled_decode_step, decode_boxes, prefix_forward
 
 MAX_REDRAWS = 20  # rounds of redrawing dead-ended rows for inexact constraint sets
 
@@ -338,6 +338,23 @@ class LocationModel(PreTrainedModel):
 
     # -- sampling and scoring -------------------------------------------------------------------
 
+    def compile_decoding(self, mode: str = "reduce-overhead") -> "LocationModel":
+        """Compile the decode step of ``sample`` / ``score`` with ``torch.compile`` (``"none"``: eager again).
+
+        Modes: ``locinsert.modeling.sampling.DECODE_COMPILE_MODES``. On a GPU, "reduce-overhead" or
+        "cudagraphs" replay a decode step's kernels as CUDA graphs; the first call per shape compiles.
+        Results equal the eager path up to float rounding. Returns the model.
+        """
+        if mode == "cudagraphs" and self.device.type != "cuda":
+            raise ValueError("decode compile mode 'cudagraphs' needs the model on a CUDA GPU; "
+                             "on a CPU use 'default' or 'none'")
+        self._decode_step = compiled_decode_step(mode)
+        return self
+
+    @property
+    def _step_fn(self):
+        return getattr(self, "_decode_step", None)
+
     @torch.no_grad()
     def encode_prefix(self, images: list, classes: list[str]) -> PrefixCache:
         """Run encoders + the decoder prefix once per image; the cache every sample shares."""
@@ -407,7 +424,8 @@ class LocationModel(PreTrainedModel):
         final_samples, num_samples = num_samples, num_samples * int(resample or 1)
         constraints = self._constraints(pil, region, min_size, single)  # impossible regions fail here
         cache = self.encode_prefix(pil, classes)
-        opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, raw=resample is not None)
+        opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, raw=resample is not None,
+                    step_fn=self._step_fn)
         allowed = self._allowed_fn(constraints)
         tokens, logps, dead, raw = decode_boxes(self.decoder, self.lm_head, cache, num_samples, allowed, **opts)
         rounds = 0
@@ -466,7 +484,7 @@ class LocationModel(PreTrainedModel):
         allowed = self._allowed_fn(self._constraints([im], region, min_size)) if constrained else None
         cache = self.encode_prefix([im], cls)
         _, logps, _, _ = decode_boxes(self.decoder, self.lm_head, cache, tokens.shape[0], allowed,
-                                   forced=tokens[None].to(self.device))
+                                   forced=tokens[None].to(self.device), step_fn=self._step_fn)
         return logps[0].cpu()
 
     def heatmap(self, image, cls: str, region=None, num_samples: int = 256, generator: torch.Generator | None = None,

@@ -65,49 +65,90 @@ def prefix_forward(decoder, embeds: torch.Tensor) -> PrefixCache:
     return PrefixCache(keys_t, values, decoder.ln_f(x[:, -1]))
 
 
+def decode_step(decoder, tokens: torch.Tensor, position: int, keys_t: list, values: list, own_k: tuple,
+                own_v: tuple, scale: float) -> tuple[torch.Tensor, tuple, tuple]:
+    """One decode step of N samples per prefix, as a pure function (so that it can be compiled).
+
+    ``tokens`` (B, N) long at absolute ``position``; ``keys_t`` / ``values``: the shared prefix cache
+    (``PrefixCache``); ``own_k`` / ``own_v``: per layer, the samples' own keys/values so far,
+    (B, N, H, t, d). Returns the final hidden states (B, N, D) after ln_f and the own keys/values
+    with this step's appended, (B, N, H, t + 1, d).
+    """
+    b, n = tokens.shape
+    dim = decoder.config.n_embd
+    n_head = decoder.config.n_head
+    head_dim = dim // n_head
+    x = decoder.wte(tokens) + decoder.wpe.weight[position]
+    new_k, new_v = [], []
+    for i, block in enumerate(decoder.h):
+        h = block.ln_1(x)
+        q, k, v = block.attn.c_attn(h).split(dim, dim=-1)
+        q = q.view(b, n, n_head, head_dim) * scale
+        ok = torch.cat([own_k[i], k.view(b, n, n_head, 1, head_dim)], 3)
+        ov = torch.cat([own_v[i], v.view(b, n, n_head, 1, head_dim)], 3)
+        s_prefix = torch.matmul(q.transpose(1, 2), keys_t[i])                # (B, H, N, L): one GEMM
+        s_own = (q[:, :, :, None] * ok).sum(-1).permute(0, 2, 1, 3)         # (B, H, N, t+1)
+        p = torch.softmax(torch.cat([s_prefix, s_own], -1), -1)
+        length = s_prefix.shape[-1]
+        a = torch.matmul(p[..., :length], values[i]).transpose(1, 2)         # (B, N, H, d)
+        a = a + (p[..., length:].permute(0, 2, 1, 3)[..., None] * ov).sum(3)
+        x = x + block.attn.c_proj(a.reshape(b, n, dim))
+        x = x + block.mlp(block.ln_2(x))
+        new_k.append(ok)
+        new_v.append(ov)
+    return decoder.ln_f(x), tuple(new_k), tuple(new_v)
+
+
+#: ``mode`` values of :func:`compiled_decode_step` (and ``LocationModel.compile_decoding``):
+#: "none" (eager), torch.compile's modes "default" / "reduce-overhead" (Inductor; the latter adds
+#: CUDA graphs on a GPU) / "max-autotune", and "cudagraphs" (CUDA graphs without Inductor: cheap
+#: to compile, GPU only).
+DECODE_COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "cudagraphs")
+_COMPILED: dict = {}
+
+
+def compiled_decode_step(mode: str = "reduce-overhead"):
+    """:func:`decode_step` compiled with ``torch.compile`` in ``mode`` (one compiled function per mode).
+
+    On a GPU a decode step of the ``base`` shapes is a few hundred small kernels: launch-bound at
+    small N. CUDA graphs replay them as one launch; whether that pays is measured by
+    ``locinsert bench sampling --compile MODE``, not assumed.
+    """
+    if mode not in DECODE_COMPILE_MODES:
+        raise ValueError(f"decode compile mode must be one of {', '.join(DECODE_COMPILE_MODES)}, got {mode!r}")
+    if mode == "none":
+        return decode_step
+    if mode not in _COMPILED:
+        kwargs = dict(backend="cudagraphs") if mode == "cudagraphs" else dict(mode=mode)
+        _COMPILED[mode] = torch.compile(decode_step, **kwargs)
+    return _COMPILED[mode]
+
+
 class SharedPrefixDecoder:
     """Decode N continuations per prefix; ``step(tokens)`` feeds one token per sample.
 
-    Own keys/values live in a small (B, N, H, steps, d) buffer per layer; the prefix cache is
-    read by broadcasting and never copied.
+    The samples' own keys/values grow by one position per step; the prefix cache is read by
+    broadcasting and never copied. ``step_fn`` is :func:`decode_step` or a compiled version of it.
     """
 
-    def __init__(self, decoder, cache: PrefixCache, num_samples: int, max_steps: int = NUM_COORDS - 1):
+    def __init__(self, decoder, cache: PrefixCache, num_samples: int, step_fn=None):
         self.decoder, self.cache = decoder, cache
         cfg = decoder.config
-        self.n_head, self.dim = cfg.n_head, cfg.n_embd
-        self.head_dim = self.dim // self.n_head
+        head_dim = cfg.n_embd // cfg.n_head
         b = cache.values[0].shape[0]
-        self.shape = (b, num_samples)
         self.t = 0
-        dtype, device = cache.values[0].dtype, cache.values[0].device
-        buf = (b, num_samples, self.n_head, max_steps, self.head_dim)
-        self.own_k = [torch.empty(buf, dtype=dtype, device=device) for _ in decoder.h]
-        self.own_v = [torch.empty(buf, dtype=dtype, device=device) for _ in decoder.h]
-        self.scale = 1.0 / math.sqrt(self.head_dim) if getattr(cfg, "scale_attn_weights", True) else 1.0
+        self.step_fn = step_fn or decode_step
+        empty = cache.values[0].new_empty((b, num_samples, cfg.n_head, 0, head_dim))
+        self.own_k = self.own_v = tuple(empty for _ in decoder.h)
+        self.scale = 1.0 / math.sqrt(head_dim) if getattr(cfg, "scale_attn_weights", True) else 1.0
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, N) long -> final hidden states (B, N, D) after ln_f."""
-        dec, b, n, t = self.decoder, *self.shape, self.t
-        pos = self.cache.length + t
-        x = dec.wte(tokens) + dec.wpe.weight[pos]
-        for i, block in enumerate(dec.h):
-            h = block.ln_1(x)
-            q, k, v = block.attn.c_attn(h).split(self.dim, dim=-1)
-            q = q.view(b, n, self.n_head, self.head_dim) * self.scale
-            self.own_k[i][:, :, :, t] = k.view(b, n, self.n_head, self.head_dim)
-            self.own_v[i][:, :, :, t] = v.view(b, n, self.n_head, self.head_dim)
-            ok, ov = self.own_k[i][:, :, :, : t + 1], self.own_v[i][:, :, :, : t + 1]
-            s_prefix = torch.matmul(q.transpose(1, 2), self.cache.keys_t[i])  # (B, H, N, L): one GEMM
-            s_own = (q[:, :, :, None] * ok).sum(-1).permute(0, 2, 1, 3)        # (B, H, N, t+1)
-            p = torch.softmax(torch.cat([s_prefix, s_own], -1), -1)
-            length = s_prefix.shape[-1]
-            a = torch.matmul(p[..., :length], self.cache.values[i]).transpose(1, 2)  # (B, N, H, d)
-            a = a + (p[..., length:].permute(0, 2, 1, 3)[..., None] * ov).sum(3)
-            x = x + block.attn.c_proj(a.reshape(b, n, self.dim))
-            x = x + block.mlp(block.ln_2(x))
+        hidden, self.own_k, self.own_v = self.step_fn(self.decoder, tokens, self.cache.length + self.t,
+                                                      self.cache.keys_t, self.cache.values, self.own_k,
+                                                      self.own_v, self.scale)
         self.t += 1
-        return dec.ln_f(x)
+        return hidden
 
 
 # -- sampling ----------------------------------------------------------------------------------
@@ -130,7 +171,8 @@ def _filter(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: 
 
 def decode_boxes(decoder, lm_head, cache: PrefixCache, num_samples: int, allowed_fn=None, *,
                  forced: torch.Tensor | None = None, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, generator: torch.Generator | None = None, raw: bool = False):
+                 top_p: float | None = None, generator: torch.Generator | None = None, raw: bool = False,
+                 step_fn=None):
     """Sample (or score, with ``forced``) 4 coordinate tokens for each of N rows per prefix.
 
     ``allowed_fn(step, prefix (B, N, step)) -> (B, N, V) bool`` gives the constraint masks.
@@ -138,7 +180,8 @@ def decode_boxes(decoder, lm_head, cache: PrefixCache, num_samples: int, allowed
     *constrained* model at temperature 1 (what ``score`` computes), -inf for a forced box that
     breaks a constraint —, ``dead`` (B, N) bool for rows whose mask emptied (inexact constraints),
     and, with ``raw=True``, the same boxes' *unconstrained* log p (B, N) (else ``None``), from the
-    same pass (what importance resampling weighs against).
+    same pass (what importance resampling weighs against). ``step_fn``: the decode step
+    (:func:`decode_step`, or :func:`compiled_decode_step`'s result).
     """
     b, n = cache.values[0].shape[0], num_samples
     device = cache.values[0].device
@@ -147,7 +190,9 @@ def decode_boxes(decoder, lm_head, cache: PrefixCache, num_samples: int, allowed
     dead = torch.zeros(b, n, dtype=torch.bool, device=device)
     raw_logps = torch.zeros(b, n, device=device) if raw else None
     raw_all = None
-    stepper = SharedPrefixDecoder(decoder, cache, n)
+    if step_fn is not None and step_fn is not decode_step:
+        torch.compiler.cudagraph_mark_step_begin()  # a new decode: earlier CUDA-graph outputs are dead
+    stepper = SharedPrefixDecoder(decoder, cache, n, step_fn)
     hidden = cache.last_hidden[:, None, :]  # (B, 1, D): x1 depends on the prefix only
     for step in range(NUM_COORDS):
         logits = lm_head(hidden).float()
