@@ -23,7 +23,7 @@ _EXPORTS = {
     "load_image": "locinsert.images",
 }
 _SUBMODULES = {"boxes", "data", "evaluation", "inpainting", "metrics", "modeling", "training", "regions",
-               "images", "instructions", "inserter", "bench", "demo", "reference_class"}
+               "images", "instructions", "inserter", "bench", "demo", "reference_class", "segmentation"}
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 

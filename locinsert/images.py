@@ -1,8 +1,9 @@
 """Turning whatever the user passes as an image into an upright RGB ``PIL.Image``, or a clear error.
 
 Accepted: a ``PIL.Image`` (any mode), a path (``str`` / ``os.PathLike``), or a ``numpy`` array
-of dtype uint8 shaped (H, W), (H, W, 1), (H, W, 3) or (H, W, 4). uint16 arrays and 16-bit PIL
-modes are scaled down to 8 bit. Alpha is composited onto white so transparent areas do not turn
+of dtype uint8 shaped (H, W), (H, W, 1), (H, W, 3) or (H, W, 4). 16-bit data is scaled down to
+8 bit by one rule whatever its container (uint16 array, 16-bit PNG, PIL modes ``I;16`` and ``I``):
+``value // 257``, so 65535 -> 255 and a dark image stays dark. Alpha is composited onto white so transparent areas do not turn
 into arbitrary colours. EXIF orientation is applied, so a phone photo is seen the way it is shown.
 """
 
@@ -39,10 +40,11 @@ def _from_array(a: np.ndarray, name: str = "image") -> Image.Image:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit data is scaled by its bit depth, never by its values: a dark 16-bit image (all
+        # values <= 255) stays dark, exactly as the same data given as a uint16 array.
         a = np.asarray(img, dtype=np.int64)
-        scale = 257 if a.max(initial=0) > 255 else 1
-        img = Image.fromarray((np.clip(a, 0, 65535) // scale).clip(0, 255).astype(np.uint8), mode="L")
+        img = Image.fromarray((np.clip(a, 0, 65535) // 257).astype(np.uint8), mode="L")
     elif img.mode == "F":
         a = np.asarray(img, dtype=np.float64)
         hi = 1.0 if a.max(initial=0) <= 1.0 else 255.0
@@ -98,16 +100,3 @@ def _apply_exif(img: Image.Image, exif) -> Image.Image:
 def image_size(image: ImageInput) -> tuple[int, int]:
     """(width, height) after EXIF rotation."""
     return load_image(image).size
-
-
-def save_image(image: Image.Image, path: str | os.PathLike, format: str = "PNG") -> Path:
-    """Write ``image`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        image.save(tmp, format=format)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -26,6 +26,7 @@ from .boxes import as_boxes, box_iou
 from .images import load_image
 from .instructions import Instruction, parse_instructions
 from .regions import Region, as_region
+from .validation import check_bool, check_choice, check_float, check_int
 
 __all__ = ["ObjectInserter", "InsertionResult", "InsertionStep", "Candidates", "SELECTIONS", "select_box",
            "distinct_boxes", "overlay"]
@@ -154,14 +155,16 @@ class ObjectInserter:
         if inpainter is not None and not hasattr(inpainter, "inpaint"):
             raise TypeError(f"inpainter must have an inpaint(image, box, prompt, generator) method, "
                             f"got {type(inpainter).__name__}")
-        if int(num_candidates) < 1:
-            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
-        if selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
         self.model, self.inpainter = model, inpainter
-        self.num_candidates, self.selection = int(num_candidates), selection
-        self.sample_kwargs = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_size=min_size)
-        self.avoid_previous, self.diverse_top = avoid_previous, diverse_top
+        self.num_candidates = check_int(num_candidates, "num_candidates", minimum=1)
+        self.selection = check_choice(selection, "selection", SELECTIONS)
+        self.sample_kwargs = dict(
+            temperature=check_float(temperature, "temperature", minimum=0, low_open=True),
+            top_k=check_int(top_k, "top_k", minimum=1, optional=True),
+            top_p=check_float(top_p, "top_p", minimum=0, maximum=1, low_open=True, optional=True),
+            min_size=check_float(min_size, "min_size", minimum=0, optional=True))
+        self.avoid_previous = check_bool(avoid_previous, "avoid_previous")
+        self.diverse_top = check_int(diverse_top, "diverse_top", minimum=1)
         self.reference = self._check_reference(reference)
         if reference_class is not None and (not isinstance(reference_class, str) or not reference_class.strip()):
             raise ValueError(f"reference_class must be a non-empty class name, got {reference_class!r}")
@@ -214,7 +217,8 @@ class ObjectInserter:
         region = as_region(region)
         if avoid is not None and len(avoid):
             region = (region or Region(None)).with_avoid(as_boxes(avoid, "avoid boxes"))
-        s = self.model.sample(img, obj, num_samples=num_candidates or self.num_candidates, region=region,
+        n = self.num_candidates if num_candidates is None else check_int(num_candidates, "num_candidates", minimum=1)
+        s = self.model.sample(img, obj, num_samples=n, region=region,
                               generator=generator, **self.sample_kwargs)
         return Candidates(torch.as_tensor(s.boxes, dtype=torch.float32).reshape(-1, 4),
                           torch.as_tensor(s.logprobs, dtype=torch.float32).reshape(-1))

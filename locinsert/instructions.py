@@ -13,7 +13,8 @@ Rules (and what they decide):
   **not** an error: ``region`` is ``None`` and the phrase stays in the object text
   ("cup behind the sofa"), so a text-guided inpainter still sees it. ``strict=True`` raises instead
   when the object text still holds a spatial preposition.
-- No object ("add on the left", "", "add a") -> ``ValueError``.
+- No object ("add on the left", "", "add a") -> ``ValueError``. An object is any text with a letter
+  or digit of any script ("add a 狗 on the left" -> "狗").
 - ``parse_instructions`` splits a sequence on "then", ";", ", and", and on "and" before a new
   article or verb ("a cup and a lamp", not "salt and pepper shaker"), and parses each part.
 """
@@ -68,7 +69,7 @@ def parse_instruction(text: str, *, strict: bool = False) -> Instruction:
             region = Region.parse(phrase)
             s = _DANGLING.sub("", s[:m.start()].rstrip(" ,"))
     s = _ARTICLE.sub("", s.strip()).strip(" ,")
-    if not s or not re.search(r"[A-Za-z0-9]", s):
+    if not s or not re.search(r"[^\W_]", s):  # any letter or digit of any script: "狗", "Hund", "chien"
         raise ValueError(f"no object in instruction {text!r}: say what to add, e.g. 'add a red mug on the left'")
     if strict and region is None and _SPATIAL.search(s):
         raise ValueError(f"location in {text!r} is not understood; use left/right/top/bottom, a corner, "

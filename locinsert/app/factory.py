@@ -28,12 +28,14 @@ def example_scenes(folder: str | os.PathLike, n: int = 4, size: int = 128, seed:
     """``n`` synthetic-world scenes saved as PNGs in ``folder``, each with an instruction the demo uses."""
     from ..data.synthetic import make_scenes
     from ..demo import EDIT_PROMPTS
-    from ..images import save_image
+    from ..io import save_image_atomic
     from PIL import Image
 
     out = []
+    Path(folder).mkdir(parents=True, exist_ok=True)
     for i, scene in enumerate(make_scenes(n, seed=seed, size=size, stream="app-examples")):
-        path = save_image(Image.fromarray(scene.render()), Path(folder) / f"scene_{i + 1}.png")
+        path = Path(folder) / f"scene_{i + 1}.png"
+        save_image_atomic(Image.fromarray(scene.render()), path)
         out.append((str(path), EDIT_PROMPTS[(i + 1) % len(EDIT_PROMPTS)]))
     return out
 

@@ -23,8 +23,7 @@ from typing import Callable
 import gradio as gr
 import torch
 
-from ..images import save_image
-from ..training.checkpoints import write_json_atomic
+from ..io import save_image_atomic, write_json_atomic
 from .figures import candidates_figure, display_scale, enlarge, heatmap_figure
 from .session import EditSession
 
@@ -119,10 +118,11 @@ def _views(st: PageState):
 def _save(st: PageState) -> tuple[str, str, str]:
     """The edit so far as <stem>_edited.png and <stem>_edit.json, written atomically, and the PNG
     enlarged for the page (the download keeps the image's own size)."""
-    png = save_image(st.session.image, Path(st.folder) / f"{st.stem}_edited.png")
-    shown = save_image(enlarge(st.session.image, st.scale), Path(st.folder) / f"{st.stem}_edited_shown.png")
-    js = Path(st.folder) / f"{st.stem}_edit.json"
-    write_json_atomic(str(js), st.session.record(**st.info))
+    png, js = Path(st.folder) / f"{st.stem}_edited.png", Path(st.folder) / f"{st.stem}_edit.json"
+    shown = Path(st.folder) / f"{st.stem}_edited_shown.png"
+    save_image_atomic(st.session.image, png)
+    save_image_atomic(enlarge(st.session.image, st.scale), shown)
+    write_json_atomic(js, st.session.record(**st.info))
     return str(png), str(js), str(shown)
 
 

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
-
-
 def write_json(obj, path: str) -> None:
-    """Write ``obj`` as JSON atomically (a temporary file, then a rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-    os.replace(tmp, path)
+    """Write ``obj`` as JSON atomically (one writer for every benchmark: :func:`locinsert.io.write_json_atomic`)."""
+    from ..io import write_json_atomic
+
+    write_json_atomic(path, obj)

@@ -152,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "--":  # `locinsert bench evaluation -- --num-queries 100` forwards the separator
         argv = argv[1:]
     args = p.parse_args(argv)
+    from ..cli.common import check_output_file, check_threads
+
+    check_threads(args.threads)  # outputs and options are checked before the benchmark runs
+    if args.json:
+        check_output_file(args.json, "--json")
     if args.threads:
         torch.set_num_threads(args.threads)
     r = bench(args.num_queries, args.k, args.labels_per_query, args.seed, args.loop_queries,

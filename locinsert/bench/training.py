@@ -409,6 +409,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
+    from ..cli.common import check_output_file, check_threads
+
+    check_threads(args.threads)  # outputs and options are checked before the benchmark runs
+    if args.json:
+        check_output_file(args.json, "--json")
     batch = args.batch_size if args.batch_size == "auto" else _positive_int(args.batch_size, "--batch-size")
     if args.no_trainer and args.model_step is False:
         raise ValueError("--no-trainer with --no-model-step leaves nothing to measure")

@@ -26,8 +26,9 @@ import os
 import sys
 import tempfile
 
+from .common import RANDOM_PRESETS, check_device, check_sampling_options, load_location_model
 from .insert import add_inpainter_arguments, build_inpainter
-from .propose import RANDOM_PRESETS, add_model_arguments, load_location_model, sample_kwargs
+from .propose import add_model_arguments
 
 APP_EXTRA = 'pip install "locinsert[app]"'
 
@@ -71,6 +72,8 @@ def page_parts(args) -> dict:
         raise ValueError(f"-n must be at least 1, got {args.num_candidates}")
     if args.heatmap_samples < 0:
         raise ValueError(f"--heatmap-samples must be >= 0, got {args.heatmap_samples}")
+    sampling = check_sampling_options(args)
+    check_device(args.device)
     spec, where = resolve_model_spec(args)
     inpainter = build_inpainter(args, [])
     model = load_location_model(spec, args.device, args.seed)
@@ -85,7 +88,7 @@ def page_parts(args) -> dict:
                 num_candidates=args.num_candidates, heatmap_samples=args.heatmap_samples,
                 info=f"Location model: {where} · inpainter: {drawer}", warning=warning,
                 record_info={"model": spec, "untrained": untrained, "inpainter": args.inpainter},
-                **sample_kwargs(args))
+                **sampling)
 
 
 def build_page(args, examples_dir: str | None = None):

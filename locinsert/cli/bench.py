@@ -87,12 +87,16 @@ def run(args) -> int:
     from locinsert.bench import write_json
     from locinsert.bench.sampling import format_results, run_sampling_bench
 
-    if args.threads:
+    from .common import check_output_file, check_threads
+
+    if check_threads(args.threads):
         torch.set_num_threads(args.threads)
     from locinsert.modeling.sampling import DECODE_COMPILE_MODES
 
     if args.num_samples < 1 or args.repeats < 1:
         raise ValueError("--num-samples and --repeats must be at least 1")
+    if args.json:
+        check_output_file(args.json, "--json")
     modes = _csv(args.compile, str, "--compile")
     bad = [m for m in modes if m not in DECODE_COMPILE_MODES]
     if bad:

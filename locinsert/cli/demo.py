@@ -23,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
+    from .common import check_output_dir
 
+    check_output_dir(args.out)
     result = run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
     print(f"\nDemo finished in {result.seconds['total']:.0f} s. Report: {result.out_dir / 'report.md'}")
     for r in result.table:

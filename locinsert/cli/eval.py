@@ -120,11 +120,9 @@ def _load_model(args, train_queries):
         train = train_queries() if args.model == "prior" else None
         return make_baseline(args.model, train, num_bins=num_bins)
 
-    import torch
-    from locinsert import LocationModel
+    from .common import load_location_model
 
-    model = LocationModel.from_pretrained(args.model)
-    return model.to(torch.device(args.device)).eval()
+    return load_location_model(args.model, args.device)
 
 
 def _write_per_category(curve, path) -> None:
@@ -132,12 +130,17 @@ def _write_per_category(curve, path) -> None:
 
     fields = ["category", "num_queries", "k", "fpr", "tpr", "matched_positives", "num_positives",
               "matched_negatives", "num_negatives", "ignored", "num_predictions"]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for cat, c in sorted(curve.per_category.items()):
-            for p in c.points:
-                w.writerow({"category": cat, "num_queries": c.meta.get("num_queries"), **vars(p)})
+    from locinsert.io import write_file_atomic
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            w.writeheader()
+            for cat, c in sorted(curve.per_category.items()):
+                for p in c.points:
+                    w.writerow({"category": cat, "num_queries": c.meta.get("num_queries"), **vars(p)})
+
+    write_file_atomic(path, write, suffix=".csv")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,9 +149,21 @@ def run(args: argparse.Namespace) -> int:
     from locinsert.evaluation import Curve, evaluate, save_figure
     from locinsert.evaluation.evaluate import check_ks
 
+    from .common import check_device, check_output_dir, check_output_file
+
     ks = check_ks(args.ks)
     if args.max_queries is not None and args.max_queries < 1:
         raise ValueError(f"--max-queries must be >= 1, got {args.max_queries}")
+    if not 0 <= args.iou < 1:
+        raise ValueError(f"--iou must be in [0, 1), got {args.iou}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    # outputs and options are checked before the evaluation, which can take hours
+    out = check_output_dir(args.out)
+    if args.plot:
+        check_output_file(args.plot, "--plot")
+    if args.model not in BASELINE_NAMES:
+        check_device(args.device)
     compare = [Curve.from_json(p) for p in args.compare]  # fail early on a bad file
 
     queries, train_queries, desc = _load_queries(args)
@@ -163,7 +178,6 @@ def run(args: argparse.Namespace) -> int:
                      progress=not args.no_progress, count=args.count, name=name)
     curve.meta.update({"dataset": desc, "model": args.model})
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     curve.to_json(out / "curve.json")
     _write_per_category(curve, out / "per_category.csv")

@@ -39,6 +39,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .common import check_device, check_output_dir
 from .propose import add_model_arguments, load_location_model, region_json, sample_kwargs
 
 INPAINTERS = ("cutout", "gligen", "powerpaint", "diffusers", "paint-by-example", "repaint")
@@ -170,10 +171,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..images import load_image
     from ..inserter import ObjectInserter, overlay
+    from ..io import save_image_atomic, write_text_atomic
     from ..instructions import parse_instructions
 
     if args.num_candidates < 1:
         raise ValueError(f"-n must be at least 1, got {args.num_candidates}")
+    out = check_output_dir(args.out)
+    kwargs = sample_kwargs(args)
+    check_device(args.device)
     image = load_image(args.image)
     steps = parse_instructions(args.instruction)        # bad instructions fail before anything loads
     for s in steps:
@@ -203,15 +208,14 @@ def run(args: argparse.Namespace) -> int:
     inserter = ObjectInserter(model, inpainter, num_candidates=args.num_candidates, selection=args.selection,
                               reference=reference, reference_class=args.reference_class, classifier=classifier,
                               vocabulary=vocabulary,
-                              **sample_kwargs(args))
+                              **kwargs)
     result = inserter(image, steps, generator=torch.Generator().manual_seed(args.seed))
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem
-    result.image.save(out / f"{stem}_edited.png")
-    overlay(result.image, result.candidates, chosen=result.boxes, labels=[s.object for s in result.steps]) \
-        .save(out / f"{stem}_overlay.png")
+    save_image_atomic(result.image, out / f"{stem}_edited.png")
+    save_image_atomic(overlay(result.image, result.candidates, chosen=result.boxes,
+                              labels=[s.object for s in result.steps]), out / f"{stem}_overlay.png")
     record = {"image": str(args.image), "instruction": args.instruction, "width": image.width,
               "height": image.height, "inpainter": args.inpainter, "model": args.model, "box_format": "xyxy pixels",
               "reference": None if reference is None else str(args.reference),
@@ -220,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
                          "candidates": s.candidates.to_dict()} for s in result.steps]}
     if inserter.reference_zero_shot is not None:
         record["reference_zero_shot"] = inserter.reference_zero_shot.top(5)
-    (out / f"{stem}_insert.json").write_text(json.dumps(record, indent=2))
+    write_text_atomic(out / f"{stem}_insert.json", json.dumps(record, indent=2))
     for s in result.steps:
         b = s.box.tolist()
         what = f"{s.object} (the reference)" if s.reference else s.object

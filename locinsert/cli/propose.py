@@ -23,11 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-#: --model names that build a random (untrained) model of a preset.
-RANDOM_PRESETS = ("tiny", "synthetic")
+from .common import (RANDOM_PRESETS, check_device, check_output_dir, check_output_file, check_sampling_options,
+                     load_location_model)
+
+__all__ = ["add_model_arguments", "load_location_model", "sample_kwargs", "region_json", "RANDOM_PRESETS"]
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,35 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="boxes sampled for --heatmap (default: 256; the error falls as 1/sqrt(samples))")
 
 
-def load_location_model(spec: str | None, device: str = "cpu", seed: int = 0):
-    """A ``LocationModel`` from a checkpoint folder / hub id, or a random one for 'tiny' / 'synthetic'."""
-    import torch
-
-    from ..modeling import LocationModel, LocationModelConfig
-
-    if not spec:
-        raise ValueError("--model is required: a trained LocationModel checkpoint (folder or hub id), or "
-                         f"{' / '.join(RANDOM_PRESETS)} for an untrained random model (offline; random boxes)")
-    if spec in RANDOM_PRESETS and not os.path.exists(spec):
-        print(f"warning: --model {spec}: an UNTRAINED random model; its boxes carry no meaning",
-              file=sys.stderr)
-        torch.manual_seed(seed)
-        model = LocationModel(LocationModelConfig.preset(spec, pretrained=False))
-    else:
-        path = os.path.expanduser(spec)
-        if os.path.isfile(path):
-            raise ValueError(f"--model {spec} is a file; give the checkpoint folder (with config.json)")
-        if not os.path.isdir(path) and (spec.startswith((".", "/", "~")) or spec.count("/") > 1):
-            raise ValueError(f"--model: checkpoint folder not found: {spec}")
-        try:
-            model = LocationModel.from_pretrained(path if os.path.isdir(path) else spec)
-        except OSError as e:   # neither a local folder nor reachable on the hub
-            raise ValueError(f"--model {spec}: not a checkpoint folder, and loading it as a hub id failed ({e})") from e
-    return model.to(device).eval()
-
-
 def sample_kwargs(args) -> dict:
-    return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_size=args.min_size)
+    return check_sampling_options(args)
 
 
 def region_json(region, width: int, height: int) -> dict | None:
@@ -103,41 +77,47 @@ def run(args: argparse.Namespace) -> int:
 
     from ..images import load_image
     from ..inserter import Candidates, overlay
+    from ..io import save_image_atomic, write_text_atomic
     from ..regions import Region
 
     if args.num_samples < 1:
         raise ValueError(f"-n must be at least 1, got {args.num_samples}")
     if not args.object.strip():
         raise ValueError("--object is empty: say what to place")
-    if args.heatmap is not None and args.heatmap_samples < 1:
-        raise ValueError(f"--heatmap-samples must be at least 1, got {args.heatmap_samples}")
+    out = check_output_dir(args.out)
+    kwargs = sample_kwargs(args)
+    check_device(args.device)
+    heatmap_path = None
+    if args.heatmap is not None:
+        if args.heatmap_samples < 1:
+            raise ValueError(f"--heatmap-samples must be at least 1, got {args.heatmap_samples}")
+        heatmap_path = check_output_file(args.heatmap, "--heatmap")
     image = load_image(args.image)
     region = Region.parse(args.where) if args.where else None
     if region is not None:
         region.resolve(*image.size)   # an impossible region fails here, before loading the model
     model = load_location_model(args.model, args.device, args.seed)
     s = model.sample(image, args.object.strip(), num_samples=args.num_samples, region=region,
-                     generator=torch.Generator().manual_seed(args.seed), **sample_kwargs(args))
+                     generator=torch.Generator().manual_seed(args.seed), **kwargs)
     cands = Candidates(s.boxes.float().cpu(), s.logprobs.float().cpu())
     order = torch.argsort(cands.logprobs, descending=True)
     cands = Candidates(cands.boxes[order], cands.logprobs[order])
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem
     record = {"image": str(args.image), "width": image.width, "height": image.height, "object": args.object.strip(),
               "region": region_json(region, *image.size), "model": args.model,
               "untrained": args.model in RANDOM_PRESETS and not os.path.exists(args.model),
               "box_format": "xyxy pixels", **cands.to_dict()}
-    (out / f"{stem}_proposals.json").write_text(json.dumps(record, indent=2))
-    overlay(image, cands, chosen=cands.boxes[0], region=region).save(out / f"{stem}_proposals.png")
+    write_text_atomic(out / f"{stem}_proposals.json", json.dumps(record, indent=2))
+    save_image_atomic(overlay(image, cands, chosen=cands.boxes[0], region=region), out / f"{stem}_proposals.png")
     print(f"{len(cands)} boxes for {args.object!r} -> {out / f'{stem}_proposals.json'}, {out / f'{stem}_proposals.png'}")
-    if args.heatmap:
-        from ..images import save_image
+    if heatmap_path is not None:
         from ..modeling.heatmap import heatmap_overlay
 
         heat = model.heatmap(image, args.object.strip(), region=region, num_samples=args.heatmap_samples,
-                             generator=torch.Generator().manual_seed(args.seed + 1), **sample_kwargs(args))
-        save_image(heatmap_overlay(image, heat), args.heatmap)
+                             generator=torch.Generator().manual_seed(args.seed + 1), **kwargs)
+        heatmap_path.parent.mkdir(parents=True, exist_ok=True)
+        save_image_atomic(heatmap_overlay(image, heat), heatmap_path)
         print(f"heatmap ({args.heatmap_samples} samples) -> {args.heatmap}")
     for b, lp in zip(cands.boxes[:5].tolist(), cands.logprobs[:5].tolist()):
         print(f"  [{b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f}]  log p = {lp:.2f}")

@@ -4,11 +4,14 @@
   locinsert train finetune --config training/configs/finetune_opa.yaml --learning_rate 1e-4
   locinsert train dpo      --config training/configs/dpo_opa.yaml --beta 0.2
   locinsert train synthetic --out runs/synthetic [--budget quick|default] [--seed 0]
+  locinsert train textmask --config training/configs/synthetic_textmask.yaml
 
 Stages (the paper's recipe): pretrain (box cross-entropy on PIPE), finetune (the same loss on OPA
 positives), dpo (preference pairs of OPA, reference = the frozen finetuned model). The dataset comes
 from the config: `dataset: synthetic`, a PIPE hub id / parquet folder, or an OPA root.
 `synthetic` runs all three stages on the synthetic world within a CPU budget.
+`textmask` trains the text -> mask model (TextMaskModel) for removal and moving, on the synthetic
+world (about a minute; ends with its IoU/Dice table) or on PIPE's object masks.
 
 Any field of the config (ModelArguments, DataArguments, and transformers' TrainingArguments or
 trl's DPOConfig) can be given on the command line as `--name value`; it overrides the file.
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 
-STAGE_CHOICES = ("pretrain", "finetune", "dpo", "synthetic")
+STAGE_CHOICES = ("pretrain", "finetune", "dpo", "synthetic", "textmask")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +50,19 @@ def run(args: argparse.Namespace) -> int:
     if args.stage == "synthetic":
         from ..training.synthetic import format_learning_table, run_synthetic_stages
 
+        from .common import check_output_dir
+
         opts = _synthetic_parser().parse_args(args.options)
+        check_output_dir(opts.out)
         report = run_synthetic_stages(opts.out, budget=opts.budget, seed=opts.seed, evaluate=not opts.no_eval)
         if report.table:
             print(format_learning_table(report.table))
         return 0
+
+    if args.stage == "textmask":
+        from ..segmentation.training import main as textmask_main
+
+        return textmask_main(args.options, prog="locinsert train textmask")
 
     from ..training.stages import main
 

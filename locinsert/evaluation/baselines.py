@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..boxes import DEFAULT_NUM_BINS, denormalize, normalize, tokens_to_boxes
+from ..validation import check_box_count, check_int
 
 
 @dataclass
@@ -73,12 +74,12 @@ def _as_batch(images, classes) -> tuple[list, list[str], bool]:
     return images, classes, single
 
 
-def _check_call(num_samples: int, region) -> int:
+def _check_call(num_samples: int, region, num_images: int = 1) -> int:
     if region is not None:
         raise ValueError("baselines sample without a region; evaluate them with region=None")
-    if int(num_samples) < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    return int(num_samples)
+    n = check_int(num_samples, "num_samples", minimum=1)
+    check_box_count(n * num_images, "num_samples" + (" x images" if num_images > 1 else ""))
+    return n
 
 
 class RandomBoxes:
@@ -93,8 +94,7 @@ class RandomBoxes:
     needs_image = False
 
     def __init__(self, num_bins: int | None = DEFAULT_NUM_BINS):
-        if num_bins is not None and int(num_bins) < 2:
-            raise ValueError(f"num_bins must be >= 2 (a box needs two distinct bins), got {num_bins}")
+        check_int(num_bins, "num_bins (a box needs two distinct bins)", minimum=2, optional=True)
         self.num_bins = None if num_bins is None else int(num_bins)
 
     def __repr__(self) -> str:
@@ -113,7 +113,7 @@ class RandomBoxes:
     def sample(self, images, classes, num_samples: int = 100, region=None, generator=None):
         """Boxes for each (image, class); one ``BaselineSamples`` for a single image, else a list."""
         images, classes, single = _as_batch(images, classes)
-        n = _check_call(num_samples, region)
+        n = _check_call(num_samples, region, len(images))
         out = []
         if self.num_bins is None:
             # Density of one sorted pair of uniforms on [0, 1]^2 is 2 per axis, in fractions.
@@ -195,7 +195,7 @@ class ClassPrior:
     def sample(self, images, classes, num_samples: int = 100, region=None, generator=None):
         """Boxes for each (image, class); one ``BaselineSamples`` for a single image, else a list."""
         images, classes, single = _as_batch(images, classes)
-        n = _check_call(num_samples, region)
+        n = _check_call(num_samples, region, len(images))
         out = []
         for image, cls_name in zip(images, classes):
             w, h = image_size(image)

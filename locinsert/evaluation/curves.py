@@ -135,22 +135,29 @@ class Curve:
         """The curve as JSON text; also written to ``path`` if given."""
         text = json.dumps(self.to_dict(), indent=indent)
         if path is not None:
-            Path(path).write_text(text)
+            from ..io import write_text_atomic
+
+            write_text_atomic(path, text)
         return text
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "Curve":
         """Read a curve from JSON text or from a file written by ``to_json``."""
         s = str(text_or_path)
+        source = "curve JSON"
         if not s.lstrip().startswith("{"):
             p = Path(s)
             if not p.is_file():
                 raise FileNotFoundError(f"no curve file {s}")
-            s = p.read_text()
+            source = f"curve file {s}"
+            try:
+                s = p.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{source} is not UTF-8 text (not a curve.json?)") from e
         try:
             d = json.loads(s)
         except json.JSONDecodeError as e:
-            raise ValueError(f"curve JSON is malformed: {e}") from e
+            raise ValueError(f"{source} is malformed JSON ({e})") from e
         return cls.from_dict(d)
 
     # -- text and plots -----------------------------------------------------------------------
@@ -270,8 +277,13 @@ def save_figure(curves: Sequence[Curve], path: str | Path, paper=None, title: st
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from ..io import write_file_atomic
+
+    try:
+        write_file_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix[1:] or "png"),
+                          suffix=path.suffix)
+    finally:
+        plt.close(fig)
     return path
 
 

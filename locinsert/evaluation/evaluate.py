@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 
+from ..validation import check_choice, check_float, check_int
 from .curves import Curve, CurvePoint
 from .tpr_fpr import match
 
@@ -21,11 +23,15 @@ DEFAULT_KS = tuple(range(10, 101, 10))
 
 def check_ks(ks) -> list[int]:
     """Sorted, unique, positive integers."""
+    if isinstance(ks, (int, np.integer)) and not isinstance(ks, bool):
+        ks = [ks]
+    if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__"):
+        raise TypeError(f"ks must be a list of positive integers, got {type(ks).__name__}")
     try:
-        out = sorted({int(k) for k in ks})
+        out = sorted({check_int(k, "ks", minimum=1) for k in ks})
     except (TypeError, ValueError) as e:
-        raise ValueError(f"ks must be positive integers, got {ks!r}") from e
-    if not out or out[0] < 1:
+        raise type(e)(f"ks must be positive integers, got {ks!r}") from e
+    if not out:
         raise ValueError(f"ks must be positive integers, got {ks!r}")
     return out
 
@@ -51,8 +57,9 @@ def sample_boxes(model, queries: Sequence, num_samples: int = 100, seed: int = 0
     """
     if not hasattr(model, "sample"):
         raise TypeError(f"{type(model).__name__} has no sample(images, classes, num_samples=...) method")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    num_samples = check_int(num_samples, "num_samples", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     from tqdm.auto import tqdm
 
     generator = torch.Generator(device=_model_device(model)).manual_seed(int(seed))
@@ -95,6 +102,8 @@ def evaluate_boxes(boxes: Sequence[torch.Tensor], queries: Sequence, ks=DEFAULT_
     """The curve of already sampled ``boxes`` (one (N, 4) tensor per query, N >= max(ks) for a full
     curve). ``oracle``: add synthetic-world oracle precision and coverage (None: when available)."""
     ks = check_ks(ks)
+    iou_threshold = check_float(iou_threshold, "iou_threshold", minimum=0, maximum=1, high_open=True)
+    check_choice(count, "count", ("labels", "predictions"))
     if len(boxes) != len(queries):
         raise ValueError(f"got boxes for {len(boxes)} queries but {len(queries)} queries")
     m = match(list(boxes), [q.positives for q in queries], [q.negatives for q in queries], iou_threshold)
@@ -147,6 +156,9 @@ def evaluate(model, queries: Sequence, ks=DEFAULT_KS, iou_threshold: float = 0.5
     also get oracle precision and coverage per K. Returns a ``Curve`` with per-category curves.
     """
     ks = check_ks(ks)
+    check_float(iou_threshold, "iou_threshold", minimum=0, maximum=1, high_open=True)
+    check_choice(count, "count", ("labels", "predictions"))
+    seed, batch_size = check_int(seed, "seed", minimum=0), check_int(batch_size, "batch_size", minimum=1)
     queries = list(queries)
     if not queries:
         raise ValueError("no queries to evaluate")

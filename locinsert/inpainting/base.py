@@ -27,6 +27,7 @@ from PIL import Image, ImageFilter
 
 from ..boxes import check_box, pixel_box
 from ..images import load_image
+from ..validation import check_float, check_int
 from .reference import REFERENCE_BACKENDS, Reference, as_reference
 
 __all__ = ["Inpainter", "DiffusionInpainter", "ContextCrop", "pixel_box", "box_mask", "check_box",
@@ -253,15 +254,14 @@ class DiffusionInpainter(Inpainter):
                  guidance_scale: float | None = None, negative_prompt: str | None = None, **call_kwargs):
         if pipe is None or not callable(pipe):
             raise TypeError(f"{type(self).__name__} needs a diffusers pipeline, got {type(pipe).__name__}")
-        if context < 1.0:
-            raise ValueError(f"context must be >= 1 (window size / box size), got {context}")
         self.pipe = pipe
-        self.multiple = int(multiple or self.default_multiple())
-        self.resolution = int(resolution or self.default_resolution())
-        self.context = float(context)
-        self.feather = int(feather)
-        self.num_inference_steps = int(num_inference_steps)
-        self.guidance_scale = guidance_scale
+        self.multiple = check_int(multiple, "multiple", minimum=1, optional=True) or self.default_multiple()
+        self.resolution = (check_int(resolution, "resolution", minimum=self.multiple, optional=True)
+                           or self.default_resolution())
+        self.context = check_float(context, "context (window size / box size)", minimum=1)
+        self.feather = check_int(feather, "feather", minimum=0)
+        self.num_inference_steps = check_int(num_inference_steps, "num_inference_steps", minimum=1)
+        self.guidance_scale = check_float(guidance_scale, "guidance_scale", minimum=0, optional=True)
         self.negative_prompt = negative_prompt
         self.call_kwargs = call_kwargs
         if hasattr(pipe, "set_progress_bar_config"):

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from ..validation import check_bool, check_int
 from .base import Inpainter, pixel_box
 from .reference import FITS, place_in_box
 
@@ -30,9 +31,12 @@ def as_cutout(cutout, *, allow_opaque: bool = False, name: str = "cut-out") -> I
     if isinstance(cutout, (str, os.PathLike)):
         if not os.path.isfile(cutout):
             raise ValueError(f"{name}: file not found: {cutout}")
-        with Image.open(cutout) as f:
-            f.load()
-            cutout = f.copy()
+        try:
+            with Image.open(cutout) as f:
+                f.load()
+                cutout = f.copy()
+        except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ValueError(f"{name}: cannot read {cutout} as an image ({e})") from e
     elif isinstance(cutout, np.ndarray):
         if cutout.dtype != np.uint8 or cutout.ndim != 3 or cutout.shape[2] != 4:
             raise ValueError(f"{name} array must be uint8 (H, W, 4) RGBA, got {cutout.dtype} {cutout.shape}")
@@ -67,14 +71,15 @@ class CutoutCompositor(Inpainter):
                  feather: int = 0, allow_opaque: bool = False):
         if fit not in FITS:
             raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
-        self.allow_opaque = allow_opaque
+        feather = check_int(feather, "feather", minimum=0)
+        self.allow_opaque = check_bool(allow_opaque, "allow_opaque")
         if cutout is None:
             self.source, self.cutout = None, None
         elif callable(cutout) and not isinstance(cutout, Image.Image):
             self.source, self.cutout = cutout, None
         else:
             self.source, self.cutout = None, _trim(as_cutout(cutout, allow_opaque=allow_opaque))
-        self.fit, self.feather = fit, int(feather)
+        self.fit, self.feather = fit, feather
 
     def object_image(self, prompt: str, size: tuple[int, int]) -> Image.Image:
         """The trimmed RGBA cut-out for this prompt (a per-class callable is asked at the box size)."""

@@ -12,6 +12,7 @@ import copy
 from transformers import PretrainedConfig
 
 from ..boxes import DEFAULT_NUM_BINS
+from ..validation import check_int
 
 # A CLIP vision tower is required by open_clip's constructor even though only the text tower is
 # kept; the smallest legal one keeps construction cheap for the random text towers below.
@@ -115,7 +116,7 @@ class LocationModelConfig(PretrainedConfig):
         weights_source: dict | None = None,
         **kwargs,
     ):
-        self.num_bins = int(num_bins)
+        self.num_bins = check_int(num_bins, "num_bins", minimum=2)
         self.image_encoder_type = image_encoder_type
         self.image_encoder = image_encoder
         self.image_encoder_kwargs = dict(image_encoder_kwargs or {})
@@ -131,15 +132,13 @@ class LocationModelConfig(PretrainedConfig):
         self.class_pretrained = class_pretrained
         self.class_prompt = class_prompt
         self.classes = list(classes) if classes else None
-        self.class_embed_dim = int(class_embed_dim)
+        self.class_embed_dim = check_int(class_embed_dim, "class_embed_dim", minimum=1)
         self.freeze_class_encoder = bool(freeze_class_encoder)
         self.decoder_config = dict(decoder_config or dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024))
         self.decoder_pretrained = decoder_pretrained
         # Where hub weights came from (provenance only; never used to download).
         self.weights_source = dict(weights_source or {})
         super().__init__(**kwargs)
-        if self.num_bins < 2:
-            raise ValueError(f"num_bins must be at least 2, got {self.num_bins}")
         if "{}" not in self.class_prompt:
             raise ValueError(f"class_prompt must contain '{{}}' for the class name, got {self.class_prompt!r}")
 

@@ -22,18 +22,27 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from transformers import GPT2Config, GPT2Model, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .. import boxes as box_ops
 from ..images import load_image
+from ..regions import Region
+from ..validation import check_bool, check_box_count, check_float, check_int
+from .checkpoint_io import CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME
 from .config import LocationModelConfig
 from .constraints import BoxConstraints
 from .encoders import ImagePreprocessor, build_class_encoder, build_image_encoder
 from .sampling import PrefixCache, compiled_decode_step, decode_boxes, prefix_forward
 
+#: what a save replaces in an existing folder, even if it does not write it (stale shards, old formats)
+CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME, "model-*-of-*.safetensors", "pytorch_model*.bin")
 MAX_REDRAWS = 20  # rounds of redrawing dead-ended rows for inexact constraint sets
+#: Working memory of one decoding pass; larger requests are decoded in chunks of rows.
+DECODE_CHUNK_BYTES = 2**30
+_REGION_TYPES = (str, list, tuple, np.ndarray, torch.Tensor, Region, Image.Image)
 
 
 @dataclass
@@ -67,6 +76,8 @@ class LocationModelOutput(ModelOutput):
 def _check_class_names(classes) -> list[str]:
     if isinstance(classes, str):
         classes = [classes]
+    if not isinstance(classes, (list, tuple)):
+        raise TypeError(f"classes must be a class name or a list of them, got {type(classes).__name__}")
     out = []
     for c in classes:
         if not isinstance(c, str):
@@ -83,6 +94,11 @@ def _digest(module: nn.Module, extra: str) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def _check_generator(generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
 
 class LocationModel(PreTrainedModel):
@@ -364,9 +380,15 @@ class LocationModel(PreTrainedModel):
 
     def _constraints(self, images, region, min_size, single: bool = True) -> list[BoxConstraints]:
         # A list of numbers is one box; a list of anything else is one region per image.
-        per_image = (not single and isinstance(region, (list, tuple)) and len(region) > 0
-                     and not all(isinstance(v, (int, float, np.number)) for v in region))
-        regions = list(region) if per_image else [region] * len(images)
+        is_list = (isinstance(region, (list, tuple)) and len(region) > 0
+                   and not all(isinstance(v, (int, float, np.number)) for v in region))
+        if is_list and single:
+            raise ValueError(f"region: got a list of {len(region)} regions for one image; pass one region "
+                             "(a phrase, box, mask or Region), or a list of images with one region each")
+        regions = list(region) if is_list else [region] * len(images)
+        for r in regions:
+            if r is not None and not isinstance(r, _REGION_TYPES):
+                raise TypeError(f"region must be a phrase, an xyxy box, a mask or a Region, got {type(r).__name__}")
         if len(regions) != len(images):
             raise ValueError(f"got {len(regions)} regions for {len(images)} images")
         return [BoxConstraints(im.width, im.height, self.config.num_bins, r, min_size)
@@ -406,44 +428,28 @@ class LocationModel(PreTrainedModel):
         classes = _check_class_names(classes)
         if len(classes) != len(pil):
             raise ValueError(f"got {len(classes)} classes for {len(pil)} images")
-        num_samples = int(num_samples)
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        if not (temperature > 0):
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if top_k is not None and int(top_k) < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        if top_p is not None and not (0 < top_p <= 1):
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        if resample is not None:
-            if int(resample) < 1:
-                raise ValueError(f"resample must be an oversampling factor >= 1, got {resample}")
-            if temperature != 1.0 or top_k is not None or top_p is not None:
-                raise ValueError("resample= targets the model's own conditional: use temperature=1 "
-                                 "without top_k/top_p")
-        final_samples, num_samples = num_samples, num_samples * int(resample or 1)
+        num_samples = check_int(num_samples, "num_samples", minimum=1)
+        temperature = check_float(temperature, "temperature", minimum=0, low_open=True)
+        top_k = check_int(top_k, "top_k", minimum=1, optional=True)
+        top_p = check_float(top_p, "top_p", minimum=0, maximum=1, low_open=True, optional=True)
+        min_size = check_float(min_size, "min_size", minimum=0, optional=True)
+        resample = check_int(resample, "resample", minimum=1, optional=True)
+        _check_generator(generator)
+        if resample is not None and (temperature != 1.0 or top_k is not None or top_p is not None):
+            raise ValueError("resample= targets the model's own conditional: use temperature=1 "
+                             "without top_k/top_p")
+        final_samples, num_samples = num_samples, num_samples * (resample or 1)
+        check_box_count(len(pil) * num_samples, "num_samples" + (" x resample" if resample else ""))
         constraints = self._constraints(pil, region, min_size, single)  # impossible regions fail here
         cache = self.encode_prefix(pil, classes)
         opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, raw=resample is not None,
                     step_fn=self._step_fn)
         allowed = self._allowed_fn(constraints)
-        tokens, logps, dead, raw = decode_boxes(self.decoder, self.lm_head, cache, num_samples, allowed, **opts)
-        rounds = 0
-        while dead.any():
-            if rounds == MAX_REDRAWS:
-                raise ValueError(f"could not draw boxes that satisfy the region after {MAX_REDRAWS} redraws; "
-                                 "this region (centre mode with avoid boxes) leaves very little room")
-            need = int(dead.sum(1).max())
-            t2, l2, d2, r2 = decode_boxes(self.decoder, self.lm_head, cache, need, allowed, **opts)
-            for i in range(len(pil)):
-                slots = dead[i].nonzero().flatten()
-                fresh = (~d2[i]).nonzero().flatten()[: len(slots)]
-                tokens[i, slots[: len(fresh)]] = t2[i, fresh]
-                logps[i, slots[: len(fresh)]] = l2[i, fresh]
-                if raw is not None:
-                    raw[i, slots[: len(fresh)]] = r2[i, fresh]
-                dead[i, slots[: len(fresh)]] = False
-            rounds += 1
+        chunk = self._rows_per_pass(cache)
+        parts = [self._draw(cache, min(chunk, num_samples - start), allowed, opts)
+                 for start in range(0, num_samples, chunk)]
+        tokens, logps = torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+        raw = torch.cat([p[2] for p in parts], 1) if resample is not None else None
         if resample is not None:
             tokens, logps = self._importance_resample(tokens, logps, raw, final_samples, generator)
         out = []
@@ -453,6 +459,40 @@ class LocationModel(PreTrainedModel):
                 raise RuntimeError("internal error: a sampled box breaks its constraints")
             out.append(BoxSamples(boxes, logps[i].cpu(), tokens[i].cpu(), im.width, im.height))
         return out[0] if single else out
+
+    def _rows_per_pass(self, cache: PrefixCache) -> int:
+        """Samples per image that one decoding pass may hold within ``DECODE_CHUNK_BYTES``.
+
+        Per row: the decoder's own keys/values (layers x 2 x 3 steps x n_embd), attention scores
+        over the prefix (heads x prefix length, a few copies), logits/masks/probabilities over the
+        bins and the MLP activations, doubled for temporaries (measured peaks stay within the budget).
+        """
+        cfg = self.decoder.config
+        elem = cache.values[0].element_size()
+        per_row = 2 * (cfg.n_layer * 2 * 3 * cfg.n_embd * elem + 3 * 4 * cfg.n_head * (cache.length + 4)
+                       + 8 * 4 * self.config.num_bins + 4 * 4 * 4 * cfg.n_embd)
+        return max(1, DECODE_CHUNK_BYTES // (cache.values[0].shape[0] * per_row))
+
+    def _draw(self, cache: PrefixCache, num_samples: int, allowed, opts: dict):
+        """One decoding pass of ``num_samples`` rows per image, rows that dead-ended redrawn."""
+        tokens, logps, dead, raw = decode_boxes(self.decoder, self.lm_head, cache, num_samples, allowed, **opts)
+        rounds = 0
+        while dead.any():
+            if rounds == MAX_REDRAWS:
+                raise ValueError(f"could not draw boxes that satisfy the region after {MAX_REDRAWS} redraws; "
+                                 "this region (centre mode with avoid boxes) leaves very little room")
+            need = int(dead.sum(1).max())
+            t2, l2, d2, r2 = decode_boxes(self.decoder, self.lm_head, cache, need, allowed, **opts)
+            for i in range(tokens.shape[0]):
+                slots = dead[i].nonzero().flatten()
+                fresh = (~d2[i]).nonzero().flatten()[: len(slots)]
+                tokens[i, slots[: len(fresh)]] = t2[i, fresh]
+                logps[i, slots[: len(fresh)]] = l2[i, fresh]
+                if raw is not None:
+                    raw[i, slots[: len(fresh)]] = r2[i, fresh]
+                dead[i, slots[: len(fresh)]] = False
+            rounds += 1
+        return tokens, logps, raw
 
     @staticmethod
     def _importance_resample(tokens, logps, raw, n: int, generator):
@@ -479,12 +519,19 @@ class LocationModel(PreTrainedModel):
         cls = _check_class_names(cls)
         if len(cls) != 1:
             raise ValueError("score() takes one class name")
+        if boxes is None:
+            raise TypeError("boxes must be xyxy pixel boxes, (N, 4) or one (4,), got None")
+        min_size = check_float(min_size, "min_size", minimum=0, optional=True)
+        constrained = check_bool(constrained, "constrained")
         b = box_ops.check_boxes(boxes, im.width, im.height)
+        check_box_count(b.shape[0], "boxes")
         tokens = box_ops.boxes_to_tokens(b, im.width, im.height, self.config.num_bins)
         allowed = self._allowed_fn(self._constraints([im], region, min_size)) if constrained else None
         cache = self.encode_prefix([im], cls)
-        _, logps, _, _ = decode_boxes(self.decoder, self.lm_head, cache, tokens.shape[0], allowed,
-                                   forced=tokens[None].to(self.device), step_fn=self._step_fn)
+        chunk = self._rows_per_pass(cache)
+        logps = torch.cat([decode_boxes(self.decoder, self.lm_head, cache, len(part), allowed,
+                                        forced=part[None].to(self.device), step_fn=self._step_fn)[1]
+                           for part in tokens.split(chunk)], 1)
         return logps[0].cpu()
 
     def heatmap(self, image, cls: str, region=None, num_samples: int = 256, generator: torch.Generator | None = None,
@@ -509,7 +556,13 @@ class LocationModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, state_dict: dict | None = None, is_main_process: bool = True,
                         **kwargs) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (one file, atomically, no pickle).
+        """Write ``config.json`` and ``model.safetensors``, all-or-nothing (no pickle).
+
+        Both files go into a temporary sibling folder that is then swapped in with one rename
+        (``locinsert.io.write_folder_atomic``): after any failure, kill or power cut the folder
+        holds the complete previous checkpoint or the complete new one. Other files already in the
+        folder (a model card, say) are kept; older weights files (shards, ``pytorch_model.bin``)
+        are replaced.
 
         The state dict is written with the module names as they are in memory: transformers'
         own ``save_pretrained`` would rename the keys of nested models (e.g. ``ViTModel``) to
@@ -519,28 +572,34 @@ class LocationModel(PreTrainedModel):
         """
         from safetensors.torch import save_file
 
+        from ..io import write_folder_atomic
+
         if kwargs.get("push_to_hub"):
             raise ValueError("push_to_hub is not supported; upload the saved folder with huggingface_hub")
         if not is_main_process:
             return
-        os.makedirs(save_directory, exist_ok=True)
         state = self.state_dict() if state_dict is None else state_dict
         state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-        tmp = os.path.join(save_directory, "model.safetensors.tmp")
-        save_file(state, tmp, metadata={"format": "pt"})
-        os.replace(tmp, os.path.join(save_directory, "model.safetensors"))
         self.config.architectures = [type(self).__name__]
-        self.config.save_pretrained(save_directory)
+
+        def write(folder: str) -> None:
+            save_file(state, os.path.join(folder, WEIGHTS_NAME), metadata={"format": "pt"})
+            self.config.save_pretrained(folder)
+
+        write_folder_atomic(save_directory, write, replaces=CHECKPOINT_FILES)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
         """Load a saved model (a folder or a hub id) from safetensors.
 
         The encoders are rebuilt from the saved config with random weights and then filled from the
-        checkpoint, so no encoder weights are ever downloaded.
+        checkpoint, so no encoder weights are ever downloaded. Every way a checkpoint can be wrong
+        gives one error naming the file and the problem (``checkpoint_io.py``): a missing folder or
+        config (``FileNotFoundError``), a file instead of a folder (``NotADirectoryError``), a
+        config that is not JSON or not a LocationModel's, an unreadable weights file, tensors that
+        are missing, unexpected, of the wrong shape or not finite (``ValueError``).
         """
-        from safetensors.torch import load_file
-        from transformers.utils import cached_file
+        from . import checkpoint_io
 
         if model_args:
             raise TypeError("LocationModel.from_pretrained takes no positional model arguments")
@@ -549,30 +608,20 @@ class LocationModel(PreTrainedModel):
         dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
         for k in ("trust_remote_code", "_from_auto", "_commit_hash", "adapter_kwargs", "code_revision"):
             kwargs.pop(k, None)
+        source = checkpoint_io.CheckpointSource(pretrained_model_name_or_path, hub)
         if config is None:
-            config = LocationModelConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+            config = checkpoint_io.read_config(source, LocationModelConfig)
         for k, v in kwargs.items():
             if not hasattr(config, k):
                 raise TypeError(f"unexpected keyword argument {k!r}")
             setattr(config, k, v)
         config.image_pretrained, config.class_pretrained, config.decoder_pretrained = False, None, None
-        model = cls(config)
-        path = str(pretrained_model_name_or_path)
-        index = cached_file(path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False,
-                            **hub)
-        if index:
-            shards = sorted(set(json.load(open(index))["weight_map"].values()))
-            files = [cached_file(path, s, **hub) for s in shards]
-        else:
-            files = [cached_file(path, "model.safetensors", **hub)]
-        state = {}
-        for f in files:
-            state.update(load_file(f))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"checkpoint {path} does not match its config: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
+        model = checkpoint_io.build(cls, config, source)
+        files = checkpoint_io.weight_files(source)
+        state = checkpoint_io.read_weights(files)
+        checkpoint_io.check_state(model.state_dict(), state, files)
+        model.load_state_dict(state, strict=True)
         if dtype is not None and dtype != "auto":
             model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
-        model.config.name_or_path = path
+        model.config.name_or_path = source.name
         return model.eval()

@@ -26,6 +26,15 @@ The JSON keeps what JSON alone would lose (tuples, int dict keys, numpy arrays) 
 objects, so ``decode_state(encode_state(x))`` rebuilds ``x`` exactly. A crash half-way through the
 conversion leaves a folder without the marker, which is never resumed from.
 
+**The model files** inside ``checkpoint-N`` are written by ``LocationModel.save_pretrained``, whose
+saves are otherwise all-or-nothing folder swaps (``locinsert/io.py``). A checkpoint folder is shared:
+under DDP the other ranks write their RNG state into it while rank 0 writes the weights, so swapping
+it would lose their files. :class:`SafeCheckpointMixin` therefore runs the Trainer's own checkpoint
+saves inside ``saving_in_place()`` (each file replaced atomically, in the existing folder), and the
+completion marker is what makes the folder a checkpoint: the same all-or-nothing promise, kept by
+the marker instead of the rename. ``save_final_model`` swaps the final folder in with the same
+``swap_in`` as every other save.
+
 **Loading it back** is done by :class:`SafeCheckpointMixin` (the base of ``BoxSFTTrainer`` and
 ``BoxDPOTrainer``), which overrides the Trainer's ``_load_optimizer_and_scheduler``,
 ``_load_scaler`` and ``_load_rng_state``. Public hooks are not enough for an *exact* resume: the
@@ -44,13 +53,14 @@ import os
 import re
 import shutil
 import random
-import tempfile
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
+
+from ..io import saving_in_place, swap_in, write_file_atomic, write_json_atomic  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -68,22 +78,6 @@ def _wait_for_everyone() -> None:
     from accelerate import PartialState
 
     PartialState().wait_for_everyone()
-
-
-def write_json_atomic(path: str, payload: Any) -> None:
-    """Write JSON so that readers see either the old file or the whole new one, never a part."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _replace_pickled_args(folder: str, args: Any) -> None:
@@ -148,15 +142,7 @@ def decode_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def _atomic_save_file(tensors: dict[str, torch.Tensor], path: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_file_atomic(path, lambda tmp: save_file(tensors, tmp), suffix=".safetensors")
 
 
 def save_state(folder: str, name: str, state: Any, json_only: bool = False) -> None:
@@ -236,6 +222,13 @@ class SafeCheckpointMixin:
     docstring for why a callback cannot time the RNG restore. Each falls back to the Trainer's own
     loader when the converted files are missing (DeepSpeed / FSDP formats, older checkpoints).
     """
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The Trainer's own saves (checkpoints, hub pushes) write in place; see the module docstring."""
+        if not _internal_call:
+            return super().save_model(output_dir, _internal_call)
+        with saving_in_place():
+            return super().save_model(output_dir, _internal_call=True)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         if checkpoint is None or self.is_deepspeed_enabled or self.is_fsdp_enabled or \
@@ -360,13 +353,13 @@ class AtomicCheckpointCallback(TrainerCallback):
 
 
 def save_final_model(trainer, path: str) -> str:
-    """``trainer.save_model`` into ``path`` atomically: write ``path.tmp``, then rename.
+    """``trainer.save_model`` into ``path`` atomically: write ``path.tmp``, then swap it in (``io.swap_in``).
 
     A reader of ``path`` sees the previous model or the new one, never a half-written folder.
     Call on every rank (sharded models gather collectively). Returns ``path``.
     """
     path = os.path.normpath(path)
-    tmp, old = path + ".tmp", path + ".old"
+    tmp = path + ".tmp"
     should_save = trainer.args.should_save
     if should_save:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -375,10 +368,9 @@ def save_final_model(trainer, path: str) -> str:
     _wait_for_everyone()
     if should_save:
         _replace_pickled_args(tmp, trainer.args)
-        shutil.rmtree(old, ignore_errors=True)
-        if os.path.exists(path):
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
+        old = swap_in(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     _wait_for_everyone()
     return path

@@ -191,7 +191,12 @@ def parse_stage_args(stage: str, argv: Sequence[str] | None = None, prog: str | 
             raise ValueError("--config needs a YAML file path")
         if not os.path.isfile(argv[i + 1]):
             raise FileNotFoundError(f"config file not found: {argv[i + 1]}")
-    model_args, data_args, train_args = parser.parse_args_and_config(argv)
+    import yaml
+
+    try:
+        model_args, data_args, train_args = parser.parse_args_and_config(argv)
+    except yaml.YAMLError as e:
+        raise ValueError(f"config file is not valid YAML: {' '.join(str(e).split())}") from e
     check_data_args(data_args)
     return model_args, data_args, train_args
 

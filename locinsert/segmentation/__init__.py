@@ -1,0 +1,53 @@
+"""Masks from text: ``segment(image, text) -> mask``, float32 (H, W) in [0, 1] at the image's own size.
+
+- ``CLIPSegSegmenter``: transformers' CLIPSeg, zero-shot (default weights ``CIDAS/clipseg-rd64-refined``);
+- ``TextMaskModel`` / ``TextMaskSegmenter``: a text-conditioned U-Net (ResNet encoder, CLIP text
+  tower, cross-attention, Dice + BCE), trained with ``locinsert train textmask``;
+- ``BoxSegmenter`` / ``MaskSegmenter``: the user says where the object is.
+
+A threshold turns a soft mask into a hard one (``hard_mask``); ``is_empty`` says "nothing found".
+
+>>> from locinsert.segmentation import BoxSegmenter, is_empty
+>>> import numpy as np
+>>> m = BoxSegmenter((2, 2, 6, 6)).segment(np.zeros((8, 8, 3), np.uint8), "the cup")
+>>> m.shape, m.dtype, float(m.sum()), is_empty(m)
+((8, 8), dtype('float32'), 16.0, False)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "Segmenter": "locinsert.segmentation.base",
+    "DEFAULT_THRESHOLD": "locinsert.segmentation.base",
+    "check_text": "locinsert.segmentation.base",
+    "hard_mask": "locinsert.segmentation.base",
+    "is_empty": "locinsert.segmentation.base",
+    "mask_box": "locinsert.segmentation.base",
+    "as_mask": "locinsert.segmentation.base",
+    "CLIPSegSegmenter": "locinsert.segmentation.clipseg",
+    "DEFAULT_CLIPSEG": "locinsert.segmentation.clipseg",
+    "TextMaskConfig": "locinsert.segmentation.textmask",
+    "TextMaskModel": "locinsert.segmentation.textmask",
+    "TextMaskSegmenter": "locinsert.segmentation.textmask",
+    "BoxSegmenter": "locinsert.segmentation.given",
+    "MaskSegmenter": "locinsert.segmentation.given",
+    "MaskExample": "locinsert.segmentation.data",
+    "synthetic_mask_examples": "locinsert.segmentation.data",
+    "MaskDataset": "locinsert.segmentation.data",
+    "mask_iou_dice": "locinsert.segmentation.evaluate",
+    "RegionBaseline": "locinsert.segmentation.evaluate",
+    "ClassPriorBaseline": "locinsert.segmentation.evaluate",
+    "evaluate_segmenter": "locinsert.segmentation.evaluate",
+    "format_mask_table": "locinsert.segmentation.evaluate",
+    "plot_mask_examples": "locinsert.segmentation.evaluate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'locinsert.segmentation' has no attribute {name!r}")

@@ -1,0 +1,97 @@
+"""Checks for the numbers and flags of public entry points: one message that names the parameter.
+
+Every public function that takes a count, a temperature, a threshold or a flag checks it here, at
+the top, before any work: ``temperature=inf`` or ``num_samples=2.7`` fail with
+``ValueError: temperature must be a finite number > 0, got inf`` instead of deep in torch or
+silently (2.7 -> 2). The rules:
+
+- an integer parameter takes Python/numpy integers and integral floats (``3.0``), never ``bool``,
+  strings or fractions;
+- a real parameter takes any real number (not ``bool`` or strings) and must be finite unless
+  said otherwise;
+- a wrong *type* is a ``TypeError``, a value out of range a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+__all__ = ["check_int", "check_float", "check_bool", "check_choice", "check_box_count", "MAX_BOXES_PER_CALL"]
+
+#: Most boxes one sampling/scoring call may return (all images together): about 0.5 GB of results
+#: (tokens, log-probabilities, pixel boxes). Decoding itself runs in chunks of bounded memory.
+MAX_BOXES_PER_CALL = 10_000_000
+
+
+def _describe(value) -> str:
+    return f"{type(value).__name__} {value!r}" if isinstance(value, (str, bytes)) else repr(value)
+
+
+def _range(minimum, maximum, low_open: bool = False, high_open: bool = False) -> str:
+    parts = []
+    if minimum is not None:
+        parts.append(f"{'>' if low_open else '>='} {minimum:g}")
+    if maximum is not None:
+        parts.append(f"{'<' if high_open else '<='} {maximum:g}")
+    return " and ".join(parts)
+
+
+def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None,
+              optional: bool = False) -> int | None:
+    """``value`` as an ``int`` in [minimum, maximum]; None passes when ``optional``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be an integer, got {_describe(value)}")
+    if not isinstance(value, numbers.Integral):
+        if not math.isfinite(float(value)) or not float(value).is_integer():
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+    out = int(value)
+    if (minimum is not None and out < minimum) or (maximum is not None and out > maximum):
+        raise ValueError(f"{name} must be an integer {_range(minimum, maximum)}, got {value!r}")
+    return out
+
+
+def check_float(value, name: str, *, minimum: float | None = None, maximum: float | None = None,
+                low_open: bool = False, high_open: bool = False, finite: bool = True,
+                optional: bool = False) -> float | None:
+    """``value`` as a ``float`` in the given range (``low_open``/``high_open``: strict bounds)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {_describe(value)}")
+    out = float(value)
+    bad = math.isnan(out) or (finite and math.isinf(out))
+    if minimum is not None:
+        bad |= out <= minimum if low_open else out < minimum
+    if maximum is not None:
+        bad |= out >= maximum if high_open else out > maximum
+    if bad:
+        bounds = _range(minimum, maximum, low_open, high_open)
+        what = ("a finite number" if finite else "a number") + (f" {bounds}" if bounds else "")
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return out
+
+
+def check_bool(value, name: str) -> bool:
+    """A real ``bool`` (``"no"`` is truthy in Python, so strings are refused)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {_describe(value)}")
+    return bool(value)
+
+
+def check_choice(value, name: str, choices) -> str:
+    """One of ``choices``."""
+    if value not in tuple(choices):
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_box_count(count: int, what: str) -> None:
+    """Refuse a request for more than ``MAX_BOXES_PER_CALL`` boxes, naming the parameter(s) behind it."""
+    if count > MAX_BOXES_PER_CALL:
+        raise ValueError(f"{what}: {count:,} boxes in one call exceed the limit of {MAX_BOXES_PER_CALL:,} "
+                         "(about 0.5 GB of results); split the request into several calls")
