@@ -1,7 +1,8 @@
 """`locinsert demo`: the whole method, offline, on the synthetic world.
 
 1. generate the data (PIPE-like, OPA-like and test splits of the synthetic world);
-2. pretrain (PIPE-like), fine-tune (OPA-like positives), then DPO (OPA-like pairs);
+2. pretrain the image encoder on the world's per-pixel part labels, then (encoder frozen) the
+   location model: pretrain (PIPE-like), fine-tune (OPA-like positives), then DPO (OPA-like pairs);
 3. evaluate random, class-prior, fine-tuned and DPO models: TPR/FPR curves on one plot, oracle
    precision and coverage in a table;
 4. insert objects from positional prompts through ``ObjectInserter`` and the cut-out backend.
@@ -39,6 +40,7 @@ class DemoResult:
     seconds: dict = field(default_factory=dict)
     table: list = field(default_factory=list)
     edits: list = field(default_factory=list)
+    training: dict = field(default_factory=dict)
 
 
 def _machine() -> str:
@@ -56,7 +58,7 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
     from .evaluation import ClassPrior, RandomBoxes, evaluate
     from .evaluation.curves import save_figure
     from .modeling import LocationModel, LocationModelConfig
-    from .training.synthetic import (curve_row, run_synthetic_stages, synthetic_finetune_queries,
+    from .training.synthetic import (curve_row, run_synthetic_stages, shuffle_images, synthetic_finetune_queries,
                                      synthetic_test_queries)
 
     budget = "quick" if quick else "default"
@@ -76,9 +78,12 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
     synthetic.plot_scenes(train_queries, path=out / "data_scenes.png", max_queries=8)
     result.seconds["data"] = round(time.time() - t0, 1)
 
-    # 2. Training: the paper's three stages.
+    # 2. Training: the image encoder on the world's part labels, then the paper's three stages.
     report = run_synthetic_stages(str(out / "models"), budget=budget, seed=seed, evaluate=False, progress=progress)
     result.seconds.update({f"train_{k}": v for k, v in report.seconds.items()})
+    result.training = {k: {"examples": r.num_examples,
+                           "examples_per_s": r.train_metrics.get("train_samples_per_second")}
+                       for k, r in report.results.items()}
     models = {stage: LocationModel.from_pretrained(out / "models" / stage / "final").eval()
               for stage in ("pretrain", "finetune", "dpo")}
 
@@ -89,11 +94,14 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
                "DPO": models["dpo"]}
     curves = []
     (out / "curves").mkdir(exist_ok=True)
-    for name, m in methods.items():
-        c = evaluate(m, test, seed=seed, progress=progress, name=name, per_category=True)
+    # The image ablation: the DPO model with every query's image swapped for another scene's.
+    runs = [(name, m, test) for name, m in methods.items()]
+    runs.append(("DPO, images shuffled", models["dpo"], shuffle_images(test)))
+    for name, m, queries in runs:
+        c = evaluate(m, queries, seed=seed, progress=progress, name=name, per_category=True)
         curves.append(c)
         c.to_json(out / "curves" / f"{_slug(name)}.json")
-    save_figure(curves, out / "tpr_fpr.png", title="synthetic test split: TPR vs FPR, K = 10..100")
+    save_figure(curves[:-1], out / "tpr_fpr.png", title="synthetic test split: TPR vs FPR, K = 10..100")
     result.table = [curve_row(c) for c in curves]
     _sample_figure(models, test, out / "samples.png", seed)
     result.seconds["evaluation"] = round(time.time() - t0, 1)
@@ -105,7 +113,8 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
     result.seconds["total"] = round(time.time() - t_start, 1)
 
     metrics = {"budget": budget, "seed": seed, "machine": _machine(), "seconds": result.seconds,
-               "test_queries": len(test), "table": result.table, "edits": result.edits}
+               "training": result.training, "test_queries": len(test), "table": result.table,
+               "edits": result.edits}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out / "report.md").write_text(_report_md(result, budget, len(test), metrics["machine"]))
     return result
@@ -125,14 +134,18 @@ def _sample_figure(models: dict, test, path: Path, seed: int) -> None:
 
     from .data import synthetic
 
-    picks = list(test)[:4]
+    picks = []  # the first test query of each class: cups on tables, birds in windows, ...
+    for q in test:
+        if q.category not in {p.category for p in picks}:
+            picks.append(q)
+    picks = sorted(picks, key=lambda q: q.category)[:5]
     fig_paths = []
     for stage in ("finetune", "dpo"):
         g = torch.Generator().manual_seed(seed)
         samples = models[stage].sample([q.image for q in picks], [q.category for q in picks], num_samples=30,
                                        generator=g)
         p = path.with_name(f"samples_{stage}.png")
-        fig = synthetic.plot_scenes(picks, samples=samples, ncols=4, path=p, max_queries=4)
+        fig = synthetic.plot_scenes(picks, samples=samples, ncols=len(picks), path=p, max_queries=len(picks))
         plt.close(fig)
         fig_paths.append(p)
     # Stack the two rows into one picture.
@@ -246,12 +259,19 @@ def _report_md(result: DemoResult, budget: str, n_test: int, machine: str) -> st
     for r in result.table:
         lines.append(f"| {r['method']} | {_fmt(r['oracle_precision@100'])} | {_fmt(r['coverage@100'])} | "
                      f"{_fmt(r['tpr@10'])} | {_fmt(r['fpr@10'])} | {_fmt(r['tpr@100'])} | {_fmt(r['fpr@100'])} |")
+    from .training.synthetic import format_class_table
+
     lines += [
+        "",
+        "\"DPO, images shuffled\" is the image ablation: the DPO model asked about each query with another",
+        "scene's image. Oracle precision per class (K = 100):",
+        "",
+        format_class_table(result.table),
         "",
         "![samples](samples.png)",
         "",
-        "`samples.png`: 30 samples (yellow) per test query, fine-tuned model (top row) and after DPO",
-        "(bottom row), over the sparse labels.",
+        "`samples.png`: 30 samples (yellow) for the first test query of each class, fine-tuned model (top",
+        "row) and after DPO (bottom row), over the sparse labels.",
         "",
         "## Insertion with positional prompts",
         "",
@@ -271,6 +291,9 @@ def _report_md(result: DemoResult, budget: str, n_test: int, machine: str) -> st
             lines.append(f"| {e['prompt']} | {', '.join(e['objects'])} | {e['boxes']} | {e['background_ssim']} |")
     lines += ["", "## Time", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in result.seconds.items()]
+    lines += ["", "| training stage | examples | examples/s (Trainer) |", "|---|---|---|"]
+    lines += [f"| {k} | {v['examples']} | {_fmt(v['examples_per_s'])} |" for k, v in result.training.items()]
     lines += ["", "Files: `metrics.json` (all numbers), `curves/*.json` (each curve, per category),",
-              "`models/<stage>/final` (the three trained models, `LocationModel.from_pretrained`)", ""]
+              "`models/<stage>/final` (the three trained models, `LocationModel.from_pretrained`; `models/encoder/final`",
+              "is the pretrained image encoder)", ""]
     return "\n".join(lines)

@@ -21,13 +21,17 @@ def test_demo_quick_writes_the_report(tmp_path):
 
     metrics = json.loads((out / "metrics.json").read_text())
     methods = [r["method"] for r in metrics["table"]]
-    assert methods == ["random", "class prior", "pretrained (PIPE-like)", "fine-tuned (no DPO)", "DPO"]
+    assert methods == ["random", "class prior", "pretrained (PIPE-like)", "fine-tuned (no DPO)", "DPO",
+                       "DPO, images shuffled"]
     for row in metrics["table"]:
         assert 0.0 <= row["tpr@10"] <= row["tpr@100"] <= 1.0  # K=10 is a prefix of the K=100 samples
         assert 0.0 <= row["oracle_precision@100"] <= 1.0
         # The report's table is this run's numbers, not a file's.
         assert f"| {row['method']} | {row['oracle_precision@100']:.3f} |" in report
-    assert len(list((out / "curves").glob("*.json"))) == 5
+    assert len(list((out / "curves").glob("*.json"))) == 6
+    assert "| method | all | bird | chair | cup | painting | plant |" in report  # per-class precision
+    assert set(metrics["training"]) == {"encoder", "pretrain", "finetune", "dpo"}
+    assert all(v["examples"] > 0 and v["examples_per_s"] > 0 for v in metrics["training"].values())
 
     # The three trained stages are real checkpoints, loadable the Hugging Face way.
     from locinsert import LocationModel

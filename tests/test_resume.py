@@ -33,7 +33,8 @@ class Crash(TrainerCallback):
 def _args(out, **kw):
     # dropout stays on: resuming must also restore the RNG state for the result to match
     fields = dict(preset="tiny", synthetic_scenes=24, max_steps=6, save_steps=2, save_total_limit=2,
-                  per_device_train_batch_size=4, learning_rate=3e-3, logging_steps=1, disable_tqdm=True)
+                  per_device_train_batch_size=4, learning_rate=3e-3, logging_steps=1, disable_tqdm=True,
+                  image_encoder_checkpoint=None)  # the image tower trains too (no encoder stage)
     fields.update(kw)
     return synthetic_stage_args("pretrain", str(out), budget="quick", seed=0, **fields)
 

@@ -9,3 +9,5 @@ def test_training_bench_reports_both_runs():
     assert r["cache_images"] == 8  # one feature entry per scene image
     text = format_results(r)
     assert "cached image features" in text and "encoders in the loop" in text
+    assert r["dpo_pairs_per_s_encode_once"] > 0 and r["dpo_pairs_per_s_encode_per_box"] > 0
+    assert "encoders once per pair" in text

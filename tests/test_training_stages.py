@@ -10,7 +10,7 @@ from helpers_data import PIPE_ROWS, build_opa_archive, build_pipe
 
 from locinsert.cli.main import main as cli
 from locinsert.modeling import LocationModel, LocationModelConfig
-from locinsert.training.config import STAGES, load_stage_config
+from locinsert.training.config import ALL_STAGES, STAGES, load_stage_config
 from locinsert.training.synthetic import synthetic_stage_fields
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
@@ -51,7 +51,7 @@ def test_configs_parse(stage):
         assert real["model_name_or_path"].endswith("/final")
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", ALL_STAGES)
 def test_synthetic_configs_are_the_default_budget(stage):
     assert yaml.safe_load((CONFIGS / f"synthetic_{stage}.yaml").read_text()) == \
         synthetic_stage_fields(stage, "runs/synthetic", "default")
@@ -73,9 +73,14 @@ def test_config_errors(tmp_path):
     assert cli(["train", "pretrain", "--config", str(tmp_path / "missing.yaml")]) == 2
 
 
-def test_three_synthetic_stages_from_their_configs(tmp_path):
+def test_synthetic_stages_from_their_configs(tmp_path):
     small = ["--preset", "tiny", "--synthetic_scenes", "8", "--preset_overrides", "{}"]
-    pre, _ = _train("pretrain", CONFIGS / "synthetic_pretrain.yaml", tmp_path / "pretrain", *small)
+    assert cli(["train", "encoder", "--config", str(CONFIGS / "synthetic_encoder.yaml"), "--output_dir",
+                str(tmp_path / "encoder"), *FAST, *small]) == 0
+    assert json.loads((tmp_path / "encoder" / "run_summary.json").read_text())["stage"] == "encoder"
+    pre, _ = _train("pretrain", CONFIGS / "synthetic_pretrain.yaml", tmp_path / "pretrain", *small,
+                    "--image_encoder_checkpoint", str(tmp_path / "encoder" / "final"))
+    assert pre.config.freeze_image_encoder
     fine, _ = _train("finetune", CONFIGS / "synthetic_finetune.yaml", tmp_path / "finetune", *small,
                      "--model_name_or_path", str(tmp_path / "pretrain" / "final"))
     dpo, summary = _train("dpo", CONFIGS / "synthetic_dpo.yaml", tmp_path / "dpo", *small,
@@ -115,7 +120,8 @@ def test_feature_cache(tmp_path):
     from locinsert.data.feature_cache import FeatureCache
 
     args = ["--preset", "tiny", "--synthetic_scenes", "6", "--feature_cache", str(tmp_path / "cache"),
-            "--preset_overrides", json.dumps({"freeze_image_encoder": True}), "--hflip", "true"]
+            "--preset_overrides", json.dumps({"freeze_image_encoder": True}), "--hflip", "true",
+            "--image_encoder_checkpoint", ""]  # a random frozen tower: no encoder stage in this test
     config = CONFIGS / "synthetic_pretrain.yaml"
     model, _ = _train("pretrain", config, tmp_path / "a", *args)
     cache = FeatureCache(tmp_path / "cache", model.image_encoder_id)
@@ -128,5 +134,5 @@ def test_feature_cache(tmp_path):
         from locinsert.training.stages import run_stage
 
         run_stage("pretrain", *load_stage_config("pretrain", config, preset="tiny", synthetic_scenes=2,
-                                                 feature_cache=str(tmp_path / "cache2"),
+                                                 feature_cache=str(tmp_path / "cache2"), image_encoder_checkpoint="",
                                                  output_dir=str(tmp_path / "c")))

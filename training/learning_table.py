@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     p.add_argument("--train", action="store_true", help="(re)run the three stages first")
     args = p.parse_args(argv)
 
-    from locinsert.training.synthetic import format_learning_table, learning_table, run_synthetic_stages
+    from locinsert.training.synthetic import (format_class_table, format_learning_table, learning_table,
+                                              run_synthetic_stages)
 
     t0 = time.time()
     missing = not all(os.path.isdir(os.path.join(args.out, s, "final")) for s in ("pretrain", "finetune", "dpo"))
@@ -33,6 +34,7 @@ def main(argv=None) -> int:
     rows = learning_table(args.out, budget=args.budget, seed=args.seed)
     seconds["total"] = round(time.time() - t0, 1)
     print(format_learning_table(rows))
+    print("\noracle precision per class (K=100):\n" + format_class_table(rows))
     print(f"\nbudget={args.budget} seed={args.seed} seconds={seconds}")
     with open(os.path.join(args.out, "learning_table.json"), "w") as f:
         json.dump({"budget": args.budget, "seed": args.seed, "rows": rows, "seconds": seconds}, f, indent=1)

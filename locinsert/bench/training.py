@@ -1,4 +1,5 @@
-"""Training throughput: samples/s of the supervised stage with and without cached encoder features.
+"""Training throughput: samples/s of the supervised stage with and without cached encoder features,
+and DPO pairs/s with the encoders run once per pair or once per box.
 
     locinsert bench training                       # "base" shapes, random weights, frozen ViT (as the preset)
     locinsert bench training --preset tiny --steps 5 --batch-size 8
@@ -267,7 +268,54 @@ def run_training_bench(preset: str = "base", batch_size: int | str = 8, steps: i
         results["speedup"] = results["samples_per_s_with_cache"] / results["samples_per_s_without_cache"]
         results["trainer_mfu_with_cache"] = mfu(results["samples_per_s_with_cache"], True)
         results["trainer_mfu_without_cache"] = mfu(results["samples_per_s_without_cache"], False)
+        results.update(_dpo_bench(model, queries, batch_size, steps, warmup))
     return results
+
+
+def _dpo_bench(model, queries, batch_size: int, steps: int, warmup: int) -> dict:
+    """DPO pairs/s: one step = policy forward + backward and reference forward on a (chosen, rejected)
+    batch, with the encoders run once per pair (``pair_logps``, what ``BoxDPOTrainer`` does) or once per
+    box (the prefix inputs repeated, as before)."""
+    import copy
+
+    import torch
+
+    from ..training.datasets import PairDataset, collate, expand_pairs
+    from ..training.dpo import pair_logps, prefix_inputs
+
+    pairs = PairDataset(queries, expand_pairs(queries, 4), model.config.num_bins, preprocess=model.preprocessor)
+    if len(pairs) < batch_size:
+        raise ValueError(f"{len(pairs)} preference pairs are fewer than a batch of {batch_size}: raise --scenes")
+    device = next(model.parameters()).device
+    batches = [{k: v.to(device) if torch.is_tensor(v) else v
+                for k, v in collate([pairs[(i * batch_size + j) % len(pairs)] for j in range(batch_size)]).items()}
+               for i in range(warmup + steps)]
+    ref = copy.deepcopy(model).eval()
+
+    def per_box(m, b):
+        tokens = torch.cat([b["chosen_tokens"], b["rejected_tokens"]])
+        logps = m(**prefix_inputs(b, repeat=2), box_tokens=tokens).box_logps
+        return logps[: len(b["chosen_tokens"])], logps[len(b["chosen_tokens"]):], None
+
+    out = {}
+    for name, fn in (("dpo_pairs_per_s_encode_once", pair_logps), ("dpo_pairs_per_s_encode_per_box", per_box)):
+        m = copy.deepcopy(model).train()
+        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
+        for i, b in enumerate(batches):
+            if i == warmup:
+                synchronize(device)
+                start = time.perf_counter()
+            c, r, _ = fn(m, b)
+            with torch.no_grad():
+                rc, rr, _ = fn(ref, b)
+            loss = -torch.nn.functional.logsigmoid(0.1 * ((c - rc) - (r - rr))).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        synchronize(device)
+        out[name] = steps * batch_size / (time.perf_counter() - start)
+    out["dpo_speedup"] = out["dpo_pairs_per_s_encode_once"] / out["dpo_pairs_per_s_encode_per_box"]
+    return out
 
 
 def _schedule(configs_dir: str | None) -> list[dict]:
@@ -365,6 +413,11 @@ def format_results(r: dict) -> str:
                     in r else ""))
     if "cache_fill_s" in r:
         lines.append(f"one-time cache fill: {r['cache_images']} images in {r['cache_fill_s']:.1f} s")
+    if "dpo_speedup" in r:
+        lines += ["", "| DPO step (policy + reference) | pairs/s |", "|---|---|",
+                  f"| encoders once per pair | {r['dpo_pairs_per_s_encode_once']:.1f} |",
+                  f"| encoders once per box | {r['dpo_pairs_per_s_encode_per_box']:.1f} |",
+                  f"| speed-up | {r['dpo_speedup']:.2f}x |"]
     p = r.get("projection")
     if p:
         cols = [(name, g) for name in p["sources"] for g in p["gpus"]]

@@ -3,13 +3,16 @@
   locinsert train pretrain --config training/configs/pretrain_pipe.yaml
   locinsert train finetune --config training/configs/finetune_opa.yaml --learning_rate 1e-4
   locinsert train dpo      --config training/configs/dpo_opa.yaml --beta 0.2
-  locinsert train synthetic --out runs/synthetic [--budget quick|default] [--seed 0]
+  locinsert train encoder  --config training/configs/synthetic_encoder.yaml
+  locinsert train synthetic --out runs/synthetic [--budget quick|default|long] [--seed 0]
   locinsert train textmask --config training/configs/synthetic_textmask.yaml
 
 Stages (the paper's recipe): pretrain (box cross-entropy on PIPE), finetune (the same loss on OPA
 positives), dpo (preference pairs of OPA, reference = the frozen finetuned model). The dataset comes
 from the config: `dataset: synthetic`, a PIPE hub id / parquet folder, or an OPA root.
-`synthetic` runs all three stages on the synthetic world within a CPU budget.
+`encoder` (optional, before pretrain) trains the image encoder on the synthetic world's per-pixel part
+labels; a location stage starts from it, frozen, with `image_encoder_checkpoint: <its output_dir>/final`.
+`synthetic` runs the encoder stage and the three stages on the synthetic world within a CPU budget.
 `textmask` trains the text -> mask model (TextMaskModel) for removal and moving, on the synthetic
 world (about a minute; ends with its IoU/Dice table) or on PIPE's object masks.
 
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 
-STAGE_CHOICES = ("pretrain", "finetune", "dpo", "synthetic", "textmask")
+STAGE_CHOICES = ("encoder", "pretrain", "finetune", "dpo", "synthetic", "textmask")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +43,8 @@ def _synthetic_parser() -> argparse.ArgumentParser:
                                 description="Pretrain, finetune and DPO on the synthetic world, then print "
                                             "each stage's figures on the held-out test split.")
     p.add_argument("--out", default="runs/synthetic", help="output folder (one subfolder per stage)")
-    p.add_argument("--budget", default="default", help="quick (about a minute) or default (a few minutes)")
+    p.add_argument("--budget", default="default", help="quick (about a minute, a smoke run), default (the demo's, "
+                                                       "about 7 minutes) or long (under an hour)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world and of training")
     p.add_argument("--no-eval", action="store_true", help="train only, skip the learning table")
     return p
@@ -48,7 +52,7 @@ def _synthetic_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     if args.stage == "synthetic":
-        from ..training.synthetic import format_learning_table, run_synthetic_stages
+        from ..training.synthetic import format_class_table, format_learning_table, run_synthetic_stages
 
         from .common import check_output_dir
 
@@ -57,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         report = run_synthetic_stages(opts.out, budget=opts.budget, seed=opts.seed, evaluate=not opts.no_eval)
         if report.table:
             print(format_learning_table(report.table))
+            print("\noracle precision per class (K=100):\n" + format_class_table(report.table))
         return 0
 
     if args.stage == "textmask":

@@ -36,7 +36,10 @@ PRESETS: dict[str, dict] = {
         decoder_config=dict(n_embd=32, n_layer=1, n_head=2, n_positions=32, **_GELU),
     ),
     # The synthetic world: 64 px scenes, coarse bins, everything small enough to train on a CPU.
-    # The image tower is trained from scratch. The class tower stays frozen and random: with few
+    # The image tower is random here; the synthetic budgets first pretrain it on the world's per-pixel
+    # part labels (the "encoder" stage) and the location model then loads it frozen
+    # (image_pretrained=<file>, freeze_image_encoder=True), as `base` freezes a pretrained ViT-B/16.
+    # The class tower stays frozen and random: with few
     # classes, distinct random embeddings are all the decoder needs, and frozen features are memoised.
     # Patch 16 (a 4x4 grid): training is example-bound, and 16 image tokens instead of 64 make a
     # step about 3x cheaper for the same loss per example (README, Training: measured).

@@ -328,6 +328,9 @@ class LocationModel(PreTrainedModel):
                 return_dict: bool = True) -> LocationModelOutput:
         """Teacher-forced forward. ``labels`` is an alias of ``box_tokens`` (for ``Trainer``).
 
+        ``box_tokens`` may hold k boxes per image: (k * B, 4), stacked as k blocks of B rows (block j
+        holds the j-th box of every image). The encoders then run once per image and the prefix is
+        repeated for the decoder (DPO scores a chosen and a rejected box per image this way).
         Without box tokens, returns the logits of the first coordinate only, (B, 1, num_bins).
         """
         image_features, class_features = self._features(pixel_values, classes, image_features, class_features)
@@ -337,8 +340,10 @@ class LocationModel(PreTrainedModel):
             hidden = self.decoder(inputs_embeds=prefix, use_cache=False).last_hidden_state[:, -1:]
             return LocationModelOutput(logits=self.lm_head(hidden))
         tokens = self.check_tokens(box_tokens)
+        if tokens.shape[0] % prefix.shape[0]:
+            raise ValueError(f"{tokens.shape[0]} boxes for {prefix.shape[0]} images (need a multiple)")
         if tokens.shape[0] != prefix.shape[0]:
-            raise ValueError(f"{tokens.shape[0]} boxes for {prefix.shape[0]} images")
+            prefix = prefix.repeat(tokens.shape[0] // prefix.shape[0], 1, 1)
         embeds = torch.cat([prefix, self.decoder.wte(tokens[:, :3])], 1)
         hidden = self.decoder(inputs_embeds=embeds, use_cache=False).last_hidden_state[:, prefix.shape[1] - 1:]
         logits = self.lm_head(hidden)

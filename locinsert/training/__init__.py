@@ -32,6 +32,10 @@ _EXPORTS = {
     "synthetic_stage_args": "locinsert.training.synthetic",
     "learning_table": "locinsert.training.synthetic",
     "format_learning_table": "locinsert.training.synthetic",
+    "format_class_table": "locinsert.training.synthetic",
+    "shuffle_images": "locinsert.training.synthetic",
+    "run_encoder_stage": "locinsert.training.encoder",
+    "dense_metrics": "locinsert.training.encoder",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,7 +23,9 @@ from typing import Sequence
 from transformers import TrainingArguments
 from trl import DPOConfig, TrlParser
 
-STAGES = ("pretrain", "finetune", "dpo")
+STAGES = ("pretrain", "finetune", "dpo")  # the location model's stages (the paper's three)
+ENCODER_STAGE = "encoder"  # optional stage 0: the image tower on dense labels (training/encoder.py)
+ALL_STAGES = (ENCODER_STAGE, *STAGES)
 DATASET_FORMATS = ("auto", "synthetic", "pipe", "opa")
 
 
@@ -47,6 +49,9 @@ class ModelArguments:
                 "(False: same shapes, random weights, offline)."})
     preset_overrides: dict | str | None = field(default=None, metadata={
         "help": "Extra LocationModelConfig fields for a new model, as a mapping (YAML) or JSON string."})
+    image_encoder_checkpoint: str | None = field(default=None, metadata={
+        "help": "For a new model: the encoder stage's saved folder ('<output_dir>/final'); the image tower "
+                "is loaded from it and frozen (any preset; its architecture must match the preset's)."})
     ref_model_name_or_path: str | None = field(default=None, metadata={
         "help": "DPO only: the frozen reference. Default: a frozen copy of the starting model."})
 
@@ -158,8 +163,8 @@ def training_arguments_class(stage: str) -> type:
 
 
 def check_stage(stage: str) -> str:
-    if stage not in STAGES:
-        raise ValueError(f"unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
+    if stage not in ALL_STAGES:
+        raise ValueError(f"unknown training stage {stage!r}; choose one of {', '.join(ALL_STAGES)}")
     return stage
 
 

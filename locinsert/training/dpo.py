@@ -4,7 +4,8 @@ trl's ``DPOTrainer`` only fits text causal LMs and keeps its loss in private met
 ``DESIGN.md``), so only trl's public ``DPOConfig`` is used for the arguments. The trainer:
 
 - runs chosen and rejected boxes through **one** call of the (possibly DDP-wrapped) model's
-  ``forward`` (prefix inputs repeated twice), so DDP's gradient hooks see a single graph;
+  ``forward``, so DDP's gradient hooks see a single graph; the image and class encoders run once
+  per pair (``forward`` takes two boxes per image), only the decoder sees both boxes;
 - takes the reference log-probs from the batch (``ref_chosen_logps`` / ``ref_rejected_logps``,
   precomputed once) or from a frozen reference model in eval mode (default: a copy of the policy
   as it is when the trainer is built, i.e. the stage-2 model);
@@ -60,7 +61,7 @@ def prefix_inputs(inputs: dict, repeat: int = 1) -> dict:
 def pair_logps(model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, object]:
     """(chosen, rejected) summed box log-probs of a pair batch through one ``forward`` call."""
     chosen, rejected = inputs["chosen_tokens"], inputs["rejected_tokens"]
-    outputs = model(**prefix_inputs(inputs, repeat=2), box_tokens=torch.cat([chosen, rejected]))
+    outputs = model(**prefix_inputs(inputs), box_tokens=torch.cat([chosen, rejected]))
     logps = outputs.box_logps
     return logps[: len(chosen)], logps[len(chosen):], outputs
 

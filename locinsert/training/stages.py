@@ -1,4 +1,5 @@
-"""Run one training stage from its arguments: pretrain, finetune (supervised) or dpo.
+"""Run one training stage from its arguments: pretrain, finetune (supervised) or dpo (and the
+optional image-encoder stage, ``encoder``, in ``encoder.py``).
 
 ``run_stage`` is what the scripts in ``training/`` and ``locinsert train`` call; it works the same
 on a CPU, one GPU, or under ``torchrun`` / ``accelerate launch`` (the Trainer handles the processes):
@@ -111,6 +112,11 @@ def build_model(model_args: ModelArguments):
     overrides = model_args.preset_overrides or {}
     if isinstance(overrides, str):
         overrides = json.loads(overrides)
+    if model_args.image_encoder_checkpoint:
+        from ..modeling.dense_encoder import image_encoder_overrides
+
+        base = LocationModelConfig.preset(model_args.preset, pretrained=False, **overrides)
+        overrides = {**overrides, **image_encoder_overrides(model_args.image_encoder_checkpoint, base)}
     cfg = LocationModelConfig.preset(model_args.preset, pretrained=model_args.pretrained_encoders, **overrides)
     return LocationModel(cfg)
 
@@ -237,6 +243,10 @@ def run_stage(stage: str, model_args: ModelArguments, data_args: DataArguments, 
         raise ValueError(f"{launched} processes were launched but the Trainer sees world_size="
                          f"{training_args.world_size}: each would train alone. Without GPUs set use_cpu: true "
                          "(or launch with `accelerate launch --cpu`)")
+    if stage == "encoder":
+        from .encoder import run_encoder_stage
+
+        return run_encoder_stage(model_args, data_args, training_args, callbacks=callbacks, model=model)
     t0 = time.time()
     set_seed(training_args.seed)
     if model is None:

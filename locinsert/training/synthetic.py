@@ -5,8 +5,11 @@ the OPA-like positives, runs DPO on the OPA-like (positive, negative) pairs with
 model as the frozen reference, and (``evaluate=True``) scores every stage and two baselines on the
 held-out test split: oracle precision, coverage, TPR/FPR at K = 10 and 100.
 
-The budgets are the same stages as ``training/configs/synthetic_*.yaml``, sized for a 2-core CPU:
-``quick`` (about a minute, for ``locinsert demo --quick`` and tests) and ``default`` (a few minutes).
+Every budget first trains the image encoder on the world's per-pixel part labels (stage
+``encoder``); the location model starts from it, frozen. The budgets are the same stages as
+``training/configs/synthetic_*.yaml``, sized for a 2-core CPU: ``quick`` (about a minute, for
+``locinsert demo --quick`` and tests: a smoke run), ``default`` (the demo's, about 7 minutes) and
+``long`` (under an hour, where the method goes with more examples).
 """
 
 from __future__ import annotations
@@ -15,16 +18,18 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from .config import STAGES, load_stage_config
+from .config import ENCODER_STAGE, STAGES, load_stage_config
 
-# DPO plus an SFT term on the chosen box: plain DPO lowers log p(chosen) too and loses coverage
-# (README, Training: both measured).
+# DPO plus an SFT term on the chosen box: plain DPO lowers log p(chosen) too and lost coverage when
+# both were measured (on an earlier budget; the figures are in the README's git history).
 _DPO_LOSS = dict(beta=0.1, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
 
 # Per budget: the world's sizes and each stage's overrides of its config fields.
 SYNTHETIC_BUDGETS: dict[str, dict] = {
     "quick": {
         "test_scenes": 40,
+        "encoder": dict(synthetic_scenes=1000, num_train_epochs=1, per_device_train_batch_size=32,
+                        learning_rate=2e-3),
         "pretrain": dict(synthetic_scenes=2000, num_train_epochs=1, per_device_train_batch_size=16,
                          learning_rate=2e-3),
         "finetune": dict(synthetic_scenes=120, num_train_epochs=1, per_device_train_batch_size=16,
@@ -34,12 +39,26 @@ SYNTHETIC_BUDGETS: dict[str, dict] = {
     },
     "default": {
         "test_scenes": 200,
-        "pretrain": dict(synthetic_scenes=80000, num_train_epochs=1, per_device_train_batch_size=32,
+        "encoder": dict(synthetic_scenes=40000, num_train_epochs=1, per_device_train_batch_size=64,
+                        learning_rate=2e-3),
+        "pretrain": dict(synthetic_scenes=100000, num_train_epochs=1, per_device_train_batch_size=32,
                          learning_rate=2e-3),
         "finetune": dict(synthetic_scenes=2000, num_train_epochs=1, per_device_train_batch_size=32,
                          learning_rate=5e-4),
-        "dpo": dict(synthetic_scenes=300, num_train_epochs=1, per_device_train_batch_size=32,
-                    learning_rate=1e-4, pairs_per_query=4, **_DPO_LOSS),
+        "dpo": dict(synthetic_scenes=1000, num_train_epochs=1, per_device_train_batch_size=32,
+                    learning_rate=5e-4, pairs_per_query=4, **_DPO_LOSS),
+    },
+    # Where the method goes with more examples (under an hour on a 2-core CPU): the same stages, scaled.
+    "long": {
+        "test_scenes": 200,
+        "encoder": dict(synthetic_scenes=80000, num_train_epochs=1, per_device_train_batch_size=64,
+                        learning_rate=2e-3),
+        "pretrain": dict(synthetic_scenes=600000, num_train_epochs=1, per_device_train_batch_size=32,
+                         learning_rate=2e-3),
+        "finetune": dict(synthetic_scenes=8000, num_train_epochs=1, per_device_train_batch_size=32,
+                         learning_rate=5e-4),
+        "dpo": dict(synthetic_scenes=4000, num_train_epochs=1, per_device_train_batch_size=32,
+                    learning_rate=5e-4, pairs_per_query=4, **_DPO_LOSS),
     },
 }
 
@@ -54,14 +73,18 @@ def _synthetic_decoder_without_dropout() -> dict:
 _COMMON = dict(dataset="synthetic", preset="synthetic", logging_steps=10, save_steps=200, save_total_limit=1,
                warmup_steps=0.05, lr_scheduler_type="cosine", dataloader_num_workers=0)
 
-STAGE_SEEDS = {"pretrain": 0, "finetune": 1, "dpo": 1}  # finetune and dpo share the OPA-like scenes
+# finetune and dpo share the OPA-like scenes; the encoder's scenes come from a stream of their own
+STAGE_SEEDS = {"encoder": 0, "pretrain": 0, "finetune": 1, "dpo": 1}
 
 
 def synthetic_stage_fields(stage: str, out_dir: str, budget: str = "default", seed: int = 0, **overrides) -> dict:
     """The config fields (a flat mapping, as in a YAML config) of one synthetic stage under a budget.
 
-    The stage reads ``<out_dir>/<previous stage>/final`` as its starting model (finetune, dpo).
-    ``training/configs/synthetic_*.yaml`` are these fields for the default budget.
+    The stage reads ``<out_dir>/<previous stage>/final`` as its starting model (finetune, dpo), and
+    pretrain the encoder stage's ``<out_dir>/encoder/final`` as its frozen image tower (an override
+    ``image_encoder_checkpoint=None`` trains the preset's own tower instead). An override of None
+    leaves a field at its default. ``training/configs/synthetic_*.yaml`` are these fields for the
+    default budget.
     """
     if budget not in SYNTHETIC_BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {sorted(SYNTHETIC_BUDGETS)}")
@@ -72,8 +95,11 @@ def synthetic_stage_fields(stage: str, out_dir: str, budget: str = "default", se
     prev = {"finetune": "pretrain", "dpo": "finetune"}.get(stage)
     if prev is not None:
         fields["model_name_or_path"] = os.path.join(out_dir, prev, "final")
+    if stage == "pretrain" and ENCODER_STAGE in SYNTHETIC_BUDGETS[budget]:
+        fields["image_encoder_checkpoint"] = os.path.join(out_dir, ENCODER_STAGE, "final")
     fields.update(overrides)
-    if prev is None and fields["preset"] == "synthetic" and "preset_overrides" not in overrides:
+    fields = {k: v for k, v in fields.items() if v is not None}  # an override of None: the field's default
+    if stage == "pretrain" and fields["preset"] == "synthetic" and "preset_overrides" not in overrides:
         fields["preset_overrides"] = {"decoder_config": _synthetic_decoder_without_dropout()}
     return fields
 
@@ -121,7 +147,14 @@ class SyntheticReport:
     seconds: dict = field(default_factory=dict)
 
 
-def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, stages=STAGES,
+def budget_stages(budget: str) -> tuple[str, ...]:
+    """The stages a budget runs, in order: the encoder stage when it has one, then the location stages."""
+    if budget not in SYNTHETIC_BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {sorted(SYNTHETIC_BUDGETS)}")
+    return tuple(s for s in (ENCODER_STAGE, *STAGES) if s in SYNTHETIC_BUDGETS[budget])
+
+
+def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, stages=None,
                          evaluate: bool = True, progress: bool = True, overrides: dict | None = None,
                          test_scenes: int | None = None) -> SyntheticReport:
     """Pretrain -> finetune -> DPO on the synthetic world, then (``evaluate``) the learning table.
@@ -135,6 +168,7 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
     from .stages import run_stage
 
     overrides = overrides or {}
+    stages = budget_stages(budget) if stages is None else tuple(stages)
     report = SyntheticReport(out_dir=out_dir, budget=budget)
     bar = tqdm(list(stages), desc="synthetic stages", unit="stage", disable=not progress)
     for stage in bar:
@@ -146,7 +180,8 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
         report.seconds[stage] = round(time.time() - t0, 1)
     if evaluate:
         t0 = time.time()
-        report.table = learning_table(out_dir, budget=budget, seed=seed, stages=stages, progress=progress,
+        report.table = learning_table(out_dir, budget=budget, seed=seed, stages=[s for s in stages if s in STAGES],
+                                      progress=progress,
                                       test_scenes=test_scenes)
         report.seconds["evaluation"] = round(time.time() - t0, 1)
     return report
@@ -168,8 +203,9 @@ MATCHED_FPRS = (0.1, 0.2)
 
 
 def learning_table(out_dir: str, budget: str = "default", seed: int = 0, stages=STAGES, ks=(10, 100),
-                   test_scenes: int | None = None, progress: bool = True) -> list[dict]:
-    """Each trained stage and the random / class-prior baselines on the held-out test split.
+                   test_scenes: int | None = None, progress: bool = True, image_ablation: bool = True) -> list[dict]:
+    """Each trained stage and the random / class-prior baselines on the held-out test split, and
+    (``image_ablation``) the last stage again with the images shuffled across queries.
 
     One row per method: ``method``, and for each K in ``ks``: ``oracle_precision@K``, ``coverage@K``,
     ``tpr@K``, ``fpr@K``; plus ``tpr@fpr=F`` for F in ``MATCHED_FPRS``: the TPR of the method's
@@ -187,14 +223,41 @@ def learning_table(out_dir: str, budget: str = "default", seed: int = 0, stages=
     grid = sorted(set(range(10, max(ks) + 1, 10)) | set(ks))
     rows = []
     for name, model in methods.items():
-        curve = evaluate(model, test, ks=grid, seed=seed, progress=progress, name=name, per_category=False)
+        curve = evaluate(model, test, ks=grid, seed=seed, progress=progress, name=name, per_category=True)
+        rows.append(curve_row(curve, ks))
+    if models and image_ablation:
+        last = list(models)[-1]
+        curve = evaluate(models[last], shuffle_images(test), ks=grid, seed=seed, progress=progress,
+                         name=f"{_STAGE_NAMES[last]}, images shuffled", per_category=True)
         rows.append(curve_row(curve, ks))
     return rows
 
 
+def shuffle_images(queries) -> list:
+    """The image ablation: each query gets the image of a query half the split away (another scene),
+    keeping its class, labels and oracle scene. A model that uses the image loses precision here."""
+    import dataclasses
+
+    queries = list(queries)
+    n = len(queries)
+    scenes = {q.image_id for q in queries}
+    if len(scenes) < 2:
+        raise ValueError("shuffling images needs queries from at least two scenes")
+    out = []
+    for i, q in enumerate(queries):
+        j = (i + n // 2) % n
+        while queries[j].image_id == q.image_id:  # never the query's own scene
+            j = (j + 1) % n
+        out.append(dataclasses.replace(q, image_source=queries[j].image_source, _image=None))
+    return out
+
+
 def curve_row(curve, ks=(10, 100)) -> dict:
-    """One row of the learning table (and of the demo's table) from a method's K-curve."""
+    """One row of the learning table (and of the demo's table) from a method's K-curve; with per-category
+    curves also ``precision/<class>@K`` for the largest K."""
     row = {"method": curve.name}
+    for cat, c in sorted(curve.per_category.items()):
+        row[f"precision/{cat}@{ks[-1]}"] = c.at(ks[-1]).oracle_precision
     for k in ks:
         p = curve.at(k)
         row.update({f"oracle_precision@{k}": p.oracle_precision, f"coverage@{k}": p.coverage,
@@ -214,6 +277,10 @@ def format_learning_table(rows: list[dict], ks=(10, 100)) -> str:
         [f"{m}@{k}" for k in ks for m in ("tpr", "fpr")] + [f"tpr@fpr={f}" for f in MATCHED_FPRS]
     head = ["method", f"oracle precision (K={ks[-1]})", f"coverage (K={ks[-1]})"] + \
         [f"{m} (K={k})" for k in ks for m in ("TPR", "FPR")] + [f"TPR at FPR {f}" for f in MATCHED_FPRS]
+    return _markdown(rows, cols, head)
+
+
+def _markdown(rows, cols, head) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["method"]] + [f"{r[c]:.3f}" if isinstance(r.get(c), float) and r[c] == r[c] else "n/a"
@@ -222,6 +289,14 @@ def format_learning_table(rows: list[dict], ks=(10, 100)) -> str:
     return "\n".join(lines)
 
 
+def format_class_table(rows: list[dict], k: int = 100) -> str:
+    """Oracle precision per class (and over all queries) at K, one row per method, as Markdown."""
+    classes = sorted({c.split("/", 1)[1].rsplit("@", 1)[0] for r in rows for c in r
+                      if c.startswith("precision/") and c.endswith(f"@{k}")})
+    cols = ["method", f"oracle_precision@{k}"] + [f"precision/{c}@{k}" for c in classes]
+    return _markdown(rows, cols, ["method", "all"] + classes)
+
+
 __all__ = ["SYNTHETIC_BUDGETS", "synthetic_stage_args", "run_synthetic_stages", "learning_table",
-           "format_learning_table", "SyntheticReport"]
+           "format_learning_table", "format_class_table", "shuffle_images", "budget_stages", "SyntheticReport"]
 

@@ -1,0 +1,148 @@
+"""Encoder stage: pretrain the image tower on the synthetic world's per-pixel part labels.
+
+``run_encoder_stage`` is ``run_stage("encoder", ...)``: the same ``Trainer`` machinery, arguments,
+checkpoints (atomic, pickle-free, resumed from the last complete one) and final folder as the
+location stages. The model is a :class:`~locinsert.modeling.dense_encoder.DenseEncoderModel` built
+from the preset's image fields; the data are fresh scenes (their own stream, so no test scene is
+seen) with their label maps. A location stage then names the saved folder in
+``image_encoder_checkpoint`` to start from this tower, frozen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+ENCODER_STREAM = "encoder"  # scenes of the encoder stage: a stream no other split draws from
+
+
+class SceneLabelDataset(Dataset):
+    """``{pixel_values, labels}`` per synthetic scene: its rendered image and its part-label map.
+
+    ``hflip=True`` adds each scene mirrored (``Scene.hflip``: image and labels flip together).
+    """
+
+    def __init__(self, scenes, preprocess, size: int, hflip: bool = False):
+        if not scenes:
+            raise ValueError("no scenes to train the encoder on")
+        self.scenes, self.preprocess, self.size = list(scenes), preprocess, int(size)
+        self.index = [(i, f) for i in range(len(self.scenes)) for f in ((False, True) if hflip else (False,))]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        from PIL import Image
+
+        from ..data.synthetic.labels import label_map
+
+        si, flipped = self.index[i]
+        scene = self.scenes[si].hflip() if flipped else self.scenes[si]
+        image = Image.fromarray(scene.render())
+        labels = label_map(scene)
+        size = self.size
+        if labels.shape != (size, size):  # the encoder's input size differs from the scene's: nearest labels
+            labels = np.asarray(Image.fromarray(labels).resize((size, size), Image.NEAREST))
+        return {"pixel_values": self.preprocess([image])[0], "labels": torch.from_numpy(labels.astype(np.int64))}
+
+
+def encoder_scenes(data_args, split: str = "train"):
+    """The scenes of the encoder stage (``train``) or of its held-out check (``test``)."""
+    from ..data.synthetic.scenes import make_scenes
+
+    if data_args.dataset != "synthetic":
+        raise ValueError("the encoder stage trains on the synthetic world's part labels: set dataset: synthetic "
+                         f"(got {data_args.dataset!r})")
+    n = data_args.synthetic_scenes if split == "train" else (data_args.max_eval_queries or 256)
+    stream = ENCODER_STREAM if split == "train" else ENCODER_STREAM + "-" + split
+    return make_scenes(n, data_args.synthetic_seed, data_args.synthetic_size, stream=stream)
+
+
+def build_encoder_model(model_args):
+    """A new :class:`DenseEncoderModel` with the image tower of ``model_args.preset`` (+ overrides),
+    or a saved one (``model_name_or_path``)."""
+    from ..data.synthetic.labels import PARTS
+    from ..modeling import LocationModelConfig
+    from ..modeling.dense_encoder import DenseEncoderConfig, DenseEncoderModel
+
+    if model_args.model_name_or_path:
+        return DenseEncoderModel.from_pretrained(model_args.model_name_or_path)
+    overrides = model_args.preset_overrides or {}
+    if isinstance(overrides, str):
+        overrides = json.loads(overrides)
+    loc = LocationModelConfig.preset(model_args.preset, pretrained=model_args.pretrained_encoders, **overrides)
+    return DenseEncoderModel(DenseEncoderConfig.from_location_config(loc, PARTS))
+
+
+@torch.no_grad()
+def dense_metrics(model, scenes, batch_size: int = 64) -> dict:
+    """Pixel accuracy and per-part IoU of a :class:`DenseEncoderModel` on ``scenes``."""
+    from ..data.synthetic.labels import PARTS
+
+    ds = SceneLabelDataset(scenes, model.preprocessor, model.config.image_size)
+    was = model.training
+    model.eval()
+    n = len(PARTS)
+    conf = torch.zeros(n, n, dtype=torch.long)
+    for s in range(0, len(ds), batch_size):
+        items = [ds[i] for i in range(s, min(len(ds), s + batch_size))]
+        x = torch.stack([it["pixel_values"] for it in items]).to(model.device)
+        y = torch.stack([it["labels"] for it in items])
+        pred = model(x).logits.argmax(1).cpu()
+        conf += torch.bincount((y * n + pred).flatten(), minlength=n * n).view(n, n)
+    model.train(was)
+    inter = conf.diag().double()
+    union = conf.sum(0).double() + conf.sum(1).double() - inter
+    iou = {p: (float(inter[i] / union[i]) if union[i] > 0 else float("nan")) for i, p in enumerate(PARTS)}
+    return {"pixel_accuracy": float(inter.sum() / conf.sum()), "iou": iou}
+
+
+def run_encoder_stage(model_args, data_args, training_args, callbacks=(), model=None):
+    """Train the image tower on part labels; see the module docstring. Returns a ``StageResult``."""
+    from dataclasses import asdict
+
+    from transformers import set_seed
+
+    from .checkpoints import (AtomicCheckpointCallback, discard_incomplete_checkpoints, resolve_resume,
+                              save_final_model, write_json_atomic)
+    from .datasets import collate
+    from .sft import BoxSFTTrainer
+    from .stages import FINAL_DIR, SUMMARY_FILE, RankLogCallback, StageResult, _resume_target
+
+    t0 = time.time()
+    set_seed(training_args.seed)
+    if model is None:
+        model = build_encoder_model(model_args)
+    size = model.config.image_size
+    train = SceneLabelDataset(encoder_scenes(data_args), model.preprocessor, size, hflip=data_args.hflip)
+    training_args.label_names = ["labels"]
+    trainer = BoxSFTTrainer(model=model, args=training_args, train_dataset=train, data_collator=collate,
+                            callbacks=[AtomicCheckpointCallback(), RankLogCallback(), *callbacks])
+    if training_args.should_save:
+        discard_incomplete_checkpoints(training_args.output_dir)
+    trainer.accelerator.wait_for_everyone()
+    resume = resolve_resume(training_args.output_dir, _resume_target(training_args))
+    if resume:
+        logger.info("resuming encoder from %s", resume)
+    out = trainer.train(resume_from_checkpoint=resume)
+    path = save_final_model(trainer, os.path.join(training_args.output_dir, FINAL_DIR))
+    metrics = {k: float(v) for k, v in out.metrics.items()}
+    if data_args.eval_split:
+        check = dense_metrics(model, encoder_scenes(data_args, data_args.eval_split))
+        metrics["eval_pixel_accuracy"] = check["pixel_accuracy"]
+        metrics.update({f"eval_iou_{k}": v for k, v in check["iou"].items()})
+    result = StageResult(stage="encoder", output_dir=training_args.output_dir, model_path=path,
+                         global_step=trainer.state.global_step, num_examples=len(train),
+                         world_size=training_args.world_size, resumed_from=resume, train_metrics=metrics,
+                         seconds=round(time.time() - t0, 2))
+    if training_args.should_save:
+        write_json_atomic(os.path.join(training_args.output_dir, SUMMARY_FILE), asdict(result))
+    return result
