@@ -1,4 +1,4 @@
-"""Box maths: formats, normalisation, coordinate tokens, IoU, clipping and validity.
+"""Box maths: formats, normalisation, coordinate tokens, IoU, clipping, validity and hit testing.
 
 Every box at the public API is ``xyxy`` in pixels of the image it belongs to, as a float tensor.
 
@@ -202,3 +202,22 @@ def mask_box(mask) -> tuple[float, float, float, float] | None:
         return None
     ys, xs = np.nonzero(m)
     return (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+
+
+def hit_test(boxes, x: float, y: float) -> int | None:
+    """Index of the box under the point (x, y) in pixels, or ``None`` when no box contains it.
+
+    Where boxes overlap, the smallest wins (the innermost of nested boxes; a big box is picked where
+    it alone lies under the point), and between boxes of the same area the one whose centre is nearest.
+    """
+    b = as_boxes(boxes)
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise ValueError(f"point must be finite, got ({x}, {y})")
+    inside = (b[:, 0] <= x) & (x <= b[:, 2]) & (b[:, 1] <= y) & (y <= b[:, 3])
+    if not inside.any():
+        return None
+    c = xyxy_to_cxcywh(b)
+    key_area = torch.where(inside, c[:, 2] * c[:, 3], torch.inf)
+    smallest = inside & (key_area <= key_area.min() * (1 + 1e-9))
+    d = torch.where(smallest, (x - c[:, 0]) ** 2 + (y - c[:, 1]) ** 2, torch.inf)
+    return int(torch.argmin(d))

@@ -114,3 +114,20 @@ def test_default_bin_count_measurement():
     assert stats[64][2] < 0.5
     assert stats[64][0] > stats[256][0] > stats[512][0] > stats[1024][0]
     assert B.DEFAULT_NUM_BINS == 1024
+
+
+def test_hit_test_picks_the_smallest_box_under_the_point():
+    from locinsert.boxes import hit_test
+
+    boxes = [[0, 0, 100, 100], [40, 40, 60, 60], [200, 0, 220, 20], [210, 10, 230, 30]]
+    assert hit_test(boxes, 50, 50) == 1            # inside the small box nested in the big one
+    assert hit_test(boxes, 59, 41) == 1
+    assert hit_test(boxes, 5, 5) == 0              # only the big box is there
+    assert hit_test(boxes, 61, 50) == 0
+    assert hit_test(boxes, 205, 5) == 2
+    assert hit_test(boxes, 212, 12) == 2           # same area: the nearer centre (210, 10) vs (220, 20)
+    assert hit_test(boxes, 218, 18) == 3
+    assert hit_test(boxes, 150, 50) is None        # between boxes
+    assert hit_test(torch.zeros(0, 4), 1, 1) is None
+    with pytest.raises(ValueError, match="finite"):
+        hit_test(boxes, float("nan"), 1)

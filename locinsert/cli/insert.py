@@ -54,6 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which candidate to use: the likeliest (default), one of the likeliest distinct "
                         "places at random, or any sample at random")
     add_model_arguments(p)
+    add_inpainter_arguments(p)
+    add_reference_arguments(p)
+    p.add_argument("--out", default="locinsert-insert", help="output folder (default: %(default)s)")
+
+
+def add_inpainter_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by `insert` and `app`."""
     g = p.add_argument_group("inpainter")
     g.add_argument("--inpainter", choices=INPAINTERS, default="cutout", help="backend (default: cutout)")
     g.add_argument("--inpainter-model", default=None, help="hub id or local folder of the backend's weights")
@@ -66,6 +73,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
                    help="weights dtype for diffusion backends (default: the checkpoint's)")
     g.add_argument("--feather", type=int, default=0, help="soft seam width in pixels, inside the box (default: 0)")
+
+
+def add_reference_arguments(p: argparse.ArgumentParser) -> None:
+    """Options for inserting *this* object (--reference)."""
     r = p.add_argument_group("reference: insert *this* object")
     r.add_argument("--reference", default=None, metavar="IMAGE",
                    help="photo or RGBA cut-out of the object to insert (--inpainter paint-by-example, repaint "
@@ -86,7 +97,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--jump-length", type=int, default=None, help="repaint: steps per resampling jump (default: 5)")
     r.add_argument("--jump-n-sample", type=int, default=None,
                    help="repaint: resampling rounds per jump, 1 = none (default: 2)")
-    p.add_argument("--out", default="locinsert-insert", help="output folder (default: %(default)s)")
 
 
 def check_reference_options(args, reference) -> None:
@@ -132,7 +142,7 @@ def build_inpainter(args, objects: list[str], reference=None):
         kwargs["guidance_scale"] = args.guidance_scale
     if args.inpainter == "repaint":
         kwargs.update({k: getattr(args, k) for k in ("schedule", "jump_length", "jump_n_sample")
-                       if getattr(args, k) is not None})
+                       if getattr(args, k, None) is not None})   # `app` has no reference options
     cls = inpainting.BACKENDS[args.inpainter]
     load = dict(dtype=args.dtype, device=args.device, **kwargs)
     if args.inpainter == "powerpaint" and args.powerpaint_base:

@@ -4,6 +4,8 @@ The location model draws -n boxes from p(box | image, object), optionally only w
 allows ("left", "top right", "near the bottom", "center", ...). Writes into --out:
 <image>_proposals.json (boxes in xyxy pixels, log-probabilities, image size, region) and
 <image>_proposals.png (the boxes drawn on the image, brighter = more likely, best in red).
+--heatmap PNG also draws where the model would put the object: the density of box centres from
+--heatmap-samples samples (default 256), over the image.
 
 --model is a trained LocationModel checkpoint (a folder written by `locinsert train`, or a hub
 id). 'tiny' and 'synthetic' build an UNTRAINED random model of that preset instead: the command
@@ -12,6 +14,7 @@ then runs offline, but its boxes are random.
 examples:
   locinsert propose room.jpg --object dog --model runs/finetune
   locinsert propose room.jpg --object "red mug" --where "top left" -n 20 --model runs/dpo --out props
+  locinsert propose room.jpg --object cup --where left --model runs/dpo --heatmap cup_heat.png
   locinsert propose room.jpg --object cup --model tiny        # offline smoke test, random boxes
 """
 
@@ -22,7 +25,8 @@ import json
 import os
 from pathlib import Path
 
-from .common import RANDOM_PRESETS, check_device, check_output_dir, check_sampling_options, load_location_model
+from .common import (RANDOM_PRESETS, check_device, check_output_dir, check_output_file, check_sampling_options,
+                     load_location_model)
 
 __all__ = ["add_model_arguments", "load_location_model", "sample_kwargs", "region_json", "RANDOM_PRESETS"]
 
@@ -50,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--num-samples", type=int, default=10, help="boxes to sample (default: 10)")
     add_model_arguments(p)
     p.add_argument("--out", default="locinsert-propose", help="output folder (default: %(default)s)")
+    p.add_argument("--heatmap", default=None, metavar="PNG",
+                   help="also write a heatmap of where the model would put the object (box-centre density) here")
+    p.add_argument("--heatmap-samples", type=int, default=256,
+                   help="boxes sampled for --heatmap (default: 256; the error falls as 1/sqrt(samples))")
 
 
 def sample_kwargs(args) -> dict:
@@ -79,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out)
     kwargs = sample_kwargs(args)
     check_device(args.device)
+    heatmap_path = None
+    if args.heatmap is not None:
+        if args.heatmap_samples < 1:
+            raise ValueError(f"--heatmap-samples must be at least 1, got {args.heatmap_samples}")
+        heatmap_path = check_output_file(args.heatmap, "--heatmap")
     image = load_image(args.image)
     region = Region.parse(args.where) if args.where else None
     if region is not None:
@@ -98,6 +111,14 @@ def run(args: argparse.Namespace) -> int:
     write_text_atomic(out / f"{stem}_proposals.json", json.dumps(record, indent=2))
     save_image_atomic(overlay(image, cands, chosen=cands.boxes[0], region=region), out / f"{stem}_proposals.png")
     print(f"{len(cands)} boxes for {args.object!r} -> {out / f'{stem}_proposals.json'}, {out / f'{stem}_proposals.png'}")
+    if heatmap_path is not None:
+        from ..modeling.heatmap import heatmap_overlay
+
+        heat = model.heatmap(image, args.object.strip(), region=region, num_samples=args.heatmap_samples,
+                             generator=torch.Generator().manual_seed(args.seed + 1), **kwargs)
+        heatmap_path.parent.mkdir(parents=True, exist_ok=True)
+        save_image_atomic(heatmap_overlay(image, heat), heatmap_path)
+        print(f"heatmap ({args.heatmap_samples} samples) -> {args.heatmap}")
     for b, lp in zip(cands.boxes[:5].tolist(), cands.logprobs[:5].tolist()):
         print(f"  [{b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f}]  log p = {lp:.2f}")
     return 0

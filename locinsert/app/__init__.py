@@ -1,0 +1,38 @@
+"""The web app (``locinsert app``): upload, instruct, see where an object can go, click, edit, download.
+
+- ``EditSession`` (``session.py``): the edit, step by step, with no web code.
+- ``Operation`` / ``AddObject`` (``operations.py``): one verb each. A new verb is a new operation.
+- ``create_app(model, inpainter)`` (``factory.py``): the Gradio page around them;
+  ``launch_app(page)`` serves it.
+
+Gradio is an optional extra (``pip install "locinsert[app]"``): only ``page.py`` imports it, when
+``create_app``, ``build_app`` or ``launch_app`` is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "EditSession": "locinsert.app.session",
+    "AppliedStep": "locinsert.app.session",
+    "Operation": "locinsert.app.operations",
+    "AddObject": "locinsert.app.operations",
+    "Step": "locinsert.app.operations",
+    "Proposal": "locinsert.app.operations",
+    "plan_steps": "locinsert.app.operations",
+    "create_app": "locinsert.app.factory",
+    "find_demo_model": "locinsert.app.factory",
+    "example_scenes": "locinsert.app.factory",
+    "session_factory": "locinsert.app.factory",
+    "build_app": "locinsert.app.page",
+    "launch_app": "locinsert.app.page",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'locinsert.app' has no attribute {name!r}")

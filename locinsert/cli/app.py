@@ -1,0 +1,119 @@
+"""Start the web app: upload a picture, type what to add and where, see where the model thinks it can
+go (numbered candidate boxes and a heatmap), click a box, insert, and download the PNG and its JSON.
+
+Needs the app extra: pip install "locinsert[app]" (Gradio 6). Serves on http://127.0.0.1:7860 by
+default; stop it with Ctrl-C. It uses only the local machine unless you pass --host 0.0.0.0.
+
+Location model: --model CHECKPOINT (a folder or hub id). Without --model, the app uses the model
+`locinsert demo` trained (<--demo-dir>/models/dpo/final), and says how to get one when there is
+none. --model synthetic (or tiny) starts with an UNTRAINED random model: the page then shows a
+warning, and its boxes are random.
+
+The inpainter options are those of `locinsert insert`. The default cut-out backend draws the
+synthetic world's objects (cup, chair, plant, painting, bird) offline; --cutout PNG draws your
+cut-out; a diffusion --inpainter draws any object.
+
+examples:
+  locinsert demo --quick && locinsert app          # train a small model first, then use it
+  locinsert app --model runs/dpo --inpainter gligen --device cuda
+  locinsert app --model synthetic --port 7861      # no trained model: random boxes, with a warning
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+from .common import RANDOM_PRESETS, check_device, check_sampling_options, load_location_model
+from .insert import add_inpainter_arguments, build_inpainter
+from .propose import add_model_arguments
+
+APP_EXTRA = 'pip install "locinsert[app]"'
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    p.add_argument("--demo-dir", default="locinsert-demo",
+                   help="where `locinsert demo` wrote its report; its model is used when --model is not given "
+                        "(default: %(default)s)")
+    p.add_argument("-n", "--num-candidates", type=int, default=8,
+                   help="candidate boxes per object at start (the page has a slider; default: 8)")
+    p.add_argument("--heatmap-samples", type=int, default=256,
+                   help="boxes sampled for each heatmap; 0 turns the heatmap off (default: 256)")
+    add_inpainter_arguments(p)
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    g.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+
+
+def resolve_model_spec(args) -> tuple[str, str]:
+    """(--model value to load, a line saying where it comes from)."""
+    from ..app.factory import find_demo_model
+
+    if args.model:
+        return args.model, f"`{args.model}`"
+    found = find_demo_model(args.demo_dir)
+    if found is None:
+        raise ValueError(
+            f"no --model given and no model trained by the demo in {os.path.join(args.demo_dir, 'models')}: run "
+            "`locinsert demo` first (about 5 minutes on a CPU; --quick about 1), or pass --model CHECKPOINT; "
+            "`--model synthetic` starts with an UNTRAINED random model (random boxes)")
+    return str(found), f"`{found}` (trained by `locinsert demo`)"
+
+
+def page_parts(args) -> dict:
+    """What the options describe: the loaded model, the inpainter and the page's texts, as keywords
+    for ``locinsert.app.create_app`` (and ``session_factory``)."""
+    from ..data.synthetic import CLASSES
+
+    if args.num_candidates < 1:
+        raise ValueError(f"-n must be at least 1, got {args.num_candidates}")
+    if args.heatmap_samples < 0:
+        raise ValueError(f"--heatmap-samples must be >= 0, got {args.heatmap_samples}")
+    sampling = check_sampling_options(args)
+    check_device(args.device)
+    spec, where = resolve_model_spec(args)
+    inpainter = build_inpainter(args, [])
+    model = load_location_model(spec, args.device, args.seed)
+    untrained = spec in RANDOM_PRESETS and not os.path.exists(spec)
+    warning = None
+    if untrained:
+        warning = (f"the location model is an UNTRAINED random `{spec}` model, so its boxes and heatmap are random. "
+                   "Run `locinsert demo` to train one (about 5 minutes on a CPU), then restart without --model.")
+    sprites = args.inpainter == "cutout" and not args.cutout
+    drawer = "cut-out sprites of " + ", ".join(CLASSES) if sprites else args.inpainter
+    return dict(model=model, inpainter=inpainter, objects=CLASSES if sprites else None,
+                num_candidates=args.num_candidates, heatmap_samples=args.heatmap_samples,
+                info=f"Location model: {where} · inpainter: {drawer}", warning=warning,
+                record_info={"model": spec, "untrained": untrained, "inpainter": args.inpainter},
+                **sampling)
+
+
+def build_page(args, examples_dir: str | None = None):
+    """The page the options describe, not yet served; ``examples_dir`` receives the example scenes."""
+    from ..app.factory import create_app, example_scenes
+
+    parts = page_parts(args)
+    return create_app(examples=example_scenes(examples_dir) if examples_dir else None, **parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        print(f"locinsert app: error: the web app needs Gradio, an optional extra: {APP_EXTRA}", file=sys.stderr)
+        return 2
+    from ..app.page import launch_app
+
+    with tempfile.TemporaryDirectory(prefix="locinsert-app-examples-") as examples_dir:
+        page = build_page(args, examples_dir)
+        print(f"locinsert app: open http://{args.host}:{args.port} in a browser (Ctrl-C stops it)", flush=True)
+        try:
+            launch_app(page, args.host, args.port, allowed_paths=[examples_dir], quiet=True)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            page.close()
+    return 0
