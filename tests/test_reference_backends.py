@@ -163,9 +163,14 @@ def test_paint_by_example_loads_by_subfolder(pbe_pipe, tmp_path, layout):
         warnings.simplefilter("ignore")
         loaded = PaintByExampleInpainter.from_pretrained(str(tmp_path / "pbe"), num_inference_steps=2)
     want = PaintByExampleInpainter(pbe_pipe, num_inference_steps=2)
+    for name in ("unet", "vae", "image_encoder"):   # every weight comes back exactly
+        saved, back = getattr(pbe_pipe, name).state_dict(), getattr(loaded.pipe, name).state_dict()
+        assert saved.keys() == back.keys() and all(torch.equal(saved[k], back[k]) for k in saved), name
     a = want.inpaint(noise(80, 50), BOX, reference=mug(), generator=seeded())
     b = loaded.inpaint(noise(80, 50), BOX, reference=mug(), generator=seeded())
-    assert np.array_equal(np.asarray(a), np.asarray(b))
+    # Same weights, same seed: the same picture, up to one 8-bit step where float rounding in the
+    # rebuilt modules lands a pixel on the other side of a quantisation edge.
+    assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1
 
 
 # -- RePaint with a reference -------------------------------------------------------------------
