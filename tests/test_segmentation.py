@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from locinsert.segmentation import (BoxSegmenter, CLIPSegSegmenter, MaskSegmenter, TextMaskConfig, TextMaskModel,
-                                    TextMaskSegmenter, as_mask, hard_mask, is_empty, mask_box)
+                                    TextMaskSegmenter, as_soft_mask, hard_mask, is_empty,
+                                    mask_box)
 
 from helpers_diffusers import tiny_clip_tokenizer
 
@@ -32,19 +33,21 @@ def test_threshold_helpers():
         hard_mask(m, 1.5)
 
 
-def test_as_mask_reads_every_format_and_rejects_the_wrong_size():
+def test_as_soft_mask_reads_every_format_and_rejects_the_wrong_size():
     b = np.zeros((4, 5), bool)
     b[1, 2] = True
-    for m in (b, b.astype(np.uint8) * 255, b.astype(np.float32), torch.from_numpy(b),
+    for m in (b, b.astype(np.uint8) * 255, b.astype(np.uint8), b.astype(np.float32), torch.from_numpy(b),
               Image.fromarray(b.astype(np.uint8) * 255)):
-        out = as_mask(m, 5, 4)
+        out = as_soft_mask(m, (5, 4))
         assert out.dtype == np.float32 and out.shape == (4, 5) and out[1, 2] == 1.0 and out.sum() == 1.0
     with pytest.raises(ValueError, match="5x4 but the image is 4x5"):
-        as_mask(b, 4, 5)
+        as_soft_mask(b, (4, 5))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        as_mask(b.astype(np.float32) * 3, 5, 4)
+        as_soft_mask(b.astype(np.float32) * 3, (5, 4))
+    with pytest.raises(ValueError, match="0-255"):
+        as_soft_mask(b.astype(np.int64) * 300, (5, 4))
     with pytest.raises(TypeError):
-        as_mask([[0, 1]], 2, 1)
+        as_soft_mask([[0, 1]], (2, 1))
 
 
 def test_given_box_and_mask():
