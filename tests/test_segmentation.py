@@ -13,7 +13,7 @@ from locinsert.segmentation import (BoxSegmenter, CLIPSegSegmenter, MaskSegmente
                                     TextMaskSegmenter, as_soft_mask, hard_mask, is_empty,
                                     mask_box)
 
-from helpers_diffusers import tiny_clip_tokenizer
+from helpers_diffusers import tiny_clipseg as make_tiny_clipseg
 
 
 def _image(h=48, w=80, seed=0):
@@ -71,23 +71,8 @@ def test_given_box_and_mask():
 @pytest.fixture(scope="module")
 def tiny_clipseg(tmp_path_factory):
     """A tiny random CLIPSeg model + processor, saved like a hub checkpoint."""
-    from transformers import (CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, CLIPSegTextConfig,
-                              CLIPSegVisionConfig, ViTImageProcessor)
-
-    tc = CLIPSegTextConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=37, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                           pad_token_id=1)
-    vc = CLIPSegVisionConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             intermediate_size=37)
-    cfg = CLIPSegConfig(text_config=tc.to_dict(), vision_config=vc.to_dict(), projection_dim=16, reduce_dim=16,
-                        extract_layers=[1], decoder_num_attention_heads=2, decoder_intermediate_size=32)
-    torch.manual_seed(0)
-    model = CLIPSegForImageSegmentation(cfg).eval()
-    processor = CLIPSegProcessor(image_processor=ViTImageProcessor(size={"height": 32, "width": 32}),
-                                 tokenizer=tiny_clip_tokenizer())
     path = tmp_path_factory.mktemp("clipseg")
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
+    make_tiny_clipseg(path)
     return str(path)
 
 
