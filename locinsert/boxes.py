@@ -24,6 +24,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .images import MASK_THRESHOLD, hard_mask
+
 DEFAULT_NUM_BINS = 1024
 
 BoxLike = "torch.Tensor | Sequence[float] | Sequence[Sequence[float]]"
@@ -195,12 +197,14 @@ def pixel_box(box, width: int, height: int) -> tuple[int, int, int, int]:
     return ix1, iy1, ix2, iy2
 
 
-def mask_box(mask) -> tuple[float, float, float, float] | None:
-    """The xyxy pixel box holding every non-zero pixel of a (H, W) mask, or None if it is empty."""
-    m = np.asarray(mask).astype(bool)
-    if not m.any():
+def mask_box(mask, threshold: float = MASK_THRESHOLD) -> tuple[float, float, float, float] | None:
+    """The xyxy pixel box around the pixels of a (H, W) mask above ``threshold``, or None if none is.
+
+    A bool mask's True pixels, a 0-255 mask's non-zero ones, a soft mask's pixels above its threshold.
+    """
+    ys, xs = np.nonzero(hard_mask(mask, threshold))
+    if len(xs) == 0:
         return None
-    ys, xs = np.nonzero(m)
     return (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
 
 

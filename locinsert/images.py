@@ -102,16 +102,32 @@ def image_size(image: ImageInput) -> tuple[int, int]:
     return load_image(image).size
 
 
-def as_mask(mask, size: tuple[int, int], name: str = "mask") -> np.ndarray:
-    """An (H, W) bool mask of an image of ``size = (W, H)``, or a clear error.
+MASK_THRESHOLD = 0.5
 
-    Accepted: a (H, W) numpy array or tensor (bool; floats are thresholded at 0.5, integers at
-    127 if their maximum exceeds 1), or a PIL image (any mode; non-zero luminance > 127 = inside).
+
+def check_threshold(threshold) -> float:
+    """A mask threshold as a float in [0, 1), or a clear error."""
+    t = float(threshold)
+    if not 0.0 <= t < 1.0:
+        raise ValueError(f"threshold must lie in [0, 1), got {threshold!r}")
+    return t
+
+
+def hard_mask(mask, threshold: float = MASK_THRESHOLD) -> np.ndarray:
+    """(H, W) bool: the pixels whose value is above ``threshold`` (a bool mask stays as it is)."""
+    return np.asarray(mask) > check_threshold(threshold)
+
+
+def as_soft_mask(mask, size: tuple[int, int], name: str = "mask") -> np.ndarray:
+    """A user's mask of an image of ``size = (W, H)`` as float32 (H, W) in [0, 1], or a clear error.
+
+    Accepted: a (H, W) numpy array or tensor (bool; floats in [0, 1]; integers 0/1, or 0-255 when
+    their maximum exceeds 1) or a PIL image (any mode; its luminance / 255).
     A mask of another size than the image is an error, not a silent resize: a mask drawn for
-    another image (or a resized one) would remove the wrong pixels.
+    another image (or a resized one) would touch the wrong pixels.
     """
     if isinstance(mask, Image.Image):
-        a = np.asarray(mask.convert("L")) > 127
+        a = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
     else:
         if hasattr(mask, "detach"):                       # torch tensor, without importing torch
             mask = mask.detach().cpu().numpy()
@@ -119,18 +135,33 @@ def as_mask(mask, size: tuple[int, int], name: str = "mask") -> np.ndarray:
             raise TypeError(f"{name} must be a (H, W) array, tensor or PIL image, got {type(mask).__name__}")
         if mask.ndim == 3 and mask.shape[2] == 1:
             mask = mask[..., 0]
-        if mask.ndim != 2:
-            raise ValueError(f"{name} must be 2-D (H, W), got shape {mask.shape}")
         if mask.dtype == bool:
-            a = mask
-        elif np.issubdtype(mask.dtype, np.floating):
-            a = mask > 0.5
+            a = mask.astype(np.float32)
         elif np.issubdtype(mask.dtype, np.integer):
-            a = mask > (127 if mask.max(initial=0) > 1 else 0)
+            lo, hi = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
+            if lo < 0 or hi > 255:
+                raise ValueError(f"{name}: an integer mask must lie in 0-255 (or 0/1), got [{lo}, {hi}]")
+            a = mask.astype(np.float32) / (255.0 if hi > 1 else 1.0)
+        elif np.issubdtype(mask.dtype, np.floating):
+            a = mask.astype(np.float32)
+            if not np.isfinite(a).all():
+                raise ValueError(f"{name} contains NaN or infinite values")
+            if a.min(initial=0.0) < 0.0 or a.max(initial=0.0) > 1.0:
+                raise ValueError(f"{name}: a float mask must lie in [0, 1], got [{a.min():g}, {a.max():g}]")
         else:
             raise TypeError(f"{name} has dtype {mask.dtype}; use bool, float in [0, 1] or uint8")
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (H, W), got shape {a.shape}")
     W, H = size
     if a.shape != (H, W):
         raise ValueError(f"{name} is {a.shape[1]}x{a.shape[0]} but the image is {W}x{H}: "
                          "give a mask of the image's own size")
     return a
+
+
+def as_mask(mask, size: tuple[int, int], name: str = "mask") -> np.ndarray:
+    """A user's mask of an image of ``size = (W, H)`` as (H, W) bool: ``as_soft_mask`` above 0.5.
+
+    So a PIL / 0-255 mask is inside where it is > 127, a 0/1 or bool mask where it is 1.
+    """
+    return hard_mask(as_soft_mask(mask, size, name))

@@ -37,7 +37,8 @@ from typing import NamedTuple
 
 from .regions import LOCATION_PATTERN, Region, phrase_to_box
 
-__all__ = ["Instruction", "RemoveInstruction", "MoveInstruction", "Near", "parse_instruction", "parse_instructions"]
+__all__ = ["Instruction", "RemoveInstruction", "MoveInstruction", "Near", "parse_instruction", "parse_instructions",
+           "has_verb"]
 
 _VERB = re.compile(r"^(?:please\s+)?(?:(?:add|insert|put|place|draw|paint|generate|create|make|include|"
                    r"show|render|drop|position|there\s+should\s+be)\b\s*)?", re.IGNORECASE)
@@ -167,10 +168,17 @@ def parse_instructions(text: str, *, strict: bool = False) -> list[Instruction |
     out: list[Instruction | RemoveInstruction | MoveInstruction] = []
     for p in parts:
         bare = p.strip()
-        if out and out[-1].verb == "remove" and not any((m := v.match(bare)) and m.group(0) for v in (_VERB, _REMOVE, _MOVE)):
+        if out and out[-1].verb == "remove" and not has_verb(bare):
             p = f"remove {bare}"
         out.append(parse_instruction(p, strict=strict))
     return out
+
+
+def has_verb(text: str) -> bool:
+    """True when ``text`` starts with an editing verb: ``"add a cup"``, ``"move the cup"``, ``"remove it"``
+    (but not ``"the cup"``, which a caller may read as a continuation of the previous verb)."""
+    s = text.strip()
+    return any((m := v.match(s)) and m.group(0) for v in (_VERB, _REMOVE, _MOVE))
 
 
 def _what_and_where(text: str, rest: str, strict: bool, verb: str, example: str) -> Instruction:

@@ -2,8 +2,8 @@
 
 import pytest
 
-from locinsert.instructions import (Instruction, MoveInstruction, Near, RemoveInstruction, parse_instruction,
-                                    parse_instructions)
+from locinsert.instructions import (Instruction, MoveInstruction, Near, RemoveInstruction, has_verb,
+                                    parse_instruction, parse_instructions)
 
 
 @pytest.mark.parametrize("text, obj, where", [
@@ -46,6 +46,12 @@ def test_sequences_mix_verbs():
     assert [(s.verb, s.object) for s in steps] == [("remove", "cup"), ("remove", "plate"), ("add", "lamp"),
                                                     ("add", "vase")]
     assert steps[1].region.name == "on the right"
+
+
+@pytest.mark.parametrize("text, verb", [("add a cup", True), ("  Please move the vase left", True),
+                                        ("erase the mug", True), ("the cup", False), ("addition", False)])
+def test_has_verb(text, verb):
+    assert has_verb(text) is verb
 
 
 @pytest.mark.parametrize("text, match", [

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from locinsert.segmentation import (BoxSegmenter, CLIPSegSegmenter, MaskSegmenter, TextMaskConfig, TextMaskModel,
-                                    TextMaskSegmenter, as_mask, hard_mask, is_empty, mask_box)
+                                    TextMaskSegmenter, as_soft_mask, hard_mask, is_empty,
+                                    mask_box)
 
-from helpers_diffusers import tiny_clip_tokenizer
+from helpers_diffusers import tiny_clipseg as make_tiny_clipseg
 
 
 def _image(h=48, w=80, seed=0):
@@ -32,19 +33,21 @@ def test_threshold_helpers():
         hard_mask(m, 1.5)
 
 
-def test_as_mask_reads_every_format_and_rejects_the_wrong_size():
+def test_as_soft_mask_reads_every_format_and_rejects_the_wrong_size():
     b = np.zeros((4, 5), bool)
     b[1, 2] = True
-    for m in (b, b.astype(np.uint8) * 255, b.astype(np.float32), torch.from_numpy(b),
+    for m in (b, b.astype(np.uint8) * 255, b.astype(np.uint8), b.astype(np.float32), torch.from_numpy(b),
               Image.fromarray(b.astype(np.uint8) * 255)):
-        out = as_mask(m, 5, 4)
+        out = as_soft_mask(m, (5, 4))
         assert out.dtype == np.float32 and out.shape == (4, 5) and out[1, 2] == 1.0 and out.sum() == 1.0
     with pytest.raises(ValueError, match="5x4 but the image is 4x5"):
-        as_mask(b, 4, 5)
+        as_soft_mask(b, (4, 5))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        as_mask(b.astype(np.float32) * 3, 5, 4)
+        as_soft_mask(b.astype(np.float32) * 3, (5, 4))
+    with pytest.raises(ValueError, match="0-255"):
+        as_soft_mask(b.astype(np.int64) * 300, (5, 4))
     with pytest.raises(TypeError):
-        as_mask([[0, 1]], 2, 1)
+        as_soft_mask([[0, 1]], (2, 1))
 
 
 def test_given_box_and_mask():
@@ -68,23 +71,8 @@ def test_given_box_and_mask():
 @pytest.fixture(scope="module")
 def tiny_clipseg(tmp_path_factory):
     """A tiny random CLIPSeg model + processor, saved like a hub checkpoint."""
-    from transformers import (CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, CLIPSegTextConfig,
-                              CLIPSegVisionConfig, ViTImageProcessor)
-
-    tc = CLIPSegTextConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=37, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                           pad_token_id=1)
-    vc = CLIPSegVisionConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             intermediate_size=37)
-    cfg = CLIPSegConfig(text_config=tc.to_dict(), vision_config=vc.to_dict(), projection_dim=16, reduce_dim=16,
-                        extract_layers=[1], decoder_num_attention_heads=2, decoder_intermediate_size=32)
-    torch.manual_seed(0)
-    model = CLIPSegForImageSegmentation(cfg).eval()
-    processor = CLIPSegProcessor(image_processor=ViTImageProcessor(size={"height": 32, "width": 32}),
-                                 tokenizer=tiny_clip_tokenizer())
     path = tmp_path_factory.mktemp("clipseg")
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
+    make_tiny_clipseg(path)
     return str(path)
 
 

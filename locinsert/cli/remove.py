@@ -41,12 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..instructions import _VERB, RemoveInstruction, parse_instruction
+    from ..instructions import RemoveInstruction, has_verb, parse_instruction
 
     text = args.instruction
     ins = parse_instruction(text)
     if not isinstance(ins, RemoveInstruction):
-        if ins.verb != "add" or _VERB.match(text.strip()).group(0):     # "move the cup ...", "add a cup"
+        if ins.verb != "add" or has_verb(text):     # "move the cup ...", "add a cup"
             raise ValueError(f"locinsert remove only removes objects, but {text!r} asks to {ins.verb} one; "
                              "use locinsert edit")
         ins = parse_instruction(f"remove {text}")                      # "the cup" -> "remove the cup"

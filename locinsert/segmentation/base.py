@@ -16,9 +16,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..images import ImageInput, load_image
+from ..boxes import mask_box
+from ..images import MASK_THRESHOLD, ImageInput, as_soft_mask, check_threshold, hard_mask, load_image
 
-DEFAULT_THRESHOLD = 0.5
+# The shared mask helpers (thresholds, a mask's box, a user's mask) live in ``locinsert.images`` and
+# ``locinsert.boxes``; they are imported here so that every segmenter finds them beside the protocol.
+__all__ = ["DEFAULT_THRESHOLD", "Segmenter", "as_soft_mask", "check_text", "check_threshold", "hard_mask",
+           "is_empty", "mask_box", "resize_probs"]
+
+DEFAULT_THRESHOLD = MASK_THRESHOLD
 
 
 def check_text(text) -> str:
@@ -30,29 +36,9 @@ def check_text(text) -> str:
     return text.strip()
 
 
-def check_threshold(threshold) -> float:
-    t = float(threshold)
-    if not 0.0 <= t < 1.0:
-        raise ValueError(f"threshold must lie in [0, 1), got {threshold!r}")
-    return t
-
-
-def hard_mask(mask: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """(H, W) bool: the pixels whose soft value is above ``threshold``."""
-    return np.asarray(mask) > check_threshold(threshold)
-
-
 def is_empty(mask: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> bool:
     """True when no pixel is above ``threshold``: the text named nothing the segmenter could find."""
     return not hard_mask(mask, threshold).any()
-
-
-def mask_box(mask: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> tuple[float, float, float, float] | None:
-    """The xyxy pixel box around the pixels above ``threshold``, or None for an empty mask."""
-    ys, xs = np.nonzero(hard_mask(mask, threshold))
-    if len(xs) == 0:
-        return None
-    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
 
 
 def resize_probs(probs: torch.Tensor, height: int, width: int) -> np.ndarray:
@@ -65,37 +51,6 @@ def resize_probs(probs: torch.Tensor, height: int, width: int) -> np.ndarray:
     out = F.interpolate(probs[:, None].float(), size=(int(height), int(width)), mode="bilinear",
                         align_corners=False)[:, 0]
     return out.clamp_(0.0, 1.0).cpu().numpy().astype(np.float32)
-
-
-def as_mask(mask, width: int, height: int, name: str = "mask") -> np.ndarray:
-    """A user's mask (bool / 0-1 / 0-255 array, tensor or PIL image) as float32 (H, W) in [0, 1].
-
-    It must have the image's size: a mask made for another image is a mistake, not something to
-    stretch silently.
-    """
-    if isinstance(mask, Image.Image):
-        a = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
-    elif isinstance(mask, (np.ndarray, torch.Tensor)):
-        a = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
-        if a.ndim == 3 and a.shape[-1] == 1:
-            a = a[..., 0]
-        if a.dtype == np.bool_:
-            a = a.astype(np.float32)
-        elif a.dtype == np.uint8:
-            a = a.astype(np.float32) / 255.0
-        else:
-            a = a.astype(np.float32)
-            if not np.isfinite(a).all():
-                raise ValueError(f"{name} contains NaN or infinite values")
-            if a.min(initial=0.0) < 0.0 or a.max(initial=0.0) > 1.0:
-                raise ValueError(f"{name}: a float mask must lie in [0, 1], got [{a.min():g}, {a.max():g}]")
-    else:
-        raise TypeError(f"{name} must be a numpy array, a tensor or a PIL image, got {type(mask).__name__}")
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (H, W), got shape {a.shape}")
-    if a.shape != (height, width):
-        raise ValueError(f"{name} is {a.shape[1]}x{a.shape[0]} but the image is {width}x{height}")
-    return a
 
 
 class Segmenter(ABC):

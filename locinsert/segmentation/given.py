@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..boxes import check_box, pixel_box
-from ..images import ImageInput, load_image
-from .base import DEFAULT_THRESHOLD, Segmenter, as_mask, check_threshold
+from ..images import ImageInput, as_soft_mask, check_threshold, load_image
+from .base import DEFAULT_THRESHOLD, Segmenter
 
 
 class BoxSegmenter(Segmenter):
@@ -52,7 +52,7 @@ class MaskSegmenter(Segmenter):
 
     def segment_many(self, image: ImageInput, texts=("",)) -> np.ndarray:
         img = load_image(image)
-        return _one_per_text(as_mask(self.mask, img.width, img.height), texts)
+        return _one_per_text(as_soft_mask(self.mask, img.size), texts)
 
     def segment(self, image: ImageInput, text: str = "") -> np.ndarray:
         return self.segment_many(image, [text])[0]
