@@ -112,7 +112,8 @@ def test_page_api_removes_the_chosen_part(parts, image_path, tmp_path, request):
 
     from locinsert.app.factory import create_app
 
-    with served(create_app(segmenter=MaskSegmenter(two_blobs()), **parts), allowed_paths=[str(tmp_path)]) as url:
+    page = create_app(**{**parts, "segmenter": MaskSegmenter(two_blobs())})
+    with served(page, allowed_paths=[str(tmp_path)]) as url:
         client = Client(url, verbose=False, analytics_enabled=False)
         request.addfinalizer(client.close)
         cands, heat, radio, status, *_ = client.predict(handle_file(image_path), "remove the cup", 4, 0, None,
@@ -129,3 +130,38 @@ def test_page_api_removes_the_chosen_part(parts, image_path, tmp_path, request):
         with pytest.raises(AppError, match="no .cup. found in the top right corner"):
             client.predict(handle_file(image_path), "remove the cup in the top right corner", 4, 0, None,
                            api_name="/propose")
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+def test_cli_app_loads_the_segmenter_and_remover(tmp_path):
+    from helpers_diffusers import tiny_clipseg
+    from locinsert.cli.app import page_parts
+    from locinsert.inpainting.removal import BiharmonicFill
+    from locinsert.segmentation import CLIPSegSegmenter
+
+    ckpt = tiny_checkpoint(tmp_path / "ckpt")
+    tiny_clipseg(tmp_path / "clipseg")
+    got = page_parts(page_args("--model", ckpt, "--segmenter", "clipseg", "--segmenter-model",
+                               str(tmp_path / "clipseg"), "--dilate", "2"))
+    assert isinstance(got["segmenter"], CLIPSegSegmenter) and isinstance(got["remover"], BiharmonicFill)
+    assert got["remover"].dilate == 2 and "clipseg segmenter" in got["info"]
+    assert got["record_info"]["segmenter"] == "clipseg"
+    plain = page_parts(page_args("--model", ckpt))
+    assert plain["segmenter"] is None and "remove/move: off" in plain["info"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--segmenter-model", "somewhere"], "--segmenter-model needs --segmenter"),
+    (["--segmenter", "textmask"], "--segmenter textmask needs --segmenter-model"),
+    (["--segmenter", "clipseg", "--segmenter-model", "no-such-folder"], "cannot load the clipseg segmenter"),
+    (["--lora", "x"], "--lora and --remover-model need"),
+])
+def test_cli_app_bad_segmenter_options_are_one_line(argv, message, capsys):
+    pytest.importorskip("gradio")
+    from locinsert.cli.main import main
+
+    assert main(["app", "--model", "tiny", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("locinsert app: error:")
