@@ -94,6 +94,7 @@ def test_move_fills_the_hole_and_pastes_the_object_in_the_chosen_box(parts, imag
     assert np.array_equal(after[~changed], before[~changed])
     step = session.record()["steps"][0]
     assert step["operation"] == "move" and step["source_box"] == [6, 20, 22, 36] and step["mask_pixels"] == 256
+    assert step["target"] == "to the right"
     assert step["box"] == [round(v, 2) for v in box]
 
 

@@ -49,6 +49,7 @@ class AppliedStep:
             d["mask_pixels"] = int(p.extra["masks"][self.index].sum())
         if "source_box" in p.extra:   # move: where the object was
             d["source_box"] = [round(float(v), 2) for v in p.extra["source_box"]]
+            d["target"] = p.region.name if p.region is not None else None
             d["mask_pixels"] = int(p.extra["mask"].sum())
         return d
 
