@@ -197,7 +197,7 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
     def insert(choice, st, progress=gr.Progress()):
         if st is None:
             raise _refuse("Nothing to insert yet: press Propose places first.")
-        progress(0.05, desc="drawing the object")
+        progress(0.05, desc="editing")   # add, remove or move
         index = st.selected if choice is None or choice == "" else int(choice)
         try:
             st.session.apply(index)
