@@ -38,7 +38,7 @@ from .inserter import Candidates, ObjectInserter, overlay, select_box
 from .instructions import Instruction, MoveInstruction, Near, RemoveInstruction, parse_instructions
 from .regions import Region, as_region
 
-__all__ = ["ObjectEditor", "EditResult", "EditStep", "ObjectNotFound", "MOVE_BY", "edit_overlay"]
+__all__ = ["ObjectEditor", "EditResult", "EditStep", "ObjectNotFound", "MOVE_BY", "edit_overlay", "cutout"]
 
 MOVE_BY = ("cutout", "redraw")
 
@@ -174,6 +174,18 @@ class ObjectEditor:
 
     def find(self, image, text: str, region=None) -> np.ndarray:
         """(H, W) bool mask of ``text`` in ``image`` (only its parts centred in ``region``); may be empty."""
+        img = load_image(image)
+        keep = np.zeros((img.height, img.width), bool)
+        for part in self.find_parts(img, text, region)[1]:
+            keep |= part
+        return keep
+
+    def find_parts(self, image, text: str, region=None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(the segmenter's soft (H, W) mask, the connected parts of its thresholded mask that are
+        centred in ``region``, each an (H, W) bool mask, largest first). The parts may be none.
+
+        The web app offers the parts as separate candidates ("which cup?"); ``find`` joins them.
+        """
         from skimage.measure import label, regionprops
 
         if self.segmenter is None:
@@ -188,15 +200,15 @@ class ObjectEditor:
         mask = soft > self.threshold
         where = as_region(region)
         allowed = where.resolve(W, H).area_mask() if where is not None else None
-        keep = np.zeros_like(mask)
         parts = label(mask, connectivity=2)
-        for part in regionprops(parts):
+        kept = []
+        for part in sorted(regionprops(parts), key=lambda p: -p.area):
             if part.area < self.min_pixels:
                 continue
             cy, cx = (int(v) for v in part.centroid)
             if allowed is None or allowed[min(cy, H - 1), min(cx, W - 1)]:
-                keep |= parts == part.label
-        return keep
+                kept.append(parts == part.label)
+        return soft, kept
 
     def _object_mask(self, img, obj, region, mask) -> np.ndarray:
         if mask is not None:
@@ -277,7 +289,7 @@ class ObjectEditor:
         filled = self.remover.remove(img, m, generator=generator)
         where = target
         if isinstance(target, Near):
-            where = self._near(filled, target)
+            where = self.near_region(filled, target)
             if where is None:
                 return img, self._missing(img, "move", obj, region, f"{target.object!r} (the destination)",
                                           target=target)
@@ -285,15 +297,22 @@ class ObjectEditor:
         cands = self.inserter.propose(filled, obj, where, torch.stack(keep_free), generator)
         index = select_box(cands.boxes, cands.logprobs, self.inserter.selection, generator, self.inserter.diverse_top)
         box = [float(v) for v in cands.boxes[index]]
-        if self.move_by == "cutout":
-            from .inpainting.cutout import CutoutCompositor
-            out = CutoutCompositor(_cutout(img, m), allow_opaque=True).inpaint(filled, box, obj, generator=generator)
-        else:
-            out = self.inserter.inpainter.inpaint(filled, box, obj, generator=generator)
+        out = self.put_moved(img, m, filled, box, obj, generator)
         return out, EditStep("move", obj, region, out, mask=m, box=cands.boxes[index], source_box=torch.tensor(old),
                              target=target, candidates=cands, index=index)
 
-    def _near(self, img, near: Near) -> Region | None:
+    def put_moved(self, image: Image.Image, mask: np.ndarray, filled: Image.Image, box, obj: str,
+                  generator=None) -> Image.Image:
+        """The moved object drawn into ``box`` of ``filled`` (``image`` with the hole of ``mask``
+        filled): its own pixels cut out of ``image`` (``move_by="cutout"``) or drawn again by class."""
+        box = [float(v) for v in box]
+        if self.move_by == "cutout":
+            from .inpainting.cutout import CutoutCompositor
+            return CutoutCompositor(cutout(image, mask), allow_opaque=True).inpaint(filled, box, obj,
+                                                                                   generator=generator)
+        return self.inserter.inpainter.inpaint(filled, box, obj, generator=generator)
+
+    def near_region(self, img, near: Near) -> Region | None:
         """A region around the anchor object: its box widened by its width on each side, height by half
         its height; the anchor's own box is kept free."""
         anchor = self.find(img, near.object)
@@ -306,7 +325,7 @@ class ObjectEditor:
         return Region(rect, normalized=False, mode="center", avoid=[[x1, y1, x2, y2]], name=f"near the {near.object}")
 
 
-def _cutout(img: Image.Image, mask: np.ndarray) -> Image.Image:
+def cutout(img: Image.Image, mask: np.ndarray) -> Image.Image:
     """The object's pixels with its mask as alpha, cropped to the mask's box."""
     rgba = np.dstack([np.asarray(img), mask.astype(np.uint8) * 255])
     x1, y1, x2, y2 = (int(v) for v in mask_box(mask))

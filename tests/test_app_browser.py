@@ -1,7 +1,8 @@
 """The web app in a real headless browser (Debian's chromium + chromedriver, driven by selenium).
 
 Upload a scene, type an instruction, propose, click a candidate on the picture, insert, download
-the PNG and the JSON, and check that only the chosen box changed. A screenshot of the finished
+the PNG and the JSON, and check that only the chosen box changed; then remove one of two objects the
+segmenter finds by clicking it. A screenshot of the finished
 page is saved (``LOCINSERT_SCREENSHOT=path`` keeps a copy; ``LOCINSERT_APP_MODEL=checkpoint`` uses
 a trained model instead of a tiny random one: that is how the README's picture was made).
 CI installs the browser (``.ci/run``) and requires it; elsewhere, without one, the test is skipped.
@@ -18,6 +19,7 @@ import pytest
 from PIL import Image
 
 from helpers_app import page_args, scene_png, served, tiny_checkpoint
+from locinsert.segmentation import MaskSegmenter
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -104,7 +106,12 @@ def test_browser_upload_propose_click_insert_download(tmp_path):
     downloads.mkdir()
     parts = page_parts(page_args("--model", model, "-n", "6", "--heatmap-samples", "64"))
     examples = example_scenes(tmp_path / "examples", n=3, size=size)
-    page = create_app(examples=examples, **parts)
+    # Two "cups" the segmenter finds (a given mask): the page's remove flow picks one by a click.
+    cups = np.zeros((size, size), bool)
+    k = size // 64
+    cups[20 * k:36 * k, 6 * k:22 * k] = True
+    cups[40 * k:48 * k, 44 * k:52 * k] = True
+    page = create_app(examples=examples, **{**parts, "segmenter": MaskSegmenter(cups)})
     # The page's sessions are seeded: the same start here gives the boxes the browser will show.
     keys = ("model", "inpainter", "objects", "num_candidates", "heatmap_samples")
     expected = session_factory(**{k: parts[k] for k in keys})().start(image_path, INSTRUCTION, seed=0)
@@ -163,6 +170,20 @@ def test_browser_upload_propose_click_insert_download(tmp_path):
             driver.save_screenshot(str(tmp_path / "app.png"))
             if os.environ.get("LOCINSERT_SCREENSHOT"):
                 shutil.copy(tmp_path / "app.png", os.environ["LOCINSERT_SCREENSHOT"])
+
+            # The same page removes: the parts found are the candidates; click the small cup, apply.
+            instr = first(driver, "#instr textarea")
+            instr.clear()
+            instr.send_keys("remove the cup")
+            first(driver, "#propose").click()
+            wait_for(lambda: "part(s) found" in first(driver, "#status").text
+                     and len(found(driver, "#choice input[type=radio]")) == 2, what="the parts to remove")
+            click_image_pixel(driver, first(driver, "#cands img"), 48 * k * scale, 44 * k * scale)
+            wait_for(lambda: "Candidate 2 is chosen" in first(driver, "#status").text,
+                     what="the small cup to be chosen by the click")
+            first(driver, "#insert").click()
+            wait_for(lambda: "Done" in first(driver, "#status").text, what="the removal")
+            assert "Traceback" not in driver.page_source
         finally:
             if driver is not None:
                 driver.quit()

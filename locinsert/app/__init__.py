@@ -1,7 +1,8 @@
 """The web app (``locinsert app``): upload, instruct, see where an object can go, click, edit, download.
 
 - ``EditSession`` (``session.py``): the edit, step by step, with no web code.
-- ``Operation`` / ``AddObject`` (``operations.py``): one verb each. A new verb is a new operation.
+- ``Operation`` / ``AddObject`` / ``RemoveObject`` / ``MoveObject`` (``operations.py``): one verb
+  each. A new verb is a new operation.
 - ``create_app(model, inpainter)`` (``factory.py``): the Gradio page around them;
   ``launch_app(page)`` serves it.
 
@@ -18,6 +19,8 @@ _EXPORTS = {
     "AppliedStep": "locinsert.app.session",
     "Operation": "locinsert.app.operations",
     "AddObject": "locinsert.app.operations",
+    "RemoveObject": "locinsert.app.operations",
+    "MoveObject": "locinsert.app.operations",
     "Step": "locinsert.app.operations",
     "Proposal": "locinsert.app.operations",
     "plan_steps": "locinsert.app.operations",

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .operations import AddObject
+from .operations import AddObject, MoveObject, RemoveObject
 from .session import EditSession
 
 __all__ = ["DEMO_STAGES", "find_demo_model", "example_scenes", "session_factory", "create_app"]
@@ -41,31 +41,41 @@ def example_scenes(folder: str | os.PathLike, n: int = 4, size: int = 128, seed:
 
 
 def session_factory(model, inpainter, *, objects: Sequence[str] | None = None, num_candidates: int = 8,
-                    heatmap_samples: int = 256, **sample_kwargs) -> Callable[[], EditSession]:
-    """A function making fresh ``EditSession``s that share ``model`` and ``inpainter`` (one per browser tab)."""
-    from ..inserter import ObjectInserter
+                    heatmap_samples: int = 256, segmenter=None, remover=None,
+                    **sample_kwargs) -> Callable[[], EditSession]:
+    """A function making fresh ``EditSession``s that share the models (one session per browser tab).
 
-    add = AddObject(ObjectInserter(model, inpainter, num_candidates=num_candidates, **sample_kwargs), objects)
+    The sessions add (``model`` + ``inpainter``), remove and move objects. Removing and moving find
+    the object by its name with ``segmenter`` (``locinsert.segmentation``); without one, those steps
+    are refused with a message saying what to pass. ``remover`` fills holes (default: ``BiharmonicFill``).
+    """
+    from ..editor import ObjectEditor
+
+    editor = ObjectEditor(model, inpainter, segmenter, remover, num_candidates=num_candidates, **sample_kwargs)
+    ops = {"add": AddObject(editor.inserter, objects), "remove": RemoveObject(editor), "move": MoveObject(editor)}
 
     def make_session() -> EditSession:
-        return EditSession({"add": add}, num_candidates=num_candidates, heatmap_samples=heatmap_samples)
+        return EditSession(ops, num_candidates=num_candidates, heatmap_samples=heatmap_samples)
 
     make_session()   # bad settings fail here, not in the first request
     return make_session
 
 
 def create_app(model, inpainter, *, objects: Sequence[str] | None = None, num_candidates: int = 8,
-               heatmap_samples: int = 256, examples: list[tuple[str, str]] | None = None, info: str = "",
+               heatmap_samples: int = 256, segmenter=None, remover=None,
+               examples: list[tuple[str, str]] | None = None, info: str = "",
                warning: str | None = None, record_info: dict | None = None, **sample_kwargs):
     """The Gradio page for ``model`` (a ``LocationModel``) and ``inpainter`` (any ``inpaint`` backend).
 
-    ``objects`` limits what can be added (a cut-out backend with per-class sprites); extra keywords
+    ``objects`` limits what can be added (a cut-out backend with per-class sprites); ``segmenter`` and
+    ``remover`` let the page remove and move objects (see ``session_factory``); extra keywords
     (``temperature``, ``top_k``, ``top_p``, ``min_size``) go to sampling. Serve it with
     ``launch_app(page)``.
     """
     from .page import build_app
 
     make_session = session_factory(model, inpainter, objects=objects, num_candidates=num_candidates,
-                                   heatmap_samples=heatmap_samples, **sample_kwargs)
+                                   heatmap_samples=heatmap_samples, segmenter=segmenter, remover=remover,
+                                   **sample_kwargs)
     return build_app(make_session, info=info, warning=warning, examples=examples, record_info=record_info,
                      default_candidates=num_candidates)

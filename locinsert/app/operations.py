@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -23,7 +24,7 @@ from ..inserter import Candidates, ObjectInserter
 from ..instructions import parse_instructions
 from ..regions import Region
 
-__all__ = ["Step", "Proposal", "Operation", "AddObject", "plan_steps"]
+__all__ = ["Step", "Proposal", "Operation", "AddObject", "RemoveObject", "MoveObject", "plan_steps"]
 
 
 @dataclass
@@ -34,6 +35,11 @@ class Step:
     object: str
     region: Region | None = None
     extra: dict = field(default_factory=dict)   # whatever else an operation's parser found
+
+    @property
+    def changes_place(self) -> bool:
+        """True if the step puts something at its box (add, move): later steps keep away from it."""
+        return self.verb in ("add", "move")
 
     def describe(self) -> str:
         return f"{self.verb} {self.object}" + (f" ({self.region.name})" if self.region is not None else "")
@@ -163,3 +169,124 @@ class AddObject(Operation):
 
     def describe(self) -> dict[str, Any]:
         return {"verb": self.verb, "inpainter": type(self.inserter.inpainter).__name__}
+
+
+NO_SEGMENTER = ("finding an object by its name needs a segmenter, and this page has none: start the app with "
+                "--segmenter clipseg (zero-shot, weights CIDAS/clipseg-rd64-refined) or --segmenter textmask "
+                "--segmenter-model FOLDER (a model from `locinsert train textmask`)")
+
+
+def _where(step: Step) -> str:
+    return f" {step.region.name}" if step.region is not None and step.region.name else ""
+
+
+class _FindsObjects(Operation):
+    """Shared by remove and move: an ``ObjectEditor`` whose segmenter finds the object by its name."""
+
+    def __init__(self, editor):
+        from ..editor import ObjectEditor
+
+        if not isinstance(editor, ObjectEditor):
+            raise TypeError(f"{type(self).__name__} needs an ObjectEditor, got {type(editor).__name__}")
+        self.editor = editor
+
+    def check(self, step: Step) -> None:
+        if self.editor.segmenter is None:
+            raise ValueError(f"cannot {step.verb} {step.object!r}: {NO_SEGMENTER}")
+
+    def parts(self, image, step: Step) -> tuple[np.ndarray, list[np.ndarray]]:
+        soft, parts = self.editor.find_parts(image, step.object, step.region)
+        if not parts:
+            raise ValueError(f"no {step.object!r} found{_where(step)} in the image (the segmenter's mask is "
+                             f"below {self.editor.threshold:g} there); name it differently or change the place")
+        return soft, parts
+
+    def describe(self) -> dict[str, Any]:
+        return {"verb": self.verb, "segmenter": type(self.editor.segmenter).__name__,
+                "remover": type(self.editor.remover).__name__}
+
+
+def _soft_heatmap(soft: np.ndarray) -> torch.Tensor | None:
+    """The segmenter's soft mask as a map summing to 1 (what the page's heatmap shows), or None if empty."""
+    h = torch.from_numpy(np.clip(soft, 0, None).astype(np.float32))
+    total = float(h.sum())
+    return h / total if total > 0 else None
+
+
+class RemoveObject(_FindsObjects):
+    """"remove the cup on the left": the candidates are the connected parts the segmenter finds for
+    the object (centred in the region), largest first; the heatmap is its soft mask; applying fills
+    the chosen part with the editor's remover. Pixels outside the part's (grown) mask do not change.
+    """
+
+    verb = "remove"
+
+    def propose(self, image, step, *, avoid, generator, num_candidates, heatmap_samples) -> Proposal:
+        from ..boxes import mask_box
+
+        soft, parts = self.parts(image, step)
+        parts = parts[:num_candidates]
+        boxes = torch.tensor([mask_box(m) for m in parts], dtype=torch.float32)
+        # The candidates' "log p" is the log of the segmenter's mean confidence over each part.
+        scores = torch.tensor([float(np.log(max(float(soft[m].mean()), 1e-8))) for m in parts])
+        labels = [f"{step.object} ({int(m.sum())} px, confidence {float(soft[m].mean()):.2f})" for m in parts]
+        note = (f"{len(parts)} part(s) found for **{step.object}**{_where(step)}: choose the one to remove")
+        return Proposal(step, Candidates(boxes, scores), _soft_heatmap(soft), step.region, note, labels,
+                        {"masks": parts})
+
+    def apply(self, image, proposal, index, generator) -> Image.Image:
+        return self.editor.remover.remove(image, proposal.extra["masks"][index], generator=generator)
+
+
+class MoveObject(_FindsObjects):
+    """"move the chair to the right": the object (every part found under its region) is cut out, its
+    hole filled by the remover, and the location model proposes new boxes under the target region,
+    away from the old place and from boxes filled before; applying puts the object in the chosen box
+    (its own pixels, or re-drawn with ``move_by="redraw"``). "next to the window" targets find the
+    window first. Outside the hole and the new box, pixels do not change.
+    """
+
+    verb = "move"
+
+    def __init__(self, editor):
+        super().__init__(editor)
+        if editor.inserter is None:
+            raise ValueError("MoveObject needs an ObjectEditor with a location model")
+
+    def check(self, step: Step) -> None:
+        super().check(step)
+        if step.extra.get("target") is None:
+            raise ValueError(f"say where to move the {step.object}, e.g. 'move the {step.object} to the right'")
+
+    def propose(self, image, step, *, avoid, generator, num_candidates, heatmap_samples) -> Proposal:
+        from ..boxes import mask_box
+        from ..instructions import Near
+
+        _, parts = self.parts(image, step)
+        mask = np.logical_or.reduce(parts)
+        old = torch.tensor(mask_box(mask), dtype=torch.float32)
+        filled = self.editor.remover.remove(image, mask, generator=generator)
+        target = step.extra["target"]
+        region = target
+        if isinstance(target, Near):
+            region = self.editor.near_region(filled, target)
+            if region is None:
+                raise ValueError(f"no {target.object!r} found to move the {step.object} next to")
+        keep_free = torch.cat([old[None], avoid.reshape(-1, 4).float()]) if avoid is not None else old[None]
+        region = region.with_avoid(keep_free)
+        inserter = self.editor.inserter
+        cands = inserter.propose(filled, step.object, region, None, generator, num_candidates)
+        order = torch.argsort(cands.logprobs, descending=True)
+        cands = Candidates(cands.boxes[order], cands.logprobs[order])
+        heat = None
+        if heatmap_samples > 0 and hasattr(inserter.model, "heatmap"):
+            heat = inserter.model.heatmap(filled, step.object, region=region, num_samples=heatmap_samples,
+                                          generator=generator, **inserter.sample_kwargs)
+        note = f"{len(cands)} new places for **{step.object}** ({region.name or 'target'}, away from where it was)"
+        return Proposal(step, cands, heat, region, note, None,
+                        {"mask": mask, "filled": filled, "source_box": old})
+
+    def apply(self, image, proposal, index, generator) -> Image.Image:
+        x = proposal.extra
+        return self.editor.put_moved(image, x["mask"], x["filled"], proposal.candidates.boxes[index],
+                                     proposal.step.object, generator)

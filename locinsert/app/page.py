@@ -48,7 +48,10 @@ INTRO = """\
 **1** upload a picture or pick an example · **2** say what to add and where ("add a cup on the left, then a \
 plant near the right") · **3** *Propose*: the model samples places (numbered, best first) and shows where it \
 thinks the object can go · **4** click a box, or keep the most likely · **5** *Insert*, then download the PNG \
-and its JSON. Pixels outside the chosen box never change."""
+and its JSON. Pixels outside the chosen box never change. \
+**Remove and move** work the same way ("remove the cup on the left", "move the chair to the right"): for a \
+removal the boxes are the parts found for the name and the heatmap is the segmenter's mask; for a move, the \
+boxes are new places, and *Insert* fills the old place and puts the object in the chosen box."""
 
 
 _DOWNLOADS: list[str] = []   # the process's download folder, made on first use, removed at exit
@@ -194,7 +197,7 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
     def insert(choice, st, progress=gr.Progress()):
         if st is None:
             raise _refuse("Nothing to insert yet: press Propose places first.")
-        progress(0.05, desc="drawing the object")
+        progress(0.05, desc="editing")   # add, remove or move
         index = st.selected if choice is None or choice == "" else int(choice)
         try:
             st.session.apply(index)

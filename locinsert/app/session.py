@@ -2,7 +2,7 @@
 
 It holds no web code, so the page, the tests and a script drive it the same way:
 
-    session = EditSession({"add": AddObject(inserter)}, num_candidates=8)
+    session = EditSession({"add": AddObject(inserter), "remove": RemoveObject(editor)}, num_candidates=8)
     proposal = session.start(image, "add a cup on the left, then a plant near the right", seed=0)
     session.apply(index=2)            # the third candidate; session.apply() takes the most likely
     session.finish()                  # the remaining steps, most likely candidate each
@@ -39,12 +39,19 @@ class AppliedStep:
         from ..cli.propose import region_json
 
         p = self.proposal
-        return {"operation": p.step.verb, "object": p.step.object,
-                "reference": p.step.extra.get("reference") is not None,
-                "region": region_json(p.step.region, width, height),
-                "chosen": self.index, "box": [round(float(v), 2) for v in self.box],
-                "logprob": round(float(p.candidates.logprobs[self.index]), 4),
-                "candidates": p.candidates.to_dict()}
+        d = {"operation": p.step.verb, "object": p.step.object,
+             "reference": p.step.extra.get("reference") is not None,
+             "region": region_json(p.step.region, width, height),
+             "chosen": self.index, "box": [round(float(v), 2) for v in self.box],
+             "logprob": round(float(p.candidates.logprobs[self.index]), 4),
+             "candidates": p.candidates.to_dict()}
+        if "masks" in p.extra:     # remove: the chosen part's pixels were filled
+            d["mask_pixels"] = int(p.extra["masks"][self.index].sum())
+        if "source_box" in p.extra:   # move: where the object was
+            d["source_box"] = [round(float(v), 2) for v in p.extra["source_box"]]
+            d["target"] = p.region.name if p.region is not None else None
+            d["mask_pixels"] = int(p.extra["mask"].sum())
+        return d
 
 
 class EditSession:
@@ -112,8 +119,9 @@ class EditSession:
             if op is None:
                 raise ValueError(f"this page cannot {s.verb!r} yet; it can: {', '.join(self.operations)}")
             op.check(s)
-            if s.region is not None:
-                s.region.resolve(*img.size)   # an impossible region fails before any sampling
+            for r in (s.region, s.extra.get("target")):
+                if r is not None and hasattr(r, "resolve"):
+                    r.resolve(*img.size)   # an impossible region fails before any sampling
         if num_candidates is not None:
             if int(num_candidates) < 1:
                 raise ValueError(f"number of candidates must be >= 1, got {num_candidates}")
@@ -143,7 +151,8 @@ class EditSession:
 
     def _propose(self) -> Proposal:
         step = self.steps[self.step_index]
-        placed = [a.box for a in self.applied] if self.avoid_previous else []
+        # A removed object's box is free again; only what was put somewhere is kept clear.
+        placed = [a.box for a in self.applied if a.proposal.step.changes_place] if self.avoid_previous else []
         avoid = torch.stack(placed) if placed else torch.zeros(0, 4)
         self.proposal = self.operations[step.verb].propose(
             self.image, step, avoid=avoid, generator=self.generator, num_candidates=self.num_candidates,

@@ -13,10 +13,18 @@ The inpainter options are those of `locinsert insert`. The default cut-out backe
 synthetic world's objects (cup, chair, plant, painting, bird) offline; --cutout PNG draws your
 cut-out; a diffusion --inpainter draws any object.
 
+Removing and moving ("remove the cup on the left", "move the chair to the right") find the object
+by its name, so they need --segmenter: clipseg (zero-shot, any name; weights
+CIDAS/clipseg-rd64-refined, or --segmenter-model FOLDER offline) or textmask (a model from
+`locinsert train textmask`, --segmenter-model FOLDER). Without one, the page adds objects and says
+what to pass when asked to remove or move. Holes are filled by --remover (the options of
+`locinsert edit`; default biharmonic, offline).
+
 examples:
   locinsert demo --quick && locinsert app          # train a small model first, then use it
   locinsert app --model runs/dpo --inpainter gligen --device cuda
   locinsert app --model synthetic --port 7861      # no trained model: random boxes, with a warning
+  locinsert app --segmenter clipseg                # also remove and move objects named in the instruction
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import sys
 import tempfile
 
 from .common import RANDOM_PRESETS, check_device, check_sampling_options, load_location_model
+from .edit import SEGMENTERS, add_remover_arguments, build_remover, build_segmenter
 from .insert import add_inpainter_arguments, build_inpainter
 from .propose import add_model_arguments
 
@@ -43,6 +52,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heatmap-samples", type=int, default=256,
                    help="boxes sampled for each heatmap; 0 turns the heatmap off (default: 256)")
     add_inpainter_arguments(p)
+    f = p.add_argument_group("finding objects to remove or move")
+    f.add_argument("--segmenter", choices=SEGMENTERS, default=None,
+                   help="finds objects by name for remove and move: clipseg (zero-shot, default weights "
+                        "CIDAS/clipseg-rd64-refined) or textmask (needs --segmenter-model); default: none, "
+                        "so the page only adds")
+    f.add_argument("--segmenter-model", default=None, metavar="ID_OR_FOLDER",
+                   help="hub id or local folder of the segmenter's weights")
+    add_remover_arguments(p)
     g = p.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
     g.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
@@ -74,7 +91,11 @@ def page_parts(args) -> dict:
         raise ValueError(f"--heatmap-samples must be >= 0, got {args.heatmap_samples}")
     sampling = check_sampling_options(args)
     check_device(args.device)
+    if args.segmenter_model and not args.segmenter:
+        raise ValueError("--segmenter-model needs --segmenter clipseg or textmask")
     spec, where = resolve_model_spec(args)
+    remover = build_remover(args)     # mistakes in these options fail before the location model loads
+    segmenter = build_segmenter(args) if args.segmenter else None
     inpainter = build_inpainter(args, [])
     model = load_location_model(spec, args.device, args.seed)
     untrained = spec in RANDOM_PRESETS and not os.path.exists(spec)
@@ -84,10 +105,14 @@ def page_parts(args) -> dict:
                    "Run `locinsert demo` to train one (about 5 minutes on a CPU), then restart without --model.")
     sprites = args.inpainter == "cutout" and not args.cutout
     drawer = "cut-out sprites of " + ", ".join(CLASSES) if sprites else args.inpainter
+    finder = (f"remove/move: {args.segmenter} segmenter, {args.remover} fill" if segmenter is not None else
+              "remove/move: off (start with --segmenter clipseg to find objects by name)")
     return dict(model=model, inpainter=inpainter, objects=CLASSES if sprites else None,
                 num_candidates=args.num_candidates, heatmap_samples=args.heatmap_samples,
-                info=f"Location model: {where} · inpainter: {drawer}", warning=warning,
-                record_info={"model": spec, "untrained": untrained, "inpainter": args.inpainter},
+                segmenter=segmenter, remover=remover,
+                info=f"Location model: {where} · inpainter: {drawer} · {finder}", warning=warning,
+                record_info={"model": spec, "untrained": untrained, "inpainter": args.inpainter,
+                             "segmenter": args.segmenter, "remover": args.remover},
                 **sampling)
 
 
