@@ -32,7 +32,7 @@ COMMANDS = [
     ("insert", "insert an object into an image from an instruction such as 'add a dog on the left'"),
     ("remove", "remove an object from an image: 'remove the cup' with its mask or box"),
     ("edit", "add, remove and move objects: 'remove the cup, then move the chair to the left'"),
-    ("app", "web app: upload, instruct, see candidates and a heatmap, click, insert, download (needs [app])"),
+    ("app", "web app: upload, instruct (add, remove, move), see candidates and a heatmap, click, download (needs [app])"),
     ("train", "train a location model: pretrain, finetune or dpo, from a YAML config"),
     ("eval", "TPR/FPR curves of a model or a baseline on synthetic or OPA data"),
     ("bench", "speed benchmarks: sampling, training, evaluation"),
