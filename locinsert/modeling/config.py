@@ -67,6 +67,19 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def preset_fields(presets: dict, name: str, pretrained: bool, overrides: dict) -> dict:
+    """The config fields of preset ``name``: its own fields, its ``_hub`` fields when ``pretrained``,
+    then ``overrides``. Shared by every model family with presets (location model, text-mask model)."""
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+    fields = copy.deepcopy(presets[name])
+    hub = fields.pop("_hub", {})
+    if pretrained:
+        fields.update(hub)
+    fields.update(overrides)
+    return fields
+
+
 class LocationModelConfig(PretrainedConfig):
     """Configuration of a ``LocationModel``.
 
@@ -157,11 +170,4 @@ class LocationModelConfig(PretrainedConfig):
         ``pretrained`` only matters for presets with hub weights ("base"); tiny and synthetic are
         always random. Keyword ``overrides`` replace preset fields (e.g. ``num_bins=256``).
         """
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        fields = copy.deepcopy(PRESETS[name])
-        hub = fields.pop("_hub", {})
-        if pretrained:
-            fields.update(hub)
-        fields.update(overrides)
-        return cls(**fields)
+        return cls(**preset_fields(PRESETS, name, pretrained, overrides))

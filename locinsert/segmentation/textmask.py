@@ -145,14 +145,9 @@ class TextMaskConfig(PretrainedConfig):
     def preset(cls, name: str, pretrained: bool = True, **overrides) -> "TextMaskConfig":
         """A named configuration: "tiny", "synthetic" or "base" (see ``PRESETS``); ``pretrained``
         matters for "base" only (hub weights for both encoders)."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        fields = copy.deepcopy(PRESETS[name])
-        hub = fields.pop("_hub", {})
-        if pretrained:
-            fields.update(hub)
-        fields.update(overrides)
-        return cls(**fields)
+        from ..modeling.config import preset_fields
+
+        return cls(**preset_fields(PRESETS, name, pretrained, overrides))
 
 
 @dataclass
