@@ -229,3 +229,54 @@ def test_closed_vocabulary_embedding(image, tmp_path):
     m.save_pretrained(tmp_path)
     m2 = LocationModel.from_pretrained(tmp_path)
     torch.testing.assert_close(m2.score(image, "cup", s.boxes), s.logprobs, atol=1e-5, rtol=1e-5)
+
+
+def test_several_boxes_per_image_share_the_image_prefix(model, image):
+    """k boxes per image through the shared image prefix = the plain forward of each (image, box)."""
+    torch.manual_seed(1)
+    pv = model.preprocess([image, np.ascontiguousarray(image[::-1])])
+    tokens = torch.randint(0, model.config.num_bins, (3 * 2, 4))
+    classes = ["dog", "cup", "cup", "lamp", "dog", "chair"]  # one per box: row j * B + b
+    model.zero_grad()
+    shared = model(pixel_values=pv, classes=classes, box_tokens=tokens)
+    shared.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    plain = model(pixel_values=pv.repeat(3, 1, 1, 1), classes=classes, box_tokens=tokens)
+    plain.loss.backward()
+    torch.testing.assert_close(shared.box_logps, plain.box_logps, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.logits, plain.logits, atol=1e-5, rtol=1e-5)
+    assert grads.keys() == {n for n, p in model.named_parameters() if p.grad is not None}
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[n], p.grad, atol=1e-5, rtol=1e-4, msg=n)
+    model.zero_grad()
+    # one class per image is repeated for its k boxes
+    per_image = model(pixel_values=pv, classes=["dog", "cup"], box_tokens=tokens)
+    again = model(pixel_values=pv.repeat(3, 1, 1, 1), classes=["dog", "cup"] * 3, box_tokens=tokens)
+    torch.testing.assert_close(per_image.box_logps, again.box_logps, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="multiple"):
+        model(pixel_values=pv, classes=["dog"] * 4, box_tokens=tokens)
+    with pytest.raises(ValueError, match="one per image, or one per box"):
+        model(pixel_values=pv, classes=["dog"] * 3, box_tokens=tokens)
+
+
+def test_shared_prefix_forward_follows_dropout():
+    """In training mode the shared-prefix path applies GPT-2's dropouts (outputs vary); in eval it is exact."""
+    from locinsert.modeling.sampling import shared_prefix_forward
+
+    torch.manual_seed(0)
+    cfg = LocationModelConfig.preset("tiny", decoder_config={"n_embd": 32, "n_layer": 2, "n_head": 2,
+                                                             "n_positions": 64, "resid_pdrop": 0.5,
+                                                             "embd_pdrop": 0.5, "attn_pdrop": 0.5})
+    m = LocationModel(cfg)
+    shared, tails = torch.randn(2, 5, 32), torch.randn(4, 3, 32)
+    m.train()
+    a, b = shared_prefix_forward(m.decoder, shared, tails), shared_prefix_forward(m.decoder, shared, tails)
+    assert not torch.allclose(a, b)
+    m.eval()
+    out = shared_prefix_forward(m.decoder, shared, tails)
+    full = m.decoder(inputs_embeds=torch.cat([shared.repeat(2, 1, 1), tails], 1)).last_hidden_state[:, 5:]
+    torch.testing.assert_close(out, full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="do not continue"):
+        shared_prefix_forward(m.decoder, shared, torch.randn(3, 3, 32))

@@ -35,7 +35,7 @@ from .checkpoint_io import CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME
 from .config import LocationModelConfig
 from .constraints import BoxConstraints
 from .encoders import ImagePreprocessor, build_class_encoder, build_image_encoder
-from .sampling import PrefixCache, compiled_decode_step, decode_boxes, prefix_forward
+from .sampling import PrefixCache, compiled_decode_step, decode_boxes, prefix_forward, shared_prefix_forward
 
 #: what a save replaces in an existing folder, even if it does not write it (stale shards, old formats)
 CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME, "model-*-of-*.safetensors", "pytorch_model*.bin")
@@ -308,8 +308,9 @@ class LocationModel(PreTrainedModel):
             if classes is None:
                 raise ValueError("pass classes or class_features")
             class_features = self.encode_class(classes)
-        if image_features.shape[0] != class_features.shape[0]:
-            raise ValueError(f"{image_features.shape[0]} images but {class_features.shape[0]} classes")
+        if class_features.shape[0] % image_features.shape[0]:
+            raise ValueError(f"{image_features.shape[0]} images but {class_features.shape[0]} classes "
+                             "(need one per image, or one per box)")
         return image_features, class_features
 
     def check_tokens(self, box_tokens) -> torch.Tensor:
@@ -329,24 +330,37 @@ class LocationModel(PreTrainedModel):
         """Teacher-forced forward. ``labels`` is an alias of ``box_tokens`` (for ``Trainer``).
 
         ``box_tokens`` may hold k boxes per image: (k * B, 4), stacked as k blocks of B rows (block j
-        holds the j-th box of every image). The encoders then run once per image and the prefix is
-        repeated for the decoder (DPO scores a chosen and a rejected box per image this way).
+        holds the j-th box of every image), with one class per image or one per box (k * B, same
+        order). The encoders then run once per image, and so do the image tokens in the decoder
+        (``shared_prefix_forward``): DPO scores a chosen and a rejected box per image this way, and
+        a supervised batch can carry several boxes (of several classes) per scene.
         Without box tokens, returns the logits of the first coordinate only, (B, 1, num_bins).
         """
         image_features, class_features = self._features(pixel_values, classes, image_features, class_features)
-        prefix = self.prefix_embeddings(image_features, class_features)
         box_tokens = labels if box_tokens is None else box_tokens
+        b = image_features.shape[0]
         if box_tokens is None:
+            if class_features.shape[0] != b:
+                raise ValueError(f"{b} images but {class_features.shape[0]} classes and no box tokens")
+            prefix = self.prefix_embeddings(image_features, class_features)
             hidden = self.decoder(inputs_embeds=prefix, use_cache=False).last_hidden_state[:, -1:]
             return LocationModelOutput(logits=self.lm_head(hidden))
         tokens = self.check_tokens(box_tokens)
-        if tokens.shape[0] % prefix.shape[0]:
-            raise ValueError(f"{tokens.shape[0]} boxes for {prefix.shape[0]} images (need a multiple)")
-        if tokens.shape[0] != prefix.shape[0]:
-            prefix = prefix.repeat(tokens.shape[0] // prefix.shape[0], 1, 1)
-        embeds = torch.cat([prefix, self.decoder.wte(tokens[:, :3])], 1)
-        hidden = self.decoder(inputs_embeds=embeds, use_cache=False).last_hidden_state[:, prefix.shape[1] - 1:]
-        logits = self.lm_head(hidden)
+        if tokens.shape[0] % b or tokens.shape[0] % class_features.shape[0]:
+            raise ValueError(f"{tokens.shape[0]} boxes for {b} images and {class_features.shape[0]} classes "
+                             "(need a multiple of both)")
+        if tokens.shape[0] == b:
+            embeds = torch.cat([self.prefix_embeddings(image_features, class_features),
+                                self.decoder.wte(tokens[:, :3])], 1)
+            hidden = self.decoder(inputs_embeds=embeds, use_cache=False).last_hidden_state[:, -5:]
+        else:
+            cls = self.class_proj(class_features.to(self.device, self.dtype))[:, None]
+            cls = cls.repeat(tokens.shape[0] // cls.shape[0], 1, 1)
+            bos = self.decoder.wte.weight[self.config.num_bins].expand(tokens.shape[0], 1, -1)
+            tails = torch.cat([cls, bos, self.decoder.wte(tokens[:, :3])], 1)
+            image = self.image_proj(image_features.to(self.device, self.dtype))
+            hidden = shared_prefix_forward(self.decoder, image, tails)
+        logits = self.lm_head(hidden[:, 1:])  # predicted at BOS and at the first three coordinates
         logp = torch.log_softmax(logits.float(), -1).gather(-1, tokens[..., None])[..., 0]
         return LocationModelOutput(loss=-logp.mean(), logits=logits, box_logps=logp.sum(-1))
 

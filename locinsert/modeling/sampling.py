@@ -65,6 +65,49 @@ def prefix_forward(decoder, embeds: torch.Tensor) -> PrefixCache:
     return PrefixCache(keys_t, values, decoder.ln_f(x[:, -1]))
 
 
+def shared_prefix_forward(decoder, shared: torch.Tensor, tails: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced GPT-2 forward of k tails per shared prefix, differentiable (training).
+
+    ``shared`` (B, L, D): embeddings every tail of an image shares (the image tokens); ``tails``
+    (k * B, S, D), k blocks of B rows (row j * B + b continues prefix b). Equals the plain forward of
+    each ``[shared_b, tail]`` sequence (tests/test_model.py), but the shared tokens run through the
+    blocks once per image instead of k times: with 17 image tokens and 5-token tails, a step of
+    k = 4 boxes per image costs about a third of four separate sequences. Returns the tails' final
+    hidden states (k * B, S, D) after ln_f. Dropout follows GPT-2's (embeddings, attention, residuals).
+    """
+    _check_gpt2(decoder)
+    b, length, dim = shared.shape
+    s = tails.shape[1]
+    if tails.shape[0] % b or tails.shape[2] != dim:
+        raise ValueError(f"tails {tuple(tails.shape)} do not continue {b} prefixes of width {dim}")
+    k = tails.shape[0] // b
+    n_head = decoder.config.n_head
+    head_dim = dim // n_head
+    scale = 1.0 / math.sqrt(head_dim) if getattr(decoder.config, "scale_attn_weights", True) else 1.0
+    x = decoder.drop(shared + decoder.wpe.weight[:length])
+    y = decoder.drop(tails + decoder.wpe.weight[length:length + s])
+    future = torch.ones(s, s, dtype=torch.bool, device=y.device).triu(1)
+    last = len(decoder.h) - 1
+    for i, block in enumerate(decoder.h):
+        attn = block.attn
+        p_drop = attn.attn_dropout.p if block.training else 0.0
+        q, key, value = (_split_heads(t, n_head) for t in attn.c_attn(block.ln_1(x)).split(dim, dim=-1))
+        if i < last:  # the last block's shared outputs are never read: only its keys and values are
+            a = F.scaled_dot_product_attention(q, key, value, is_causal=True, dropout_p=p_drop)
+            x = x + attn.resid_dropout(attn.c_proj(a.transpose(1, 2).reshape(x.shape)))
+            x = x + block.mlp(block.ln_2(x))
+        # tails: (k, B, H, S, d) against the shared keys (B, H, L, d) by broadcasting, plus their own
+        qt, kt, vt = (t.view(k, b, s, n_head, head_dim).transpose(2, 3)
+                      for t in attn.c_attn(block.ln_1(y)).split(dim, dim=-1))
+        s_shared = torch.matmul(qt, key.transpose(-1, -2)) * scale               # (k, B, H, S, L)
+        s_own = (torch.matmul(qt, kt.transpose(-1, -2)) * scale).masked_fill(future, float("-inf"))
+        p = attn.attn_dropout(torch.softmax(torch.cat([s_shared, s_own], -1), -1))
+        a = torch.matmul(p[..., :length], value) + torch.matmul(p[..., length:], vt)  # (k, B, H, S, d)
+        y = y + attn.resid_dropout(attn.c_proj(a.transpose(2, 3).reshape(y.shape)))
+        y = y + block.mlp(block.ln_2(y))
+    return decoder.ln_f(y)
+
+
 def decode_step(decoder, tokens: torch.Tensor, position: int, keys_t: list, values: list, own_k: tuple,
                 own_v: tuple, scale: float) -> tuple[torch.Tensor, tuple, tuple]:
     """One decode step of N samples per prefix, as a pure function (so that it can be compiled).

@@ -105,16 +105,42 @@ def _positives_counts(queries) -> list[int]:
     return [len(q.positives) for q in queries]
 
 
+def _grouped(pairs: list, k: int) -> list[tuple]:
+    """``pairs`` in groups of exactly ``k``; the last group is filled up by cycling (a short list repeats)."""
+    return [tuple(pairs[(start + i) % len(pairs)] for i in range(k)) for start in range(0, len(pairs), k)]
+
+
 class BoxDataset(Dataset):
-    """Supervised examples: every positive box of every query (and its mirror image with ``hflip``)."""
+    """Supervised examples: every positive box of every query (and its mirror image with ``hflip``).
+
+    ``boxes_per_image=k > 1``: an example is k boxes of one image, from any of its queries (several
+    labelled objects of one scene), ``{prefix, classes: [k names], box_tokens: (k, 4)}``; ``collate``
+    stacks them in the block layout ``LocationModel.forward`` takes, so the image runs through the
+    encoder and the decoder's image tokens once for k boxes. An image's boxes are split into groups
+    of k; a last, short group is filled up by cycling through that image's boxes.
+    """
 
     def __init__(self, queries: Sequence, num_bins: int, preprocess: Callable | None = None, features=None,
-                 hflip: bool = False):
+                 hflip: bool = False, boxes_per_image: int = 1):
+        from ..data.pipe import PipeQueries
+
         self.queries, self.num_bins = queries, int(num_bins)
         self.prefix = _PrefixSource(queries, preprocess, features)
+        if isinstance(boxes_per_image, bool) or not isinstance(boxes_per_image, int) or boxes_per_image < 1:
+            raise ValueError(f"boxes_per_image must be an int >= 1, got {boxes_per_image!r}")
+        if boxes_per_image > 1 and isinstance(queries, PipeQueries):
+            raise ValueError("boxes_per_image > 1 needs several labelled boxes per image; PIPE has one per image")
+        self.boxes_per_image = boxes_per_image
         flips = (False, True) if hflip else (False,)
         counts = _positives_counts(queries)
-        self.index = [(qi, j, f) for qi, n in enumerate(counts) for j in range(n) for f in flips]
+        if boxes_per_image == 1:
+            self.index = [(((qi, j),), f) for qi, n in enumerate(counts) for j in range(n) for f in flips]
+        else:
+            per_image: dict[str, list] = {}
+            for qi, n in enumerate(counts):
+                per_image.setdefault(image_key(queries[qi]), []).extend((qi, j) for j in range(n))
+            self.index = [(group, f) for boxes in per_image.values() if boxes
+                          for group in _grouped(boxes, boxes_per_image) for f in flips]
         if not self.index:
             raise ValueError("no positive boxes in the training queries: nothing to train on")
 
@@ -122,14 +148,21 @@ class BoxDataset(Dataset):
         return len(self.index)
 
     def __getitem__(self, i: int) -> dict:
-        qi, j, flipped = self.index[i]
-        q = self.queries[qi]
-        w, h = _size(q)
-        box = q.positives[j : j + 1]
-        if flipped:
-            box = hflip_boxes(box, w)
-        item = self.prefix(qi, flipped)
-        item["box_tokens"] = boxes_to_tokens(box, w, h, self.num_bins)[0].long()
+        group, flipped = self.index[i]
+        item = self.prefix(group[0][0], flipped)
+        tokens, classes = [], []
+        for qi, j in group:
+            q = self.queries[qi]
+            w, h = _size(q)
+            box = q.positives[j : j + 1]
+            if flipped:
+                box = hflip_boxes(box, w)
+            tokens.append(boxes_to_tokens(box, w, h, self.num_bins)[0].long())
+            classes.append(q.category)
+        if self.boxes_per_image == 1:
+            item["box_tokens"] = tokens[0]
+        else:
+            item["box_tokens"], item["classes"] = torch.stack(tokens), classes
         return item
 
 
@@ -190,11 +223,24 @@ def expand_pairs(queries: Sequence, pairs_per_query: int | None = None, seed: in
 
 
 def collate(examples: list[dict]) -> dict:
-    """Stack the tensors of a list of examples; class names become a list."""
+    """Stack the tensors of a list of examples; class names become a list.
+
+    Examples of k boxes each (``box_tokens`` (k, 4), ``classes`` k names) become the block layout of
+    ``LocationModel.forward``: box tokens (k * B, 4) and classes (k * B) where row j * B + b is box j of
+    example b.
+    """
     if not examples:
         raise ValueError("empty batch")
     batch = {}
     for key in examples[0]:
         values = [ex[key] for ex in examples]
         batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else list(values)
+    tokens = batch.get("box_tokens")
+    if tokens is not None and tokens.ndim == 3:
+        k = tokens.shape[1]
+        batch["box_tokens"] = tokens.transpose(0, 1).reshape(-1, tokens.shape[-1])
+        classes = batch["classes"]
+        if any(not isinstance(c, list) or len(c) != k for c in classes):
+            raise ValueError(f"examples of {k} boxes need {k} class names each")
+        batch["classes"] = [c[j] for j in range(k) for c in classes]
     return batch

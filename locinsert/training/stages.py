@@ -75,7 +75,7 @@ def load_queries(data_args: DataArguments, stage: str, split: str, num_bins: int
         if split == "test":
             queries = splits.test_split(n, **kw)
         elif stage == "pretrain":
-            queries = splits.pipe_like(n, **kw)
+            queries = splits.pipe_like(n, boxes_per_scene=data_args.boxes_per_image, **kw)
         else:
             queries = splits.opa_like(n, **kw)
     elif fmt == "pipe":
@@ -132,7 +132,7 @@ def build_dataset(stage: str, queries, model, data_args: DataArguments, seed: in
     if stage == "dpo":
         pairs = expand_pairs(queries, data_args.pairs_per_query, seed=seed)
         return PairDataset(queries, pairs, **kw)
-    return BoxDataset(queries, **kw)
+    return BoxDataset(queries, boxes_per_image=data_args.boxes_per_image, **kw)
 
 
 def cache_namespace(data_args: DataArguments, stage: str, split: str) -> str:

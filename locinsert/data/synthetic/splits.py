@@ -224,23 +224,32 @@ def _check_split_args(num_scenes, classes, num_bins):
 
 
 def pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: int | None = 32,
-              classes=None) -> list[PlacementQuery]:
-    """PIPE-like pretraining data: one scene, one class, one positive box per query; no negatives.
+              classes=None, boxes_per_scene: int = 1) -> list[PlacementQuery]:
+    """PIPE-like pretraining data: one positive box per query, no negatives, and ``boxes_per_scene``
+    queries (of different classes) per scene. PIPE pairs an object-free image with one object; a
+    scene labelled for several objects is several such pairs sharing one image.
 
-    Classes cycle over the scenes (balanced), starting at a random offset.
+    Classes cycle over the scenes (balanced), starting at a random offset; a class without room in
+    a scene gives its turn to the next, so a crowded scene can have fewer than ``boxes_per_scene``.
     """
     classes = _check_split_args(num_scenes, classes, num_bins)
+    if (isinstance(boxes_per_scene, bool) or not isinstance(boxes_per_scene, (int, np.integer))
+            or not 1 <= boxes_per_scene <= len(classes)):
+        raise ValueError(f"boxes_per_scene must be an int in [1, {len(classes)}], got {boxes_per_scene!r}")
     scenes = make_scenes(num_scenes, seed, size, stream="pipe")
     rng = scene_rng(seed, "pipe-labels")
     offset = int(rng.integers(0, len(classes)))
     out = []
     for i, scene in enumerate(scenes):
-        for j in range(len(classes)):  # a scene with no room for its class gives its turn to the next
-            cls = classes[(i + offset + j) % len(classes)]
+        found = 0
+        for j in range(len(classes)):
+            cls = classes[(i * boxes_per_scene + offset + j) % len(classes)]
             pos = sample_positives(scene, cls, 1, rng, num_bins)
             if len(pos):
                 out.append(_query(scene, cls, pos, np.zeros((0, 4)), [], f"{scene.scene_id}/{cls}"))
-                break
+                found += 1
+                if found == boxes_per_scene:
+                    break
     return out
 
 
