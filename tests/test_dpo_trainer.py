@@ -145,3 +145,48 @@ def test_gradient_accumulation_matches_a_big_batch(stage, tiny_path, queries, tm
     assert norm > 0
     for name in step_big:
         assert torch.allclose(step_acc[name], step_big[name], atol=1e-5, rtol=1e-3), name
+
+
+def test_pairs_grouped_per_image_score_like_single_pairs(tiny_path, queries):
+    """k pairs of one image per example: the same log-probs and reference as one pair per example."""
+    model = LocationModel.from_pretrained(tiny_path).eval()
+    pairs = expand_pairs(queries, pairs_per_query=4)
+    single = PairDataset(queries, pairs, num_bins=16, preprocess=model.preprocessor)
+    grouped = PairDataset(queries, pairs, num_bins=16, preprocess=model.preprocessor, pairs_per_image=3)
+    assert len(grouped) < len(single)
+    for g, _ in grouped.index:
+        assert len({queries[qi].image_id for qi, _, _ in g}) == 1
+    precompute_reference_logps(model, single, batch_size=5, progress=False)
+    precompute_reference_logps(model, grouped, batch_size=2, progress=False)
+    assert grouped.ref_chosen_logps.shape == (len(grouped), 3)
+    # each grouped pair's reference equals that pair's reference in the one-pair dataset
+    key = {}
+    for i, (((qi, c, r),), _) in enumerate(single.index):
+        key[(qi, tuple(c.tolist()), tuple(r.tolist()))] = (single.ref_chosen_logps[i], single.ref_rejected_logps[i])
+    for i, (g, _) in enumerate(grouped.index):
+        for j, (qi, c, r) in enumerate(g):
+            want_c, want_r = key[(qi, tuple(c.tolist()), tuple(r.tolist()))]
+            assert grouped.ref_chosen_logps[i, j].item() == pytest.approx(want_c.item(), abs=1e-4)
+            assert grouped.ref_rejected_logps[i, j].item() == pytest.approx(want_r.item(), abs=1e-4)
+    batch = collate([grouped[0], grouped[1]])
+    assert batch["chosen_tokens"].shape == (6, 4) and batch["ref_chosen_logps"].shape == (6,)
+    c, r, _ = pair_logps(model, batch)
+    torch.testing.assert_close(c, batch["ref_chosen_logps"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(r, batch["ref_rejected_logps"], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="pairs_per_image"):
+        PairDataset(queries, pairs, num_bins=16, preprocess=model.preprocessor, pairs_per_image=0)
+    with pytest.raises(ValueError, match="expected"):
+        grouped.with_reference(torch.zeros(len(grouped)), torch.zeros(len(grouped)))
+
+
+def test_dpo_trains_on_grouped_pairs(tiny_path, queries, tmp_path):
+    model = LocationModel.from_pretrained(tiny_path)
+    data = PairDataset(queries, expand_pairs(queries, pairs_per_query=4), num_bins=16,
+                       preprocess=model.preprocessor, pairs_per_image=4)
+    args = _args(tmp_path, max_steps=2, per_device_train_batch_size=2, learning_rate=1e-2)
+    trainer = BoxDPOTrainer(model=model, args=args, train_dataset=data, data_collator=collate)
+    batch = collate([data[0], data[1]])
+    model.train()
+    assert trainer.compute_loss(model, batch).item() == pytest.approx(math.log(2), abs=1e-6)
+    trainer.train()
+    assert trainer.state.global_step == 2

@@ -86,6 +86,9 @@ class DataArguments:
         "help": "Supervised stages: boxes per example, all of one image (several labelled objects of a scene); "
                 "the image encoder and the decoder's image tokens run once for them. The synthetic PIPE-like "
                 "split then labels this many objects (of different classes) per scene."})
+    pairs_per_image: int = field(default=1, metadata={
+        "help": "DPO: (positive, negative) pairs per example, all of one image; the image encoder and the "
+                "decoder's image tokens run once for them."})
     pairs_per_query: int | None = field(default=16, metadata={
         "help": "DPO: at most this many (positive, negative) pairs per query (None: all)."})
     feature_cache: str | None = field(default=None, metadata={
@@ -231,7 +234,8 @@ def check_data_args(data_args: DataArguments) -> DataArguments:
         raise ValueError(f"dataset_format must be one of {DATASET_FORMATS}, got {data_args.dataset_format!r}")
     if not data_args.dataset:
         raise ValueError("dataset is empty: give 'synthetic', a PIPE hub id / parquet folder or an OPA root")
-    for name in ("max_train_queries", "pairs_per_query", "synthetic_scenes", "boxes_per_image"):
+    for name in ("max_train_queries", "pairs_per_query", "synthetic_scenes", "boxes_per_image",
+                 "pairs_per_image"):
         value = getattr(data_args, name)
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")

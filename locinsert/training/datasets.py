@@ -169,16 +169,31 @@ class BoxDataset(Dataset):
 class PairDataset(Dataset):
     """Preference examples: ``pairs`` is a list of ``(query_index, chosen_box, rejected_box)``.
 
-    ``with_reference(chosen, rejected)`` attaches precomputed reference log-probs, one per example.
+    ``pairs_per_image=k > 1``: an example is k pairs of one image (from any of its queries),
+    ``{prefix, classes: [k names], chosen_tokens: (k, 4), rejected_tokens: (k, 4)}``, so the image runs
+    once for 2k boxes; an image's pairs are split into groups of k, a short last group filled up by
+    cycling. ``with_reference(chosen, rejected)`` attaches precomputed reference log-probs, one per
+    pair: (len(self),) or, grouped, (len(self), k).
     """
 
     def __init__(self, queries: Sequence, pairs: Sequence[tuple[int, torch.Tensor, torch.Tensor]], num_bins: int,
-                 preprocess: Callable | None = None, features=None, hflip: bool = False):
+                 preprocess: Callable | None = None, features=None, hflip: bool = False, pairs_per_image: int = 1):
         self.queries, self.num_bins = queries, int(num_bins)
         self.prefix = _PrefixSource(queries, preprocess, features)
+        if isinstance(pairs_per_image, bool) or not isinstance(pairs_per_image, int) or pairs_per_image < 1:
+            raise ValueError(f"pairs_per_image must be an int >= 1, got {pairs_per_image!r}")
+        self.pairs_per_image = pairs_per_image
         flips = (False, True) if hflip else (False,)
-        self.index = [(qi, torch.as_tensor(c, dtype=torch.float32), torch.as_tensor(r, dtype=torch.float32), f)
-                      for qi, c, r in pairs for f in flips]
+        pairs = [(qi, torch.as_tensor(c, dtype=torch.float32), torch.as_tensor(r, dtype=torch.float32))
+                 for qi, c, r in pairs]
+        if pairs_per_image == 1:
+            groups = [(p,) for p in pairs]
+        else:
+            per_image: dict[str, list] = {}
+            for p in pairs:
+                per_image.setdefault(image_key(queries[p[0]]), []).append(p)
+            groups = [g for image_pairs in per_image.values() for g in _grouped(image_pairs, pairs_per_image)]
+        self.index = [(g, f) for g in groups for f in flips]
         if not self.index:
             raise ValueError("no (positive, negative) pairs: DPO needs queries with both positives and negatives")
         self.ref_chosen_logps: torch.Tensor | None = None
@@ -188,21 +203,34 @@ class PairDataset(Dataset):
         return len(self.index)
 
     def with_reference(self, chosen: torch.Tensor, rejected: torch.Tensor) -> "PairDataset":
-        if len(chosen) != len(self) or len(rejected) != len(self):
-            raise ValueError(f"reference log-probs: expected {len(self)} values each, got {len(chosen)}/{len(rejected)}")
-        self.ref_chosen_logps, self.ref_rejected_logps = chosen.float().cpu(), rejected.float().cpu()
+        k = self.pairs_per_image
+        shape = (len(self),) if k == 1 else (len(self), k)
+        if chosen.numel() != len(self) * k or rejected.numel() != len(self) * k:
+            raise ValueError(f"reference log-probs: expected {len(self) * k} values each, "
+                             f"got {chosen.numel()}/{rejected.numel()}")
+        self.ref_chosen_logps = chosen.float().cpu().reshape(shape)
+        self.ref_rejected_logps = rejected.float().cpu().reshape(shape)
         return self
 
     def __getitem__(self, i: int) -> dict:
-        qi, chosen, rejected, flipped = self.index[i]
-        q = self.queries[qi]
-        w, h = _size(q)
-        boxes = torch.stack([chosen, rejected])
-        if flipped:
-            boxes = hflip_boxes(boxes, w)
-        tokens = boxes_to_tokens(boxes, w, h, self.num_bins).long()
-        item = self.prefix(qi, flipped)
-        item["chosen_tokens"], item["rejected_tokens"] = tokens[0], tokens[1]
+        group, flipped = self.index[i]
+        item = self.prefix(group[0][0], flipped)
+        chosen, rejected, classes = [], [], []
+        for qi, c, r in group:
+            q = self.queries[qi]
+            w, h = _size(q)
+            boxes = torch.stack([c, r])
+            if flipped:
+                boxes = hflip_boxes(boxes, w)
+            tokens = boxes_to_tokens(boxes, w, h, self.num_bins).long()
+            chosen.append(tokens[0])
+            rejected.append(tokens[1])
+            classes.append(q.category)
+        if self.pairs_per_image == 1:
+            item["chosen_tokens"], item["rejected_tokens"] = chosen[0], rejected[0]
+        else:
+            item["chosen_tokens"], item["rejected_tokens"] = torch.stack(chosen), torch.stack(rejected)
+            item["classes"] = classes
         if self.ref_chosen_logps is not None:
             item["ref_chosen_logps"] = self.ref_chosen_logps[i]
             item["ref_rejected_logps"] = self.ref_rejected_logps[i]
@@ -222,12 +250,16 @@ def expand_pairs(queries: Sequence, pairs_per_query: int | None = None, seed: in
     return [(p.query_index, p.chosen, p.rejected) for p in pairs]
 
 
+#: Per-box (or per-pair) entries of grouped examples; ``collate`` puts them in the block layout.
+GROUPED_KEYS = ("box_tokens", "chosen_tokens", "rejected_tokens", "ref_chosen_logps", "ref_rejected_logps")
+
+
 def collate(examples: list[dict]) -> dict:
     """Stack the tensors of a list of examples; class names become a list.
 
-    Examples of k boxes each (``box_tokens`` (k, 4), ``classes`` k names) become the block layout of
-    ``LocationModel.forward``: box tokens (k * B, 4) and classes (k * B) where row j * B + b is box j of
-    example b.
+    Grouped examples (k boxes or pairs of one image: ``classes`` is a list of k names) become the
+    block layout of ``LocationModel.forward``: classes and every entry of ``GROUPED_KEYS`` get k * B
+    rows, row j * B + b being item j of example b.
     """
     if not examples:
         raise ValueError("empty batch")
@@ -235,12 +267,16 @@ def collate(examples: list[dict]) -> dict:
     for key in examples[0]:
         values = [ex[key] for ex in examples]
         batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else list(values)
-    tokens = batch.get("box_tokens")
-    if tokens is not None and tokens.ndim == 3:
-        k = tokens.shape[1]
-        batch["box_tokens"] = tokens.transpose(0, 1).reshape(-1, tokens.shape[-1])
-        classes = batch["classes"]
+    classes = batch.get("classes")
+    if classes and isinstance(classes[0], list):
+        k = len(classes[0])
         if any(not isinstance(c, list) or len(c) != k for c in classes):
-            raise ValueError(f"examples of {k} boxes need {k} class names each")
+            raise ValueError(f"grouped examples of {k} boxes need {k} class names each")
         batch["classes"] = [c[j] for j in range(k) for c in classes]
+        for key in GROUPED_KEYS:
+            value = batch.get(key)
+            if value is not None:
+                if value.shape[1] != k:
+                    raise ValueError(f"{key}: {value.shape[1]} per example, expected {k}")
+                batch[key] = value.transpose(0, 1).reshape(-1, *value.shape[2:])
     return batch

@@ -131,7 +131,7 @@ def build_dataset(stage: str, queries, model, data_args: DataArguments, seed: in
               hflip=data_args.hflip)
     if stage == "dpo":
         pairs = expand_pairs(queries, data_args.pairs_per_query, seed=seed)
-        return PairDataset(queries, pairs, **kw)
+        return PairDataset(queries, pairs, pairs_per_image=data_args.pairs_per_image, **kw)
     return BoxDataset(queries, boxes_per_image=data_args.boxes_per_image, **kw)
 
 
@@ -182,8 +182,9 @@ def precompute_reference_logps(ref_model, dataset: PairDataset, batch_size: int 
     for batch in tqdm(loader, desc="reference log-probs", disable=not progress):
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         c, r, _ = pair_logps(ref_model, batch)
-        chosen.append(c.float().cpu())
-        rejected.append(r.float().cpu())
+        k = dataset.pairs_per_image  # grouped batches come in blocks: back to one row per example
+        chosen.append(c.float().cpu().view(k, -1).T)
+        rejected.append(r.float().cpu().view(k, -1).T)
     ref_model.train(was_training)
     return dataset.with_reference(torch.cat(chosen), torch.cat(rejected))
 
