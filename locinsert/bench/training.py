@@ -156,7 +156,8 @@ def largest_batch(model, cached: bool, device, dtype, start: int, limit: int, sa
 def run_training_bench(preset: str = "base", batch_size: int | str = 8, steps: int = 4, warmup: int = 1,
                        scenes: int | None = None, threads: int | None = None, progress: bool = False,
                        device: str = "auto", dtype: str = "fp32", workers: int = 0, model_step: bool | None = None,
-                       max_batch: int = 4096, trainer_loop: bool = True, say=None) -> dict:
+                       max_batch: int = 4096, trainer_loop: bool = True, boxes_per_image: int = 1,
+                       say=None) -> dict:
     """Measure samples/s without and with the image-feature cache; returns a dict of figures."""
     import torch
 
@@ -174,8 +175,9 @@ def run_training_bench(preset: str = "base", batch_size: int | str = 8, steps: i
     auto = batch_size == "auto"
     if auto and dev.type != "cuda":
         raise ValueError("--batch-size auto searches the largest batch that fits in GPU memory; give a number on a CPU")
-    if steps < 1 or warmup < 0 or (not auto and int(batch_size) < 1) or workers < 0:
-        raise ValueError("need steps >= 1, warmup >= 0, batch_size >= 1 (or auto), workers >= 0")
+    if steps < 1 or warmup < 0 or (not auto and int(batch_size) < 1) or workers < 0 or boxes_per_image < 1:
+        raise ValueError("need steps >= 1, warmup >= 0, batch_size >= 1 (or auto), workers >= 0, "
+                         "boxes_per_image >= 1")
     model_step = dev.type == "cuda" if model_step is None else model_step
     torch.manual_seed(0)
     cfg = LocationModelConfig.preset(preset, pretrained=False, freeze_image_encoder=True)
@@ -269,6 +271,9 @@ def run_training_bench(preset: str = "base", batch_size: int | str = 8, steps: i
         results["trainer_mfu_with_cache"] = mfu(results["samples_per_s_with_cache"], True)
         results["trainer_mfu_without_cache"] = mfu(results["samples_per_s_without_cache"], False)
         results.update(_dpo_bench(model, queries, batch_size, steps, warmup))
+    if boxes_per_image > 1:
+        say(f"model step, {boxes_per_image} boxes per image vs 1 ...", flush=True)
+        results.update(_grouped_bench(model, batch_size, boxes_per_image, steps, warmup))
     return results
 
 
@@ -315,6 +320,55 @@ def _dpo_bench(model, queries, batch_size: int, steps: int, warmup: int) -> dict
         synchronize(device)
         out[name] = steps * batch_size / (time.perf_counter() - start)
     out["dpo_speedup"] = out["dpo_pairs_per_s_encode_once"] / out["dpo_pairs_per_s_encode_per_box"]
+    return out
+
+
+def _grouped_bench(model, batch_size: int, k: int, steps: int, warmup: int) -> dict:
+    """Boxes/s of a supervised model step (forward + backward + AdamW, cached image features) with a
+    batch of ``batch_size`` boxes from as many images, or k boxes from each of ``batch_size / k``
+    images (``boxes_per_image``: the image tokens run through the decoder once per image); and DPO
+    pairs/s (policy + reference) with one pair or k pairs per image (``pairs_per_image``)."""
+    import copy
+
+    import torch
+
+    device = next(model.parameters()).device
+    images = max(1, batch_size // k)
+    boxes = images * k
+    full = _random_batch(model, boxes, True, device)
+    layouts = {1: full, k: {**full, "image_features": full["image_features"][:images]}}
+
+    def rate(fn) -> float:
+        m = copy.deepcopy(model).train()
+        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
+        for i in range(warmup + steps):
+            if i == warmup:
+                synchronize(device)
+                start = time.perf_counter()
+            loss = fn(m)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        synchronize(device)
+        return steps * boxes / (time.perf_counter() - start)
+
+    out = {"grouped_k": k, "grouped_boxes_per_step": boxes}
+    for g, batch in layouts.items():
+        out[f"sft_boxes_per_s_{g}_per_image"] = rate(lambda m, b=batch: m(**b).loss)
+    ref = copy.deepcopy(model).eval()
+    for g, batch in layouts.items():
+        prefix = {"image_features": batch["image_features"], "classes": batch["classes"]}
+        tokens = torch.cat([batch["box_tokens"], batch["box_tokens"].flip(0)])
+
+        def dpo(m, prefix=prefix, tokens=tokens):
+            c, r = m(**prefix, box_tokens=tokens).box_logps.chunk(2)
+            with torch.no_grad():
+                rc, rr = ref(**prefix, box_tokens=tokens).box_logps.chunk(2)
+            return -torch.nn.functional.logsigmoid(0.1 * ((c - rc) - (r - rr))).mean()
+
+        out[f"dpo_pairs_per_s_{g}_per_image"] = rate(dpo)
+    out["sft_grouped_speedup"] = out[f"sft_boxes_per_s_{k}_per_image"] / out["sft_boxes_per_s_1_per_image"]
+    out["dpo_grouped_speedup"] = out[f"dpo_pairs_per_s_{k}_per_image"] / out["dpo_pairs_per_s_1_per_image"]
     return out
 
 
@@ -418,6 +472,14 @@ def format_results(r: dict) -> str:
                   f"| encoders once per pair | {r['dpo_pairs_per_s_encode_once']:.1f} |",
                   f"| encoders once per box | {r['dpo_pairs_per_s_encode_per_box']:.1f} |",
                   f"| speed-up | {r['dpo_speedup']:.2f}x |"]
+    if "grouped_k" in r:
+        k = r["grouped_k"]
+        lines += ["", f"| model step, {r['grouped_boxes_per_step']} boxes per step, cached features | 1 box per image "
+                  f"| {k} boxes per image | speed-up |", "|---|---|---|---|",
+                  f"| supervised (boxes/s) | {r['sft_boxes_per_s_1_per_image']:.1f} | "
+                  f"{r[f'sft_boxes_per_s_{k}_per_image']:.1f} | {r['sft_grouped_speedup']:.2f}x |",
+                  f"| DPO, policy + reference (pairs/s) | {r['dpo_pairs_per_s_1_per_image']:.1f} | "
+                  f"{r[f'dpo_pairs_per_s_{k}_per_image']:.1f} | {r['dpo_grouped_speedup']:.2f}x |"]
     p = r.get("projection")
     if p:
         cols = [(name, g) for name in p["sources"] for g in p["gpus"]]
@@ -459,12 +521,17 @@ def main(argv=None) -> int:
     p.add_argument("--gpus", type=int, default=8, help="GPU count of the multi-GPU projection (default: 8)")
     p.add_argument("--configs", default="training/configs",
                    help="folder of the stage configs (default: training/configs)")
+    p.add_argument("--boxes-per-image", type=int, default=4,
+                   help="also time the model step with this many boxes (DPO: pairs) per image against one "
+                        "(boxes_per_image / pairs_per_image; 1: skip; default: 4)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     from ..cli.common import check_output_file, check_threads
 
     check_threads(args.threads)  # outputs and options are checked before the benchmark runs
+    if args.boxes_per_image < 1:
+        raise ValueError(f"--boxes-per-image must be at least 1, got {args.boxes_per_image}")
     if args.json:
         check_output_file(args.json, "--json")
     batch = args.batch_size if args.batch_size == "auto" else _positive_int(args.batch_size, "--batch-size")
@@ -473,7 +540,7 @@ def main(argv=None) -> int:
     results = run_training_bench(args.preset, batch, args.steps, args.warmup, args.scenes, args.threads,
                                  progress=True, device=args.device, dtype=args.dtype, workers=args.workers,
                                  model_step=True if args.no_trainer else args.model_step, max_batch=args.max_batch,
-                                 trainer_loop=not args.no_trainer)
+                                 trainer_loop=not args.no_trainer, boxes_per_image=args.boxes_per_image)
     if args.projection:
         projection(results, (1, args.gpus) if args.gpus > 1 else (1,), args.configs)
     print(format_results(results))
