@@ -24,16 +24,19 @@ from .config import ENCODER_STAGE, STAGES, load_stage_config
 # both were measured (on an earlier budget; the figures are in the README's git history).
 _DPO_LOSS = dict(beta=0.1, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
 
-# Per budget: the world's sizes and each stage's overrides of its config fields.
+# Per budget: the world's sizes and each stage's overrides of its config fields. Pretraining labels
+# five objects per scene (boxes_per_image=5): the scene's image runs through the encoder and the
+# decoder's image tokens once for five boxes (measured in the README: more precision per box and
+# per second than one box per scene).
 SYNTHETIC_BUDGETS: dict[str, dict] = {
     "quick": {
         "test_scenes": 40,
         "encoder": dict(synthetic_scenes=1000, num_train_epochs=1, per_device_train_batch_size=32,
                         learning_rate=2e-3),
-        "pretrain": dict(synthetic_scenes=2000, num_train_epochs=1, per_device_train_batch_size=16,
+        "pretrain": dict(synthetic_scenes=400, boxes_per_image=5, num_train_epochs=1, per_device_train_batch_size=16,
                          learning_rate=2e-3),
         "finetune": dict(synthetic_scenes=120, num_train_epochs=1, per_device_train_batch_size=16,
-                         learning_rate=5e-4),
+                         learning_rate=2e-4),
         "dpo": dict(synthetic_scenes=60, num_train_epochs=1, per_device_train_batch_size=16,
                     learning_rate=1e-4, pairs_per_query=4, **_DPO_LOSS),
     },
@@ -41,10 +44,10 @@ SYNTHETIC_BUDGETS: dict[str, dict] = {
         "test_scenes": 200,
         "encoder": dict(synthetic_scenes=40000, num_train_epochs=1, per_device_train_batch_size=64,
                         learning_rate=2e-3),
-        "pretrain": dict(synthetic_scenes=100000, num_train_epochs=1, per_device_train_batch_size=32,
-                         learning_rate=2e-3),
+        "pretrain": dict(synthetic_scenes=60000, boxes_per_image=5, num_train_epochs=1,
+                         per_device_train_batch_size=32, learning_rate=2e-3),
         "finetune": dict(synthetic_scenes=2000, num_train_epochs=1, per_device_train_batch_size=32,
-                         learning_rate=5e-4),
+                         learning_rate=2e-4),
         "dpo": dict(synthetic_scenes=1000, num_train_epochs=1, per_device_train_batch_size=32,
                     learning_rate=5e-4, pairs_per_query=4, **_DPO_LOSS),
     },
@@ -53,10 +56,10 @@ SYNTHETIC_BUDGETS: dict[str, dict] = {
         "test_scenes": 200,
         "encoder": dict(synthetic_scenes=80000, num_train_epochs=1, per_device_train_batch_size=64,
                         learning_rate=2e-3),
-        "pretrain": dict(synthetic_scenes=600000, num_train_epochs=1, per_device_train_batch_size=32,
-                         learning_rate=2e-3),
+        "pretrain": dict(synthetic_scenes=240000, boxes_per_image=5, num_train_epochs=1,
+                         per_device_train_batch_size=32, learning_rate=2e-3),
         "finetune": dict(synthetic_scenes=8000, num_train_epochs=1, per_device_train_batch_size=32,
-                         learning_rate=5e-4),
+                         learning_rate=2e-4),
         "dpo": dict(synthetic_scenes=4000, num_train_epochs=1, per_device_train_batch_size=32,
                     learning_rate=5e-4, pairs_per_query=4, **_DPO_LOSS),
     },
