@@ -44,7 +44,7 @@ SYNTHETIC_BUDGETS: dict[str, dict] = {
         "test_scenes": 200,
         "encoder": dict(synthetic_scenes=40000, num_train_epochs=1, per_device_train_batch_size=64,
                         learning_rate=2e-3),
-        "pretrain": dict(synthetic_scenes=60000, boxes_per_image=5, num_train_epochs=1,
+        "pretrain": dict(synthetic_scenes=80000, boxes_per_image=5, num_train_epochs=1,
                          per_device_train_batch_size=32, learning_rate=2e-3),
         "finetune": dict(synthetic_scenes=2000, num_train_epochs=1, per_device_train_batch_size=32,
                          learning_rate=1e-4),
