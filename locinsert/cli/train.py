@@ -44,7 +44,7 @@ def _synthetic_parser() -> argparse.ArgumentParser:
                                             "each stage's figures on the held-out test split.")
     p.add_argument("--out", default="runs/synthetic", help="output folder (one subfolder per stage)")
     p.add_argument("--budget", default="default", help="quick (about a minute, a smoke run), default (the demo's, "
-                                                       "about 7 minutes) or long (under an hour)")
+                                                       "about 8 minutes) or long (under an hour)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world and of training")
     p.add_argument("--no-eval", action="store_true", help="train only, skip the learning table")
     return p

@@ -8,7 +8,7 @@ held-out test split: oracle precision, coverage, TPR/FPR at K = 10 and 100.
 Every budget first trains the image encoder on the world's per-pixel part labels (stage
 ``encoder``); the location model starts from it, frozen. The budgets are the same stages as
 ``training/configs/synthetic_*.yaml``, sized for a 2-core CPU: ``quick`` (about a minute, for
-``locinsert demo --quick`` and tests: a smoke run), ``default`` (the demo's, about 7 minutes) and
+``locinsert demo --quick`` and tests: a smoke run), ``default`` (the demo's, about 8 minutes) and
 ``long`` (under an hour, where the method goes with more examples).
 """
 
