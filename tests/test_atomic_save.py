@@ -10,6 +10,7 @@ import torch
 
 from locinsert import io as atomic_io
 from locinsert.modeling import LocationModel, LocationModelConfig
+from locinsert.modeling.checkpoint_io import CheckpointSource
 from locinsert.training.checkpoints import SafeCheckpointMixin
 
 
@@ -320,7 +321,10 @@ def test_missing_folder_and_file_are_named(tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"x")
     with pytest.raises(NotADirectoryError, match="weights.bin is a file; give the checkpoint folder"):
         LocationModel.from_pretrained(tmp_path / "weights.bin")
+    # A name shaped like a hub id is resolved through the hub cache only (offline here): the error says so.
+    source = CheckpointSource("someone/no-such-model", {"local_files_only": True})
+    assert source.folder is None
     with pytest.raises(OSError, match="no such local folder, and config.json could not be loaded from the hub id"):
-        LocationModel.from_pretrained("someone/no-such-model", local_files_only=True)
+        source.file("config.json")
     with pytest.raises(TypeError, match="folder path or a hub id"):
         LocationModel.from_pretrained(None)

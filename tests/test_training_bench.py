@@ -1,5 +1,7 @@
 """`locinsert bench training`: samples/s with and without the encoder-feature cache (figures, never timed asserts)."""
 
+import pytest
+
 from locinsert.bench.training import format_results, run_training_bench
 
 
@@ -21,3 +23,21 @@ def test_training_bench_times_several_boxes_per_image():
                 "dpo_pairs_per_s_4_per_image"):
         assert r[key] > 0
     assert "4 boxes per image" in format_results(r)
+
+
+def test_projection_arithmetic_from_given_rates():
+    """The projection is arithmetic on given rates and the configs' sizes (nothing is timed here)."""
+    from locinsert.bench.training import OPA_TRAIN_POSITIVE_GROUPS_MAX, OPA_TRAIN_POSITIVES, PIPE_TRAIN_ROWS, projection
+
+    rates = {"samples_per_s_with_cache": 100.0, "flops_per_sample": {"with_cache": {"train": 3.0, "forward": 1.0}}}
+    p = projection(rates, gpus=(1, 4), configs_dir="training/configs")
+    # pretrain_pipe / finetune_opa / dpo_opa: hflip doubles each epoch; 3, 10 and 3 epochs; DPO 16 pairs per
+    # group, each pair costs 2 training passes + 2 reference forwards = (2*3 + 2*1) / 3 supervised examples
+    examples = [2 * PIPE_TRAIN_ROWS * 3, 2 * OPA_TRAIN_POSITIVES * 10, 2 * 16 * OPA_TRAIN_POSITIVE_GROUPS_MAX * 3 * 8 / 3]
+    per_stage = [st["seconds"]["Trainer loop"] for st in p["stages"]]
+    for want, got in zip(examples, per_stage):
+        assert got[1] == pytest.approx(want / 100.0) and got[4] == pytest.approx(want / 400.0)
+    assert p["schedule_s"]["Trainer loop"][1] == pytest.approx(sum(examples) / 100.0)
+    assert p["pipe_epoch_s"]["Trainer loop"][4] == pytest.approx(PIPE_TRAIN_ROWS / 400.0)
+    with pytest.raises(ValueError, match="no with-cache throughput"):
+        projection({"flops_per_sample": {}})
