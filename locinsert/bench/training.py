@@ -302,25 +302,47 @@ def _dpo_bench(model, queries, batch_size: int, steps: int, warmup: int) -> dict
         logps = m(**prefix_inputs(b, repeat=2), box_tokens=tokens).box_logps
         return logps[: len(b["chosen_tokens"])], logps[len(b["chosen_tokens"]):], None
 
-    out = {}
-    for name, fn in (("dpo_pairs_per_s_encode_once", pair_logps), ("dpo_pairs_per_s_encode_per_box", per_box)):
-        m = copy.deepcopy(model).train()
-        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
-        for i, b in enumerate(batches):
-            if i == warmup:
-                synchronize(device)
-                start = time.perf_counter()
-            c, r, _ = fn(m, b)
+    def dpo_loss(fn):
+        def loss(m, i):
+            c, r, _ = fn(m, batches[i])
             with torch.no_grad():
-                rc, rr, _ = fn(ref, b)
-            loss = -torch.nn.functional.logsigmoid(0.1 * ((c - rc) - (r - rr))).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        synchronize(device)
-        out[name] = steps * batch_size / (time.perf_counter() - start)
+                rc, rr, _ = fn(ref, batches[i])
+            return _dpo_loss(c, r, rc, rr)
+        return loss
+
+    out = {name: _steps_rate(model, dpo_loss(fn), steps, warmup, batch_size)
+           for name, fn in (("dpo_pairs_per_s_encode_once", pair_logps), ("dpo_pairs_per_s_encode_per_box", per_box))}
     out["dpo_speedup"] = out["dpo_pairs_per_s_encode_once"] / out["dpo_pairs_per_s_encode_per_box"]
     return out
+
+
+def _dpo_loss(c, r, rc, rr):
+    """The sigmoid DPO loss (beta 0.1) the benchmarked steps optimise."""
+    import torch.nn.functional as F
+
+    return -F.logsigmoid(0.1 * ((c - rc) - (r - rr))).mean()
+
+
+def _steps_rate(model, loss_fn, steps: int, warmup: int, items_per_step: int) -> float:
+    """Items/s of ``steps`` timed optimizer steps (after ``warmup`` untimed ones) on a copy of ``model``;
+    ``loss_fn(model_copy, step_index)`` gives each step's loss."""
+    import copy
+
+    import torch
+
+    m = copy.deepcopy(model).train()
+    device = next(m.parameters()).device
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
+    for i in range(warmup + steps):
+        if i == warmup:
+            synchronize(device)
+            start = time.perf_counter()
+        loss = loss_fn(m, i)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    synchronize(device)
+    return steps * items_per_step / (time.perf_counter() - start)
 
 
 def _grouped_bench(model, batch_size: int, k: int, steps: int, warmup: int) -> dict:
@@ -337,36 +359,24 @@ def _grouped_bench(model, batch_size: int, k: int, steps: int, warmup: int) -> d
     boxes = images * k
     full = _random_batch(model, boxes, True, device)
     layouts = {1: full, k: {**full, "image_features": full["image_features"][:images]}}
-
-    def rate(fn) -> float:
-        m = copy.deepcopy(model).train()
-        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
-        for i in range(warmup + steps):
-            if i == warmup:
-                synchronize(device)
-                start = time.perf_counter()
-            loss = fn(m)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        synchronize(device)
-        return steps * boxes / (time.perf_counter() - start)
-
-    out = {"grouped_k": k, "grouped_boxes_per_step": boxes}
-    for g, batch in layouts.items():
-        out[f"sft_boxes_per_s_{g}_per_image"] = rate(lambda m, b=batch: m(**b).loss)
     ref = copy.deepcopy(model).eval()
-    for g, batch in layouts.items():
+
+    def dpo(batch):
         prefix = {"image_features": batch["image_features"], "classes": batch["classes"]}
         tokens = torch.cat([batch["box_tokens"], batch["box_tokens"].flip(0)])
 
-        def dpo(m, prefix=prefix, tokens=tokens):
+        def loss(m, i):
             c, r = m(**prefix, box_tokens=tokens).box_logps.chunk(2)
             with torch.no_grad():
                 rc, rr = ref(**prefix, box_tokens=tokens).box_logps.chunk(2)
-            return -torch.nn.functional.logsigmoid(0.1 * ((c - rc) - (r - rr))).mean()
+            return _dpo_loss(c, r, rc, rr)
+        return loss
 
-        out[f"dpo_pairs_per_s_{g}_per_image"] = rate(dpo)
+    out = {"grouped_k": k, "grouped_boxes_per_step": boxes}
+    for g, batch in layouts.items():
+        out[f"sft_boxes_per_s_{g}_per_image"] = _steps_rate(model, lambda m, i, b=batch: m(**b).loss, steps, warmup,
+                                                            boxes)
+        out[f"dpo_pairs_per_s_{g}_per_image"] = _steps_rate(model, dpo(batch), steps, warmup, boxes)
     out["sft_grouped_speedup"] = out[f"sft_boxes_per_s_{k}_per_image"] / out["sft_boxes_per_s_1_per_image"]
     out["dpo_grouped_speedup"] = out[f"dpo_pairs_per_s_{k}_per_image"] / out["dpo_pairs_per_s_1_per_image"]
     return out

@@ -21,7 +21,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from transformers import GPT2Config, GPT2Model, PreTrainedModel
@@ -295,9 +294,13 @@ class LocationModel(PreTrainedModel):
     def prefix_embeddings(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
         """(B, T, D_img), (B, D_cls) -> prefix (B, T + 2, D): image tokens, class token, BOS."""
         img = self.image_proj(image_features.to(self.device, self.dtype))
+        return torch.cat([img, self._class_and_bos(class_features, img.shape[0])], 1)
+
+    def _class_and_bos(self, class_features: torch.Tensor, rows: int) -> torch.Tensor:
+        """(C, D_cls) -> (rows, 2, D): each row's class token then BOS; C divides rows (block layout)."""
         cls = self.class_proj(class_features.to(self.device, self.dtype))[:, None]
-        bos = self.decoder.wte.weight[self.config.num_bins].expand(img.shape[0], 1, -1)
-        return torch.cat([img, cls, bos], 1)
+        cls = cls.repeat(rows // cls.shape[0], 1, 1)
+        return torch.cat([cls, self.decoder.wte.weight[self.config.num_bins].expand(rows, 1, -1)], 1)
 
     def _features(self, pixel_values, classes, image_features, class_features):
         if image_features is None:
@@ -354,10 +357,8 @@ class LocationModel(PreTrainedModel):
                                 self.decoder.wte(tokens[:, :3])], 1)
             hidden = self.decoder(inputs_embeds=embeds, use_cache=False).last_hidden_state[:, -5:]
         else:
-            cls = self.class_proj(class_features.to(self.device, self.dtype))[:, None]
-            cls = cls.repeat(tokens.shape[0] // cls.shape[0], 1, 1)
-            bos = self.decoder.wte.weight[self.config.num_bins].expand(tokens.shape[0], 1, -1)
-            tails = torch.cat([cls, bos, self.decoder.wte(tokens[:, :3])], 1)
+            tails = torch.cat([self._class_and_bos(class_features, tokens.shape[0]),
+                               self.decoder.wte(tokens[:, :3])], 1)
             image = self.image_proj(image_features.to(self.device, self.dtype))
             hidden = shared_prefix_forward(self.decoder, image, tails)
         logits = self.lm_head(hidden[:, 1:])  # predicted at BOS and at the first three coordinates

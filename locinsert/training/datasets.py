@@ -105,9 +105,21 @@ def _positives_counts(queries) -> list[int]:
     return [len(q.positives) for q in queries]
 
 
-def _grouped(pairs: list, k: int) -> list[tuple]:
-    """``pairs`` in groups of exactly ``k``; the last group is filled up by cycling (a short list repeats)."""
-    return [tuple(pairs[(start + i) % len(pairs)] for i in range(k)) for start in range(0, len(pairs), k)]
+def image_groups(queries: Sequence, items: Sequence[tuple], k: int, name: str = "k") -> list[tuple]:
+    """``items`` (tuples whose first entry is a query index) in groups of exactly ``k`` items of one image.
+
+    k = 1: one group per item, in order. Otherwise each image's items are split into groups of k, and
+    its last, short group is filled up by cycling through that image's items.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {k!r}")
+    if k == 1:
+        return [(item,) for item in items]
+    per_image: dict[str, list] = {}
+    for item in items:
+        per_image.setdefault(image_key(queries[item[0]]), []).append(item)
+    return [tuple(group[(start + i) % len(group)] for i in range(k))
+            for group in per_image.values() for start in range(0, len(group), k)]
 
 
 class BoxDataset(Dataset):
@@ -126,21 +138,12 @@ class BoxDataset(Dataset):
 
         self.queries, self.num_bins = queries, int(num_bins)
         self.prefix = _PrefixSource(queries, preprocess, features)
-        if isinstance(boxes_per_image, bool) or not isinstance(boxes_per_image, int) or boxes_per_image < 1:
-            raise ValueError(f"boxes_per_image must be an int >= 1, got {boxes_per_image!r}")
-        if boxes_per_image > 1 and isinstance(queries, PipeQueries):
+        if boxes_per_image != 1 and isinstance(queries, PipeQueries):
             raise ValueError("boxes_per_image > 1 needs several labelled boxes per image; PIPE has one per image")
+        boxes = [(qi, j) for qi, n in enumerate(_positives_counts(queries)) for j in range(n)]
+        groups = image_groups(queries, boxes, boxes_per_image, "boxes_per_image")
         self.boxes_per_image = boxes_per_image
-        flips = (False, True) if hflip else (False,)
-        counts = _positives_counts(queries)
-        if boxes_per_image == 1:
-            self.index = [(((qi, j),), f) for qi, n in enumerate(counts) for j in range(n) for f in flips]
-        else:
-            per_image: dict[str, list] = {}
-            for qi, n in enumerate(counts):
-                per_image.setdefault(image_key(queries[qi]), []).extend((qi, j) for j in range(n))
-            self.index = [(group, f) for boxes in per_image.values() if boxes
-                          for group in _grouped(boxes, boxes_per_image) for f in flips]
+        self.index = [(g, f) for g in groups for f in ((False, True) if hflip else (False,))]
         if not self.index:
             raise ValueError("no positive boxes in the training queries: nothing to train on")
 
@@ -180,20 +183,11 @@ class PairDataset(Dataset):
                  preprocess: Callable | None = None, features=None, hflip: bool = False, pairs_per_image: int = 1):
         self.queries, self.num_bins = queries, int(num_bins)
         self.prefix = _PrefixSource(queries, preprocess, features)
-        if isinstance(pairs_per_image, bool) or not isinstance(pairs_per_image, int) or pairs_per_image < 1:
-            raise ValueError(f"pairs_per_image must be an int >= 1, got {pairs_per_image!r}")
-        self.pairs_per_image = pairs_per_image
-        flips = (False, True) if hflip else (False,)
         pairs = [(qi, torch.as_tensor(c, dtype=torch.float32), torch.as_tensor(r, dtype=torch.float32))
                  for qi, c, r in pairs]
-        if pairs_per_image == 1:
-            groups = [(p,) for p in pairs]
-        else:
-            per_image: dict[str, list] = {}
-            for p in pairs:
-                per_image.setdefault(image_key(queries[p[0]]), []).append(p)
-            groups = [g for image_pairs in per_image.values() for g in _grouped(image_pairs, pairs_per_image)]
-        self.index = [(g, f) for g in groups for f in flips]
+        groups = image_groups(queries, pairs, pairs_per_image, "pairs_per_image")
+        self.pairs_per_image = pairs_per_image
+        self.index = [(g, f) for g in groups for f in ((False, True) if hflip else (False,))]
         if not self.index:
             raise ValueError("no (positive, negative) pairs: DPO needs queries with both positives and negatives")
         self.ref_chosen_logps: torch.Tensor | None = None

@@ -24,45 +24,29 @@ from .config import ENCODER_STAGE, STAGES, load_stage_config
 # both were measured (on an earlier budget; the figures are in the README's git history).
 _DPO_LOSS = dict(beta=0.1, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
 
+def _budget(test_scenes: int, encoder: int, pretrain: int, finetune: int, dpo: int, batch: int = 32,
+            dpo_lr: float = 5e-4) -> dict:
+    """One budget: the test split's size and each stage's overrides of its config fields (scene counts,
+    one epoch each, the encoder at twice the batch)."""
+    def stage(scenes, bs, lr, **extra):
+        return dict(synthetic_scenes=scenes, num_train_epochs=1, per_device_train_batch_size=bs, learning_rate=lr,
+                    **extra)
+
+    return {"test_scenes": test_scenes,
+            "encoder": stage(encoder, 2 * batch, 2e-3),
+            "pretrain": stage(pretrain, batch, 2e-3, boxes_per_image=5),
+            "finetune": stage(finetune, batch, 1e-4),
+            "dpo": stage(dpo, batch, dpo_lr, pairs_per_query=4, **_DPO_LOSS)}
+
+
 # Per budget: the world's sizes and each stage's overrides of its config fields. Pretraining labels
 # five objects per scene (boxes_per_image=5): the scene's image runs through the encoder and the
 # decoder's image tokens once for five boxes (measured in the README: more precision per box and
-# per second than one box per scene).
+# per second than one box per scene); `long` is the same stages, scaled (under an hour on 2 cores).
 SYNTHETIC_BUDGETS: dict[str, dict] = {
-    "quick": {
-        "test_scenes": 40,
-        "encoder": dict(synthetic_scenes=1000, num_train_epochs=1, per_device_train_batch_size=32,
-                        learning_rate=2e-3),
-        "pretrain": dict(synthetic_scenes=400, boxes_per_image=5, num_train_epochs=1, per_device_train_batch_size=16,
-                         learning_rate=2e-3),
-        "finetune": dict(synthetic_scenes=120, num_train_epochs=1, per_device_train_batch_size=16,
-                         learning_rate=1e-4),
-        "dpo": dict(synthetic_scenes=60, num_train_epochs=1, per_device_train_batch_size=16,
-                    learning_rate=1e-4, pairs_per_query=4, **_DPO_LOSS),
-    },
-    "default": {
-        "test_scenes": 200,
-        "encoder": dict(synthetic_scenes=40000, num_train_epochs=1, per_device_train_batch_size=64,
-                        learning_rate=2e-3),
-        "pretrain": dict(synthetic_scenes=80000, boxes_per_image=5, num_train_epochs=1,
-                         per_device_train_batch_size=32, learning_rate=2e-3),
-        "finetune": dict(synthetic_scenes=2000, num_train_epochs=1, per_device_train_batch_size=32,
-                         learning_rate=1e-4),
-        "dpo": dict(synthetic_scenes=1000, num_train_epochs=1, per_device_train_batch_size=32,
-                    learning_rate=5e-4, pairs_per_query=4, **_DPO_LOSS),
-    },
-    # Where the method goes with more examples (under an hour on a 2-core CPU): the same stages, scaled.
-    "long": {
-        "test_scenes": 200,
-        "encoder": dict(synthetic_scenes=80000, num_train_epochs=1, per_device_train_batch_size=64,
-                        learning_rate=2e-3),
-        "pretrain": dict(synthetic_scenes=240000, boxes_per_image=5, num_train_epochs=1,
-                         per_device_train_batch_size=32, learning_rate=2e-3),
-        "finetune": dict(synthetic_scenes=8000, num_train_epochs=1, per_device_train_batch_size=32,
-                         learning_rate=1e-4),
-        "dpo": dict(synthetic_scenes=4000, num_train_epochs=1, per_device_train_batch_size=32,
-                    learning_rate=5e-4, pairs_per_query=4, **_DPO_LOSS),
-    },
+    "quick": _budget(40, encoder=1000, pretrain=400, finetune=120, dpo=60, batch=16, dpo_lr=1e-4),
+    "default": _budget(200, encoder=40000, pretrain=80000, finetune=2000, dpo=1000),
+    "long": _budget(200, encoder=80000, pretrain=240000, finetune=8000, dpo=4000),
 }
 
 
