@@ -33,7 +33,12 @@ BoxLike = "torch.Tensor | Sequence[float] | Sequence[Sequence[float]]"
 
 def as_boxes(boxes, name: str = "boxes") -> torch.Tensor:
     """Turn a box or a list of boxes into a float tensor of shape (N, 4); check for NaN/inf."""
-    t = torch.as_tensor(boxes, dtype=torch.float32) if not isinstance(boxes, torch.Tensor) else boxes.float()
+    if boxes is None or isinstance(boxes, (str, bytes)):
+        raise TypeError(f"{name} must be xyxy pixel boxes, (N, 4) or one (4,) numbers, got {type(boxes).__name__}")
+    try:
+        t = torch.as_tensor(boxes, dtype=torch.float32) if not isinstance(boxes, torch.Tensor) else boxes.float()
+    except (TypeError, ValueError, RuntimeError) as e:  # strings, None, ragged lists inside
+        raise TypeError(f"{name} must be xyxy pixel boxes made of numbers, got {boxes!r:.80}") from e
     if t.ndim == 1:
         t = t.unsqueeze(0)
     if t.ndim != 2 or t.shape[-1] != 4:
