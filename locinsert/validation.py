@@ -19,7 +19,8 @@ functions, so a flag and its keyword say the same thing):
 - ``check_float``: a finite number, optionally within a range;
 - ``check_probability``: a finite number in [0, 1] (or with an open end);
 - ``check_port``: a TCP port, 1-65535;
-- ``check_seed``: a random seed, 0 <= seed < 2**31.
+- ``check_seed``: a random seed, 0 <= seed < 2**31;
+- ``check_dtype_name``: float32 / float16 / bfloat16 (or fp32 / fp16 / bf16).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 
 __all__ = ["check_int", "check_float", "check_bool", "check_choice", "check_box_count", "MAX_BOXES_PER_CALL",
            "check_positive_int", "check_non_negative_int", "check_probability", "check_port", "check_seed",
-           "MAX_SEED"]
+           "MAX_SEED", "check_dtype_name", "DTYPE_NAMES"]
 
 #: Most boxes one sampling/scoring call may return (all images together): about 0.5 GB of results
 #: (tokens, log-probabilities, pixel boxes). Decoding itself runs in chunks of bounded memory.
@@ -115,6 +116,21 @@ def check_port(value, name: str = "port") -> int:
 def check_seed(value, name: str = "seed") -> int:
     """A random seed in [0, ``MAX_SEED``]."""
     return check_int(value, name, minimum=0, maximum=MAX_SEED)
+
+
+#: weights dtypes by torch's names; the short names some tools use mean the same
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16", "float": "float32"}
+
+
+def check_dtype_name(value, name: str = "dtype") -> str:
+    """``value`` as one of ``DTYPE_NAMES`` (``"bf16"`` -> ``"bfloat16"``)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a dtype name, got {_describe(value)}")
+    out = _DTYPE_ALIASES.get(value.lower(), value.lower())
+    if out not in DTYPE_NAMES:
+        raise ValueError(f"{name} must be one of {', '.join(DTYPE_NAMES)} (or fp32, fp16, bf16), got {value!r}")
+    return out
 
 
 def check_bool(value, name: str) -> bool:

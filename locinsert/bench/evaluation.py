@@ -136,31 +136,35 @@ def format_results(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``locinsert bench evaluation [options]``."""
-    p = argparse.ArgumentParser(prog="locinsert bench evaluation", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--num-queries", type=int, default=2000, help="queries (default: 2000, about OPA test)")
-    p.add_argument("-k", type=int, default=100, help="samples per query (default: 100)")
-    p.add_argument("--labels-per-query", type=int, default=6, help="mean labelled boxes per query (default: 6)")
-    p.add_argument("--loop-queries", type=int, default=200,
+    from ..cli import options
+
+    p = options.Parser(prog="locinsert bench evaluation", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--num-queries", type=options.positive_int, default=2000,
+                   help="queries (default: 2000, about OPA test)")
+    p.add_argument("-k", type=options.positive_int, default=100, help="samples per query (default: 100)")
+    p.add_argument("--labels-per-query", type=options.positive_int, default=6,
+                   help="mean labelled boxes per query (default: 6)")
+    p.add_argument("--loop-queries", type=options.non_negative_int, default=200,
                    help="queries the slow loop is timed on, scaled up (0: all; default: 200)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs of the batched matcher; best kept")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=options.positive_int, default=3, help="timed runs of the batched matcher; best kept")
+    p.add_argument("--seed", type=options.seed, default=0, help="seed of the generated queries (default: 0)")
     p.add_argument("--device", default="cpu",
                    help="where the batched matcher runs: cpu, cuda, cuda:N, auto (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=options.positive_int, default=None,
+                   help="torch threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     if argv and argv[0] == "--":  # `locinsert bench evaluation -- --num-queries 100` forwards the separator
         argv = argv[1:]
     args = p.parse_args(argv)
-    from ..cli.common import check_output_file, check_threads
+    from ..cli.common import check_output_file
 
-    check_threads(args.threads)  # outputs and options are checked before the benchmark runs
-    if args.json:
+    if args.json:  # outputs and options are checked before the benchmark runs
         check_output_file(args.json, "--json")
     if args.threads:
         torch.set_num_threads(args.threads)
     r = bench(args.num_queries, args.k, args.labels_per_query, args.seed, args.loop_queries,
-              repeats=max(1, args.repeats), device=args.device)
+              repeats=args.repeats, device=args.device)
     print(format_results(r))
     if args.json:
         write_json(r, args.json)

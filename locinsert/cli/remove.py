@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
 from .edit import add_object_arguments, add_remover_arguments, run_edit
+from .insert import add_dtype_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,10 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("instruction", help="e.g. 'remove the cup on the left' or just 'the cup'")
     add_object_arguments(p)
     add_remover_arguments(p)
-    p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
-                   help="weights dtype for diffusion removers (default: the checkpoint's)")
+    add_dtype_argument(p, "weights dtype for diffusion removers")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the diffusion removers (default: 0)")
+    p.add_argument("--seed", type=options.seed, default=0, help="seed of the diffusion removers (default: 0)")
     p.add_argument("--out", default="locinsert-remove", help="output folder (default: %(default)s)")
 
 
