@@ -42,13 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..instructions import RemoveInstruction, has_verb, parse_instruction
+    from ..instructions import parse_step
 
-    text = args.instruction
-    ins = parse_instruction(text)
-    if not isinstance(ins, RemoveInstruction):
-        if ins.verb != "add" or has_verb(text):     # "move the cup ...", "add a cup"
-            raise ValueError(f"locinsert remove only removes objects, but {text!r} asks to {ins.verb} one; "
-                             "use locinsert edit")
-        ins = parse_instruction(f"remove {text}")                      # "the cup" -> "remove the cup"
-    return run_edit(args, [ins], "remove")
+    # the sentences of `locinsert edit`, one removal: "the cup" -> "remove the cup"; a sequence is an error
+    step = parse_step(args.instruction, verb="remove", hint="use locinsert edit for several steps or other verbs")
+    return run_edit(args, [step], "remove")
