@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from ..images import load_image
+from ..validation import check_bool, check_non_negative_int, check_positive_int
 from .operations import Operation, Proposal, Step, plan_steps
 
 __all__ = ["EditSession", "AppliedStep"]
@@ -61,13 +62,10 @@ class EditSession:
                  avoid_previous: bool = True):
         if not operations:
             raise ValueError("an EditSession needs at least one operation")
-        if int(num_candidates) < 1:
-            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
-        if int(heatmap_samples) < 0:
-            raise ValueError(f"heatmap_samples must be >= 0 (0 = no heatmap), got {heatmap_samples}")
         self.operations = dict(operations)
-        self.num_candidates, self.heatmap_samples = int(num_candidates), int(heatmap_samples)
-        self.avoid_previous = avoid_previous
+        self.num_candidates = check_positive_int(num_candidates, "num_candidates")
+        self.heatmap_samples = check_non_negative_int(heatmap_samples, "heatmap_samples (0 = no heatmap)")
+        self.avoid_previous = check_bool(avoid_previous, "avoid_previous")
         self.original: Image.Image | None = None
         self.image: Image.Image | None = None
         self.instruction = ""

@@ -8,6 +8,7 @@ reads the checkpoint's ``model_index.json`` and picks it directly.
 
 from __future__ import annotations
 
+from ..validation import check_probability
 from .base import DiffusionInpainter, load_pipeline
 
 DEFAULT_INPAINT = "stable-diffusion-v1-5/stable-diffusion-inpainting"
@@ -22,7 +23,7 @@ class DiffusersInpainter(DiffusionInpainter):
 
     def __init__(self, pipe, *, strength: float | None = None, **kwargs):
         super().__init__(pipe, **kwargs)
-        self.strength = strength
+        self.strength = check_probability(strength, "strength", low_open=True, optional=True)
 
     def default_multiple(self) -> int:
         vae_scale = int(getattr(self.pipe, "vae_scale_factor", 8))

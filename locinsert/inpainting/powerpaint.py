@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 
+from ..validation import check_probability
 from .base import DiffusionInpainter, load_pipeline
 
 DEFAULT_POWERPAINT = "JunhaoZhuang/PowerPaint-v1"
@@ -67,9 +68,7 @@ class PowerPaintInpainter(DiffusionInpainter):
                          negative_prompt=negative_prompt, **kwargs)
         if task not in TASKS:
             raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
-        if not 0.0 <= fitting_degree <= 1.0:
-            raise ValueError(f"fitting_degree must be in [0, 1], got {fitting_degree}")
-        self.task, self.fitting_degree = task, float(fitting_degree)
+        self.task, self.fitting_degree = task, check_probability(fitting_degree, "fitting_degree")
         self._token_text = {t: task_token_text(pipe.tokenizer, t) for t in set(TASKS[task])}
 
     def prompts(self, prompt: str) -> tuple[str, str, str, str]:

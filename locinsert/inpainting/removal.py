@@ -28,6 +28,7 @@ from PIL import Image, ImageFilter
 
 from ..boxes import mask_box
 from ..images import as_mask, load_image
+from ..validation import check_bool, check_int, check_non_negative_int
 from .base import ContextCrop, paste_inside, pixel_box
 from .diffusers_inpaint import DiffusersInpainter
 from .lora import load_lora
@@ -87,9 +88,9 @@ class BiharmonicFill(Remover):
     """
 
     def __init__(self, *, dilate: int = 1, margin: int = 6, clamp: bool = True):
-        if margin < 2:
-            raise ValueError(f"margin must be >= 2 pixels (the biharmonic stencil's reach), got {margin}")
-        self.dilate, self.margin, self.clamp = int(dilate), int(margin), bool(clamp)
+        self.dilate = check_non_negative_int(dilate, "dilate")
+        self.margin = check_int(margin, "margin (the biharmonic stencil's reach, pixels)", minimum=2)
+        self.clamp = check_bool(clamp, "clamp")
 
     def fill(self, image, mask, box, generator=None):
         from skimage.restoration import inpaint_biharmonic
@@ -114,7 +115,7 @@ class DiffusionRemover(Remover):
     """A remover that runs a diffusers inpainting pipeline on a context window around the mask."""
 
     def __init__(self, inpainter, *, dilate: int = 4):
-        self.inpainter, self.dilate = inpainter, int(dilate)
+        self.inpainter, self.dilate = inpainter, check_non_negative_int(dilate, "dilate")
 
     @property
     def pipe(self):

@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..images import ImageInput
+from ..validation import check_positive_int
 from .base import Segmenter, check_threshold, hard_mask
 from .data import KINDS, MaskExample, parse_target
 
@@ -64,7 +65,7 @@ class ClassPriorBaseline(Segmenter):
     docstring. ``fit(examples)`` learns the priors and one threshold per class; the pixels are never read."""
 
     def __init__(self, kinds: Sequence[str] = KINDS, size: int = 64):
-        self.kinds, self.size = tuple(kinds), int(size)
+        self.kinds, self.size = tuple(kinds), check_positive_int(size, "size")
         self.priors: dict[str, np.ndarray] = {}
         self.thresholds: dict[str, float] = {}
         self.threshold = 0.5  # the priors are rescaled so that each class's own cut lands here
