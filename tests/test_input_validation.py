@@ -236,6 +236,7 @@ def test_constructors_check_their_numbers(model, image):
     from locinsert.inpainting.removal import BiharmonicFill
     from locinsert.segmentation import CLIPSegSegmenter
 
+    cutout = CutoutCompositor(np.full((4, 4, 4), 255, np.uint8), allow_opaque=True)
     cases = [
         (lambda: BiharmonicFill(dilate=math.nan), ValueError, "dilate must be a whole number, got nan"),
         (lambda: BiharmonicFill(dilate=-1), ValueError, "dilate must be an integer >= 0, got -1"),
@@ -249,11 +250,8 @@ def test_constructors_check_their_numbers(model, image):
         (lambda: ObjectEditor(strict="no"), TypeError, "strict must be True or False"),
         (lambda: model.score(image, "dog", ["a", "b", "c", "d"]), TypeError, "boxes must be xyxy pixel boxes"),
         (lambda: model.score(image, "dog", [[0, 0, None, 4]]), TypeError, "boxes must be xyxy pixel boxes made of"),
-        (lambda: CutoutCompositor(np.full((4, 4, 4), 255, np.uint8), allow_opaque=True).inpaint(image, "0,0,4,4", "cup"), TypeError,
-         "must be xyxy pixel boxes"),
-        (lambda: CutoutCompositor(np.full((4, 4, 4), 255, np.uint8), allow_opaque=True).inpaint(
-            image, None, "cup"), TypeError,
-         "must be xyxy pixel boxes"),
+        (lambda: cutout.inpaint(image, "0,0,4,4", "cup"), TypeError, "box must be xyxy pixel boxes"),
+        (lambda: cutout.inpaint(image, None, "cup"), TypeError, "box must be xyxy pixel boxes"),
     ]
     for make, error, message in cases:
         with pytest.raises(error, match=message):

@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="mean labelled boxes per query (default: 6)")
     p.add_argument("--loop-queries", type=options.non_negative_int, default=200,
                    help="queries the slow loop is timed on, scaled up (0: all; default: 200)")
-    p.add_argument("--repeats", type=options.positive_int, default=3, help="timed runs of the batched matcher; best kept")
+    p.add_argument("--repeats", type=options.positive_int, default=3,
+                   help="timed runs of the batched matcher; best kept")
     p.add_argument("--seed", type=options.seed, default=0, help="seed of the generated queries (default: 0)")
     p.add_argument("--device", default="cpu",
                    help="where the batched matcher runs: cpu, cuda, cuda:N, auto (default: cpu)")

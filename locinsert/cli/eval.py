@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "train split beside --dataset)")
 
     s = p.add_argument_group("synthetic world")
-    s.add_argument("--num-scenes", type=options.positive_int, default=200, help="scenes in the test split (default: 200)")
+    s.add_argument("--num-scenes", type=options.positive_int, default=200,
+                   help="scenes in the test split (default: 200)")
     s.add_argument("--train-scenes", type=options.positive_int, default=1000,
                    help="scenes of the OPA-like training split the 'prior' baseline is fitted on (default: 1000)")
     s.add_argument("--world-seed", type=options.seed, default=0, help="seed of the synthetic world (default: 0)")
