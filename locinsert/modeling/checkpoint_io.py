@@ -1,38 +1,19 @@
-"""One save/load contract for every model of the library: ``config.json`` + safetensors, errors that name the problem.
+"""One save/load contract for every model: ``config.json`` + safetensors, all-or-nothing, named load errors.
 
-A model class gets the whole contract by inheriting :class:`CheckpointMixin` before
-``PreTrainedModel`` (``class M(CheckpointMixin, PreTrainedModel)``) and setting ``config_class``:
+A model class gets it by inheriting :class:`CheckpointMixin` first (``class M(CheckpointMixin,
+PreTrainedModel)`` with ``config_class``): an atomic ``save_pretrained`` (never pickle), a
+``from_pretrained`` for a folder or a hub id (the usual hub keywords; encoder weights are never
+downloaded: ``offline_fields``) and registration with ``AutoConfig`` / ``AutoModel``.
 
-- ``save_pretrained`` writes the folder all-or-nothing (``locinsert.io.write_folder_atomic``):
-  ``config.json`` + ``model.safetensors`` (never pickle), plus whatever ``save_extra`` adds;
-- ``from_pretrained`` takes a folder or a hub id with the usual hub keywords (``cache_dir``,
-  ``revision``, ``subfolder``, ``local_files_only``, ``token``...), rebuilds the model from its config
-  without downloading encoder weights (the fields in ``offline_fields`` are cleared) and fills it from
-  the checkpoint;
-- the class is registered with ``AutoConfig`` / ``AutoModel`` under its config's ``model_type``.
-
-Every way a checkpoint can be wrong is one of the named errors below (all subclasses of
-:class:`CheckpointError`, and of the built-in error they were before, so ``except ValueError`` /
-``except OSError`` still catch them), with one sentence naming the file and what is wrong:
-
-=========================  ==========================================================  ==================
-error                      when                                                        also a
-=========================  ==========================================================  ==================
-CheckpointNotFoundError    the local folder, or a file it must hold, does not exist    FileNotFoundError
-NotACheckpointError        a file instead of a folder; config.json or the index not    ValueError
-                           valid JSON; a config the model cannot be built from
-WrongModelTypeError        config.json is another model's (``model_type``)             ValueError
-TruncatedCheckpointError   a weights file that is not readable safetensors             ValueError
-WeightMismatchError        tensors missing, unexpected or of other shapes              ValueError
-NonFiniteWeightsError      NaN or infinite values in the weights                       ValueError
-HubUnavailableError        a hub id whose files cannot be fetched (offline, no such    OSError
-                           repository, no permission)
-=========================  ==========================================================  ==================
-
-The steps, usable on their own: :class:`CheckpointSource` (local folder or hub id),
-:func:`read_config`, :func:`build`, :func:`weight_files`, :func:`read_weights`, :func:`check_state`;
-:func:`check_local_checkpoint` runs the cheap checks (config type, readable safetensors headers and
-complete files) on a folder that another library (transformers' CLIPSeg) will load.
+Each way a checkpoint can be wrong is a named :class:`CheckpointError` whose message names the file
+and the problem; each is also the built-in error it was before (in brackets), so old ``except``
+clauses still catch it: :class:`CheckpointNotFoundError` (FileNotFoundError: the folder or a file it
+needs is missing), :class:`NotACheckpointError` (ValueError: a file, JSON that does not parse, a
+config that builds nothing), :class:`WrongModelTypeError` (ValueError: another model's config),
+:class:`TruncatedCheckpointError` (ValueError: unreadable safetensors), :class:`WeightMismatchError`
+(ValueError: tensors missing, unexpected or of other shapes), :class:`NonFiniteWeightsError`
+(ValueError: NaN or inf), :class:`HubUnavailableError` (OSError: a hub id that cannot be fetched).
+:func:`loaded` gives another library's loader (CLIPSeg) the same errors.
 """
 
 from __future__ import annotations
@@ -40,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 from typing import Any, Callable
 
 import torch
@@ -142,21 +122,22 @@ def _read_json(path: str) -> Any:
         raise NotACheckpointError(f"{path} is not valid JSON ({e})") from e
 
 
-def check_model_type(path: str, data: Any, model_type: str, class_name: str) -> None:
-    """``data`` (a parsed config.json) is a JSON object of this ``model_type``; else a named error."""
+def config_dict(path: str, model_type: str, class_name: str) -> dict:
+    """``config.json`` at ``path`` as a dict of this ``model_type``; else a named error."""
+    data = _read_json(path)
     if not isinstance(data, dict):
         raise NotACheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
     found = data.get("model_type")
     if found != model_type:
         raise WrongModelTypeError(f"{path} is {'a ' + repr(found) if found else 'not a'} model config, not a "
                                   f"{model_type!r} one ({class_name}); is this the right folder?")
+    return data
 
 
 def read_config(source: CheckpointSource, config_class) -> Any:
     """``config.json`` -> ``config_class``, or the named error for a file that is not JSON or not this model's."""
     path = source.file(CONFIG_NAME)
-    data = _read_json(path)
-    check_model_type(path, data, config_class.model_type, config_class.__name__)
+    data = config_dict(path, config_class.model_type, config_class.__name__)
     try:
         return config_class.from_dict(data)
     except (TypeError, ValueError, KeyError, AttributeError) as e:
@@ -180,34 +161,11 @@ def weight_files(source: CheckpointSource) -> list[str]:
     index = source.file(INDEX_NAME, required=False)
     if not index:
         return [source.file(WEIGHTS_NAME)]
-    data = _read_json(index)
     try:
-        shards = sorted(set(data["weight_map"].values()))
+        shards = sorted(set(_read_json(index)["weight_map"].values()))
     except (KeyError, TypeError, AttributeError) as e:
         raise NotACheckpointError(f"{index} is not a valid safetensors index (JSON with a 'weight_map'): {e}") from e
     return [source.file(s) for s in shards]
-
-
-def check_safetensors_file(path: str) -> None:
-    """The header parses and the file is as long as the header says: a cheap test for a cut-short file."""
-    def bad(why: str) -> TruncatedCheckpointError:
-        return TruncatedCheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {why}")
-
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise bad(f"{size} bytes, shorter than a header")
-        (n,) = struct.unpack("<Q", raw)
-        if n > size - 8:
-            raise bad(f"the header needs {n} bytes, the file has {size - 8} after its length")
-        try:
-            header = json.loads(f.read(n))
-            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError) as e:
-            raise bad(f"unreadable header ({e})") from e
-    if 8 + n + end != size:
-        raise bad(f"the header describes {8 + n + end} bytes, the file has {size}")
 
 
 def read_weights(files: list[str]) -> dict[str, torch.Tensor]:
@@ -217,7 +175,6 @@ def read_weights(files: list[str]) -> dict[str, torch.Tensor]:
 
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        check_safetensors_file(f)
         try:
             state.update(load_file(f))
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -243,21 +200,6 @@ def check_state(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor
     if bad:
         raise NonFiniteWeightsError(f"{where} holds NaN or infinite values in {len(bad)} tensors "
                                     f"({', '.join(bad[:5])}); the checkpoint is damaged or came from a diverged run")
-
-
-def check_local_checkpoint(name_or_path, model_type: str, class_name: str) -> None:
-    """For a folder another library loads: the config is this ``model_type`` and every safetensors file is whole.
-
-    A hub id passes untouched (its library fetches and checks it). Reads headers only, never the weights.
-    """
-    source = CheckpointSource(name_or_path)
-    if source.folder is None:
-        return
-    path = source.file(CONFIG_NAME)
-    check_model_type(path, _read_json(path), model_type, class_name)
-    for name in sorted(os.listdir(source.folder)):
-        if name.endswith(".safetensors"):
-            check_safetensors_file(os.path.join(source.folder, name))
 
 
 class CheckpointMixin:
@@ -286,21 +228,11 @@ class CheckpointMixin:
 
     def save_pretrained(self, save_directory, state_dict: dict | None = None, is_main_process: bool = True,
                         **kwargs) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (and ``save_extra``'s files), all-or-nothing.
-
-        Everything goes into a temporary sibling folder that is then swapped in with one rename
-        (``locinsert.io.write_folder_atomic``): after any failure, kill or power cut the folder holds
-        the complete previous checkpoint or the complete new one. Other files already in the folder
-        (a model card, say) are kept; older weights files (shards, ``pytorch_model.bin``) are replaced.
-
-        The state dict is written with the module names as they are in memory (transformers' own
-        save would rename the keys of nested models to their legacy layout). Extra keywords that
-        ``Trainer`` passes (``safe_serialization``, ``max_shard_size``...) are accepted and ignored;
-        ``push_to_hub`` is not supported.
-
-        Raises:
-            ValueError: ``push_to_hub`` was asked for.
-            FileExistsError: ``save_directory`` is a file.
+        """Write ``config.json``, ``model.safetensors`` and ``save_extra``'s files into a temporary sibling
+        folder swapped in with one rename (``locinsert.io.write_folder_atomic``): after any failure or
+        kill the folder holds the whole old checkpoint or the whole new one. Other files in it (a model
+        card) are kept; ``checkpoint_files`` (older shards, ``pytorch_model.bin``) are replaced. Tensor
+        names stay as in memory. ``Trainer``'s extra keywords are ignored; ``push_to_hub`` is refused.
         """
         from safetensors.torch import save_file
 
@@ -323,15 +255,13 @@ class CheckpointMixin:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
-        """Load a saved model (a folder or a hub id) from safetensors.
+        """Load a saved model (a folder or a hub id, with the hub keywords) from safetensors.
 
-        The model is rebuilt from the saved config with its encoders' hub weights turned off, then
-        filled from the checkpoint, so nothing but the checkpoint is ever downloaded. ``dtype`` (or
-        ``torch_dtype``) casts the loaded model; other keywords that name a config field override it.
+        Rebuilt from its config with ``offline_fields`` set (no encoder download), then filled from the
+        checkpoint. ``dtype`` (or ``torch_dtype``) casts it; other keywords override config fields.
 
         Raises:
-            CheckpointError: one of the named errors of ``locinsert.modeling.checkpoint_io``.
-            TypeError: a positional model argument or an unknown keyword.
+            CheckpointError: the named errors of this module. TypeError: an unknown argument.
         """
         if model_args:
             raise TypeError(f"{cls.__name__}.from_pretrained takes no positional model arguments")
@@ -359,15 +289,17 @@ class CheckpointMixin:
         return model.eval()
 
 
-def loaded(load: Callable[[], Any], name: str, model_type: str, class_name: str) -> Any:
-    """``load()`` (another library's ``from_pretrained`` of ``name``) with the named errors of this module.
+def loaded(load: Callable[[], Any], name, model_type: str, class_name: str) -> Any:
+    """``load()``, another library's ``from_pretrained`` of ``name``, with this module's named errors.
 
-    Local folders are checked first (:func:`check_local_checkpoint`); what the library still raises
-    for a damaged file (safetensors errors, torch's size-mismatch list) becomes the named error.
+    A local folder must hold a config of ``model_type``; the library's own errors for a damaged file
+    (safetensors' errors, torch's size-mismatch list) become the named ones.
     """
     from safetensors import SafetensorError
 
-    check_local_checkpoint(name, model_type, class_name)
+    source = CheckpointSource(name)
+    if source.folder is not None:
+        config_dict(source.file(CONFIG_NAME), model_type, class_name)
     try:
         return load()
     except SafetensorError as e:
