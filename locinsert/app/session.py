@@ -121,9 +121,7 @@ class EditSession:
                 if r is not None and hasattr(r, "resolve"):
                     r.resolve(*img.size)   # an impossible region fails before any sampling
         if num_candidates is not None:
-            if int(num_candidates) < 1:
-                raise ValueError(f"number of candidates must be >= 1, got {num_candidates}")
-            self.num_candidates = int(num_candidates)
+            self.num_candidates = check_positive_int(num_candidates, "number of candidates")
         self.original, self.image, self.instruction, self.steps = img, img, instruction, steps
         self.applied, self.proposal, self.blocked = [], None, ""
         self.seed = int(seed)

@@ -28,6 +28,7 @@ import torch
 
 from ..evaluation.evaluate import DEFAULT_KS
 from ..evaluation.tpr_fpr import match, tpr_fpr, tpr_fpr_loop
+from ..validation import check_positive_int
 from . import write_json
 from .device import describe, machine_line, resolve_device, time_once
 
@@ -72,8 +73,9 @@ def _best_of(fn, repeats: int, device=None) -> tuple[float, object]:
 def bench(num_queries: int = 2000, k: int = 100, labels_per_query: int = 6, seed: int = 0,
           loop_queries: int = 200, ks=DEFAULT_KS, repeats: int = 3, device: str = "cpu") -> dict:
     """Time the batched matcher against the per-query loop on one synthetic OPA-sized problem."""
-    if num_queries < 1 or k < 1 or labels_per_query < 1:
-        raise ValueError("num_queries, k and labels_per_query must be at least 1")
+    for name, value in (("num_queries", num_queries), ("k", k), ("labels_per_query", labels_per_query),
+                        ("repeats", repeats)):
+        check_positive_int(value, name)
     dev = resolve_device(device)
     ks = [kk for kk in ks if kk <= k] or [k]
     preds, pos, neg = make_problem(num_queries, k, labels_per_query, seed)
