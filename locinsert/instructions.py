@@ -200,7 +200,9 @@ def parse_step(text: str, *, verb: str | None = None, strict: bool = False, hint
     """
     if not isinstance(text, str):
         raise TypeError(f"instruction must be a str, got {type(text).__name__}")
-    if verb is not None and text.strip() and not has_verb(text):
+    if verb is not None and not text.strip(" ,.;"):
+        raise ValueError(f"no object in instruction {text!r}: say what to {verb}, e.g. '{verb} the cup'")
+    if verb is not None and not has_verb(text):
         steps = parse_instructions(f"{verb} {text.strip()}", strict=strict)
     else:
         steps = parse_instructions(text, strict=strict)
