@@ -10,7 +10,7 @@ import torch
 
 from locinsert import io as atomic_io
 from locinsert.modeling import LocationModel, LocationModelConfig
-from locinsert.modeling.checkpoint_io import CheckpointSource, NotACheckpointError
+from locinsert.modeling.checkpoint_io import CheckpointSource
 from locinsert.training.checkpoints import SafeCheckpointMixin
 
 
@@ -319,7 +319,7 @@ def test_missing_folder_and_file_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint folder not found: runs/a/final"):
         LocationModel.from_pretrained("runs/a/final")
     (tmp_path / "weights.bin").write_bytes(b"x")
-    with pytest.raises(NotACheckpointError, match="weights.bin is a file; give the checkpoint folder"):
+    with pytest.raises(NotADirectoryError, match="weights.bin is a file; give the checkpoint folder"):
         LocationModel.from_pretrained(tmp_path / "weights.bin")
     # A name shaped like a hub id is resolved through the hub cache only (offline here): the error says so.
     source = CheckpointSource("someone/no-such-model", {"local_files_only": True})

@@ -47,6 +47,10 @@ class NotACheckpointError(CheckpointError, ValueError):
     """The path is not a checkpoint folder: a file, or a config/index that is not valid, or builds nothing."""
 
 
+class _FileNotFolderError(NotACheckpointError, NotADirectoryError):
+    """A file where the checkpoint folder should be (a ``NotADirectoryError`` too, as it always was)."""
+
+
 class WrongModelTypeError(CheckpointError, ValueError):
     """``config.json`` belongs to another model (its ``model_type`` differs)."""
 
@@ -87,7 +91,7 @@ class CheckpointSource:
                        or "\\" in path or not _HUB_ID.match(path))
         if os.path.exists(path):
             if not os.path.isdir(path):
-                raise NotACheckpointError(f"{self.name} is a file; give the checkpoint folder "
+                raise _FileNotFolderError(f"{self.name} is a file; give the checkpoint folder "
                                           f"(holding {CONFIG_NAME} and {WEIGHTS_NAME})")
             self.folder: str | None = os.path.abspath(path)
         elif looks_local:
