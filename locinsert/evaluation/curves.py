@@ -38,7 +38,7 @@ _PAPER_POINTS = {
         (0.0079, 0.028), (0.0178, 0.048), (0.0250, 0.065), (0.0320, 0.081), (0.0375, 0.089),
         (0.0465, 0.099), (0.0536, 0.108), (0.060, 0.115)]),
 }
-#: The three methods of DESIGN.md's table, overlaid by ``--paper`` / ``paper=True``.
+#: The paper's main comparison (with DPO, without DPO, random), overlaid by ``--paper`` / ``paper=True``.
 PAPER_MAIN = ("dpo", "no_dpo", "random")
 PAPER_SOURCE = "arXiv 2410.13564 v1, Fig. 6 (OPA test), values read off the official figure"
 
@@ -216,7 +216,7 @@ def _paper_keys(paper) -> list[str]:
 
 
 def plot_curves(curves: Sequence[Curve], ax=None, paper=None, title: str | None = None):
-    """Several curves on one TPR/FPR plot. ``paper``: None, True/"main" (DESIGN.md's three rows),
+    """Several curves on one TPR/FPR plot. ``paper``: None, True/"main" (``PAPER_MAIN``: with DPO, without DPO, random),
     "all", or a list of keys of ``PAPER_CURVES``, drawn dashed with open markers. Returns ax."""
     import matplotlib.pyplot as plt
 

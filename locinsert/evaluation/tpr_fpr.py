@@ -11,7 +11,7 @@ For each query (one image and one category) with labelled positives P and negati
 3. ``count="labels"`` (default, the paper's reading): TPR = positives hit by at least one prediction /
    all positives, FPR = negatives hit / all negatives. A labelled box hit by several predictions
    counts once, so both rates rise with the number of samples K, as in the paper's curves;
-   ``count="predictions"`` (the variant of ``research/paper.md`` §3): TPR = predictions matched to a
+   ``count="predictions"`` (the other reading of the paper's definition): TPR = predictions matched to a
    positive / all positives, FPR = predictions matched to a negative / all negatives; duplicates
    count every time, so these "rates" can exceed 1;
 4. both rates are **pooled** over queries: summed numerators over summed denominators, so a query

@@ -1,7 +1,6 @@
 """DPO stage: a ``transformers.Trainer`` whose ``compute_loss`` is a preference loss on box log-probs.
 
-trl's ``DPOTrainer`` only fits text causal LMs and keeps its loss in private methods (see
-``DESIGN.md``), so only trl's public ``DPOConfig`` is used for the arguments. The trainer:
+trl's ``DPOTrainer`` only fits text causal LMs and keeps its loss in private methods, so only trl's public ``DPOConfig`` is used for the arguments. The trainer:
 
 - runs chosen and rejected boxes through **one** call of the (possibly DDP-wrapped) model's
   ``forward``, so DDP's gradient hooks see a single graph; the image and class encoders run once
