@@ -60,7 +60,7 @@ def check_dependencies() -> None:
     missing = [f"{k}: {v}" for k, v in _versions().items() if str(v).startswith("missing")]
     if missing:
         raise ValueError(f"packages missing ({'; '.join(missing)}); install them or carry wheels "
-                         "(README, 'GPU device check')")
+                         "(docs/guides/gpu-check.md)")
 
 
 def part_environment(device, cfg) -> dict:
