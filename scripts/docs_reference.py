@@ -127,19 +127,44 @@ def reference_pages() -> list[ReferencePage]:
     return pages
 
 
-def page_markdown(page: ReferencePage) -> str:
+def _summary(path: str) -> str:
+    """The first line of an object's docstring, for the tables that link to it."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[i:]:
+                obj = getattr(obj, name)
+        except AttributeError:
+            return ""
+        own = vars(obj).get("__doc__") if inspect.isclass(obj) else getattr(obj, "__doc__", None)
+        if not isinstance(own, str) or (not inspect.isclass(obj) and not inspect.isfunction(obj)
+                                        and not inspect.ismodule(obj)):
+            return ""
+        lines = inspect.cleandoc(own).strip().splitlines()
+        return lines[0].replace("|", "\\|") if lines else ""
+    return ""
+
+
+def page_markdown(page: ReferencePage, pages: list[ReferencePage] = ()) -> str:
     """The Markdown of one reference page: the module's docstring, then each name."""
     lines = [f"# `{page.module}`", "", f"::: {page.module}", "    options:", "      members: false",
              "      show_root_heading: false", "      show_root_toc_entry: false", ""]
-    if not page.entries:
-        return "\n".join(lines)
+    if page.module == ROOT:
+        lines += ["## Packages and modules", "", "| reference page | what it holds |", "|---|---|"]
+        lines += [f"| [`{p.module}`]({p.module}.md) | {_summary(p.module)} |" for p in pages if p is not page]
+        lines.append("")
     elsewhere = [e for e in page.entries if e.path not in page.home]
     for entry in page.entries:
         if entry.path in page.home:
             lines += [f"::: {entry.path}", "    options:", "      heading_level: 2", ""]
     if elsewhere:
-        lines += ["## Also exported here", "", "| name | documented as |", "|---|---|"]
-        lines += [f"| `{e.name}` | [`{e.path}`][{e.path}] |" for e in elsewhere]
+        title = "Public names" if page.module == ROOT else "Also exported here"
+        lines += [f"## {title}", "", "| name | documented as | summary |", "|---|---|---|"]
+        lines += [f"| `{e.name}` | [`{e.path}`][{e.path}] | {_summary(e.path)} |" for e in elsewhere]
         lines.append("")
     return "\n".join(lines)
 
@@ -167,5 +192,5 @@ def on_files(files, config):
     from mkdocs.structure.files import File
 
     for page in _PAGES:
-        files.append(File.generated(config, page.src_uri, content=page_markdown(page)))
+        files.append(File.generated(config, page.src_uri, content=page_markdown(page, _PAGES)))
     return files
