@@ -100,6 +100,11 @@ def test_exported_classes_and_functions_have_a_one_line_summary():
             own = obj.__doc__ if not inspect.isclass(obj) else vars(obj).get("__doc__")
             if not own or not own.strip().splitlines()[0].strip():
                 missing.append(entry.path)
+            if inspect.isclass(obj):  # and the public methods and properties the class defines itself
+                for name, member in vars(obj).items():
+                    fn = member.fget if isinstance(member, property) else getattr(member, "__func__", member)
+                    if not name.startswith("_") and inspect.isfunction(fn) and not (fn.__doc__ or "").strip():
+                        missing.append(f"{entry.path}.{name}")
     assert not missing, f"public names whose docstring has no summary line: {missing}"
 
 

@@ -88,17 +88,21 @@ class Curve:
 
     @property
     def ks(self) -> list[int]:
+        """The sample counts K of the curve's points."""
         return [p.k for p in self.points]
 
     @property
     def fpr(self) -> list[float]:
+        """The false-positive rate at each K."""
         return [p.fpr for p in self.points]
 
     @property
     def tpr(self) -> list[float]:
+        """The true-positive rate at each K."""
         return [p.tpr for p in self.points]
 
     def at(self, k: int) -> CurvePoint:
+        """The point for ``k`` samples; ``KeyError`` if the curve has none."""
         for p in self.points:
             if p.k == k:
                 return p
@@ -106,11 +110,13 @@ class Curve:
 
     @property
     def has_oracle(self) -> bool:
+        """Whether the points carry oracle precision or coverage (synthetic queries)."""
         return any(p.oracle_precision is not None or p.coverage is not None for p in self.points)
 
     # -- JSON ---------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict (NaN as ``None``); ``from_dict`` reads it back."""
         return {
             "name": self.name,
             "iou_threshold": self.iou_threshold,
@@ -122,6 +128,7 @@ class Curve:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Curve":
+        """A curve from ``to_dict``'s output; ``ValueError`` if the dict is not a curve."""
         try:
             points = [CurvePoint(**{k: (math.nan if v is None and k in ("fpr", "tpr") else v)
                                     for k, v in p.items()}) for p in d["points"]]

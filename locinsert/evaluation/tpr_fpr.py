@@ -71,11 +71,13 @@ class TprFpr:
 
     @property
     def tpr(self) -> float:
+        """The true-positive rate under this result's ``count`` reading."""
         num = self.matched_positives if self.count == "labels" else self.positive_predictions
         return _ratio(num, self.num_positives)
 
     @property
     def fpr(self) -> float:
+        """The false-positive rate under this result's ``count`` reading."""
         num = self.matched_negatives if self.count == "labels" else self.negative_predictions
         return _ratio(num, self.num_negatives)
 
@@ -172,10 +174,12 @@ class Matches:
 
     @property
     def num_queries(self) -> int:
+        """The number of queries matched."""
         return self.first_hit.shape[0]
 
     @property
     def max_k(self) -> int:
+        """The number of samples per query."""
         return self.pred_kind.shape[1]
 
     def counts(self, k: int | None = None, queries: torch.Tensor | Sequence[int] | None = None,

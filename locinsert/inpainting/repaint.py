@@ -136,6 +136,7 @@ class ReferenceRePaintInpainter(DiffusionInpainter):
                                 trained_betas=np.asarray(trained) if trained is not None else None, clip_sample=False)
 
     def generate(self, crop, prompt, generator=None, reference=None):
+        """RePaint-resample the crop, the reference blended into the hole under the λ schedule."""
         import torch
 
         z = self.sample_latents(crop, prompt, generator, reference)

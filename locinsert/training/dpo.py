@@ -112,6 +112,7 @@ class BoxDPOTrainer(SafeCheckpointMixin, Trainer):
         return chosen, rejected
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The preference loss of a batch of (chosen, rejected) box pairs."""
         policy_chosen, policy_rejected, _ = pair_logps(model, inputs)
         ref_chosen, ref_rejected = self.reference_logps(inputs)
         out = preference_loss(policy_chosen, policy_rejected, ref_chosen.to(policy_chosen),
@@ -130,6 +131,7 @@ class BoxDPOTrainer(SafeCheckpointMixin, Trainer):
             self._stored_metrics[mode][name].append(value)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Log the Trainer's figures plus the mean DPO rewards and log-probs since the last log."""
         mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
         prefix = "eval_" if mode == "eval" else ""
         for name, values in self._stored_metrics[mode].items():
