@@ -48,6 +48,13 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_exists():
     assert any("API reference" in item for item in nav_config() if isinstance(item, dict))
 
 
+def test_every_page_has_one_title():
+    for page in pages():
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        titles = re.findall(r"^# .+", text, re.M)
+        assert len(titles) == 1 and text.lstrip().startswith("# "), f"{page.relative_to(DOCS)}: {titles}"
+
+
 def _resolve(path: str):
     parts = path.split(".")
     for i in range(len(parts), 0, -1):
