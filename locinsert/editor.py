@@ -73,6 +73,7 @@ class EditStep:
 
     @property
     def logprob(self) -> float | None:
+        """The log-probability of the chosen candidate, or ``None`` for a step without candidates."""
         return None if self.candidates is None else float(self.candidates.logprobs[self.index])
 
     def to_dict(self) -> dict:
@@ -109,6 +110,7 @@ class EditResult:
 
     @property
     def not_found(self) -> list[str]:
+        """The objects of the steps that found nothing."""
         return [s.object for s in self.steps if not s.found]
 
     @property
@@ -133,6 +135,7 @@ class EditResult:
         return torch.stack(boxes) if boxes else torch.zeros(0, 4)
 
     def to_dict(self) -> dict:
+        """A JSON-ready record: image size, found or not, and every step."""
         return {"width": self.image.width, "height": self.image.height, "box_format": "xyxy pixels",
                 "found": self.found, "not_found": self.not_found, "steps": [s.to_dict() for s in self.steps]}
 

@@ -34,9 +34,11 @@ class AppliedStep:
 
     @property
     def box(self) -> torch.Tensor:
+        """The chosen candidate box, xyxy pixels."""
         return self.proposal.candidates.boxes[self.index]
 
     def to_dict(self, width: int, height: int) -> dict:
+        """A JSON-ready record of this step for an image of ``width`` x ``height``."""
         from ..cli.propose import region_json
 
         p = self.proposal
@@ -80,6 +82,7 @@ class EditSession:
 
     @property
     def done(self) -> bool:
+        """Whether every step of the instruction has been applied."""
         return bool(self.steps) and len(self.applied) == len(self.steps)
 
     @property

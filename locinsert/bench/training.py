@@ -35,7 +35,7 @@ import time
 from . import write_json
 from .device import datasheet_peak, describe, gemm_rate, machine_line, resolve_device, resolve_dtype, synchronize
 
-# Dataset sizes behind the projection (research/datasets.md, research/paper.md).
+# Dataset sizes behind the projection (the datasets' cards and the paper).
 PIPE_TRAIN_ROWS = 888_230        # PIPE train split (HF dataset card), one positive box per row
 OPA_TRAIN_POSITIVES = 21_376     # OPA train positives (OPA README, re-counted from the FOPA label files)
 # (background, category) groups with a positive are at most the 5,905 (fg, bg) pairs with a positive,

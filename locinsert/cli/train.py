@@ -21,7 +21,7 @@ trl's DPOConfig) can be given on the command line as `--name value`; it override
 `locinsert train <stage> --help` lists them all. The final model goes to <output_dir>/final; an
 interrupted run resumes from its last complete checkpoint when started again with the same config.
 Several GPUs / nodes: `torchrun --nproc_per_node N training/pretrain_pipe.py --config ...` or
-`accelerate launch ...` (see README, section Training).
+`accelerate launch ...` (see docs/guides/training.md).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ class DiffusersInpainter(DiffusionInpainter):
         self.strength = check_probability(strength, "strength", low_open=True, optional=True)
 
     def default_multiple(self) -> int:
+        """The grid the context window snaps to: 8 for SD/SDXL, 16 for Flux, 64 for Kandinsky."""
         vae_scale = int(getattr(self.pipe, "vae_scale_factor", 8))
         if _is_flux(self.pipe):
             return vae_scale * 2          # latents are packed in 2x2 patches
@@ -34,6 +35,7 @@ class DiffusersInpainter(DiffusionInpainter):
         return vae_scale
 
     def generate(self, crop, prompt, generator=None):
+        """Run the inpainting pipeline on the crop and its box mask."""
         kw = self.common_kwargs(generator)
         if self.strength is not None:
             kw["strength"] = self.strength

@@ -31,10 +31,12 @@ class GLIGENInpainter(DiffusionInpainter):
         self.beta = check_probability(beta, "beta (fraction of steps with box grounding)")
 
     def default_resolution(self) -> int:
+        """The square window side the pipeline needs: its VAE's ``sample_size``."""
         # The pipeline resizes the inpaint image to vae.sample_size and fails unless H = W = that.
         return int(self.pipe.vae.config.sample_size)
 
     def generate(self, crop, prompt, generator=None):
+        """Run GLIGEN on the crop with the box as its grounding input."""
         size = crop.size[0]
         return self.pipe(prompt=prompt, gligen_phrases=[prompt], gligen_boxes=[crop.normalized_box()],
                          gligen_inpaint_image=crop.image, gligen_scheduled_sampling_beta=self.beta,

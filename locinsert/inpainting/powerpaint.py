@@ -94,6 +94,7 @@ class PowerPaintInpainter(DiffusionInpainter):
         return (t * pa + (1 - t) * pb)[None], (t * na + (1 - t) * nb)[None]
 
     def generate(self, crop, prompt, generator=None):
+        """Run the inpainting pipeline on the crop with PowerPaint's task-blended prompt embeddings."""
         prompt_embeds, negative_embeds = self.encode(prompt)
         w, h = crop.size
         return self.pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, image=crop.image,

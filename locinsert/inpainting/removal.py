@@ -93,6 +93,7 @@ class BiharmonicFill(Remover):
         self.clamp = check_bool(clamp, "clamp")
 
     def fill(self, image, mask, box, generator=None):
+        """The biharmonic fill of the mask inside the box's neighbourhood."""
         from skimage.restoration import inpaint_biharmonic
 
         W, H = image.size
@@ -152,6 +153,7 @@ class DiffusersRemover(DiffusionRemover):
         self.adapter = load_lora(pipe, lora, scale=lora_scale) if lora is not None else None
 
     def generate(self, crop, generator=None):
+        """Run the inpainting pipeline on the crop with the removal prompt (empty by default)."""
         return self.inpainter.generate(crop, self.prompt, generator)
 
     @classmethod
@@ -186,6 +188,7 @@ class PowerPaintRemover(DiffusionRemover):
         return " ".join(f"empty scene blur {self.prompt} {self._ctxt}".split()), self._obj
 
     def generate(self, crop, generator=None):
+        """Run PowerPaint's removal task on the crop."""
         positive, negative = self.inpainter.embed(list(self.prompts())).unbind(0)
         w, h = crop.size
         return self.pipe(prompt_embeds=positive[None], negative_prompt_embeds=negative[None], image=crop.image,

@@ -28,7 +28,7 @@ design below is ours:
                                                 only the VAE and the border resampling touch
   ========== ================================== ==============================================
 
-  Any callable ``lambda(s) -> [0, 1]`` works too. ``plot_schedules`` draws them (README picture).
+  Any callable ``lambda(s) -> [0, 1]`` works too. ``plot_schedules`` draws them (docs/guides/reference-images.md).
 - **The UNet.** A 9-channel inpainting UNet gets ``cat([x, hole, masked_image_latents])`` on
   every call, as SD inpainting does; a 4-channel text-to-image UNet gets ``x`` alone (classic
   RePaint with a text prompt). Only epsilon-prediction models fit the scheduler.
@@ -137,6 +137,7 @@ class ReferenceRePaintInpainter(DiffusionInpainter):
                                 trained_betas=np.asarray(trained) if trained is not None else None, clip_sample=False)
 
     def generate(self, crop, prompt, generator=None, reference=None):
+        """RePaint-resample the crop, the reference blended into the hole under the λ schedule."""
         import torch
 
         z = self.sample_latents(crop, prompt, generator, reference)

@@ -198,6 +198,7 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
                 nn.init.zeros_(module.bias)
 
     def train(self, mode: bool = True):
+        """Set training mode; frozen encoders stay in eval mode."""
         super().train(mode)
         if self.config.freeze_image_encoder:
             self.image_encoder.eval()
@@ -206,12 +207,14 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         return self
 
     def get_input_embeddings(self) -> nn.Module:
+        """The decoder's token embedding (coordinate tokens and BOS)."""
         return self.decoder.wte
 
     # -- encoders ------------------------------------------------------------------------------
 
     @property
     def num_bins(self) -> int:
+        """The number of coordinate bins per axis."""
         return self.config.num_bins
 
     def load_images(self, images) -> list:
@@ -238,6 +241,7 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         return self.image_encoder(pixel_values)
 
     def class_texts(self, classes: Sequence[str]) -> list[str]:
+        """The texts the class encoder reads for these class names."""
         if self.config.class_encoder_type == "embedding":
             return list(classes)
         return [self.config.class_prompt.format(c) for c in classes]
@@ -319,6 +323,7 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         return image_features, class_features
 
     def check_tokens(self, box_tokens) -> torch.Tensor:
+        """Box tokens as a (B, 4) long tensor on the model's device; a clear error for a wrong shape, dtype or range."""
         t = torch.as_tensor(box_tokens)
         if t.ndim != 2 or t.shape[1] != 4:
             raise ValueError(f"box_tokens must have shape (B, 4), got {tuple(t.shape)}")
@@ -372,6 +377,7 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         return box_ops.boxes_to_tokens(box_ops.as_boxes(boxes), width, height, self.config.num_bins)
 
     def tokens_to_boxes(self, tokens, width: float, height: float) -> torch.Tensor:
+        """Coordinate tokens (N, 4) to xyxy pixel boxes of a ``width`` x ``height`` image."""
         return box_ops.tokens_to_boxes(torch.as_tensor(tokens), width, height, self.config.num_bins)
 
     # -- sampling and scoring -------------------------------------------------------------------

@@ -56,6 +56,7 @@ class CLIPSegSegmenter(Segmenter):
 
     @torch.no_grad()
     def segment_many(self, image: ImageInput, texts) -> np.ndarray:
+        """CLIPSeg's soft masks for several texts at the image's size, (N, H, W)."""
         img, texts = self._inputs(image, texts)
         device = next(self.model.parameters()).device
         dtype = next(self.model.parameters()).dtype

@@ -56,6 +56,7 @@ class RegionBaseline(Segmenter):
         self.threshold = check_threshold(threshold)
 
     def segment_many(self, image: ImageInput, texts) -> np.ndarray:
+        """The rectangle each text's location words name (the whole image without one)."""
         img, texts = self._inputs(image, texts)
         return np.stack([_region_mask(parse_target(t, self.kinds)[1], img.width, img.height) for t in texts])
 
@@ -76,6 +77,7 @@ class ClassPriorBaseline(Segmenter):
         return np.asarray(Image.fromarray(mask.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR))
 
     def fit(self, examples: Sequence[MaskExample]) -> "ClassPriorBaseline":
+        """Learn each class's mean mask and best threshold from training examples."""
         sums: dict[str, np.ndarray] = {}
         counts: dict[str, int] = {}
         for ex in examples:
@@ -104,6 +106,7 @@ class ClassPriorBaseline(Segmenter):
         return self
 
     def segment_many(self, image: ImageInput, texts) -> np.ndarray:
+        """Each text's class prior, cut to its region; ``ValueError`` before ``fit``."""
         if not self.priors:
             raise ValueError("ClassPriorBaseline is not fitted: call fit(train_examples) first")
         img, texts = self._inputs(image, texts)

@@ -306,6 +306,7 @@ class TextMaskModel(CheckpointMixin, PreTrainedModel):
         self.text_encoder.requires_grad_(not self.config.freeze_text_encoder)
 
     def train(self, mode: bool = True):
+        """Set training mode; frozen towers stay in eval mode."""
         super().train(mode)
         # frozen towers stay in eval mode (BatchNorm statistics, dropout)
         if self.config.freeze_image_encoder:
@@ -353,6 +354,7 @@ class TextMaskModel(CheckpointMixin, PreTrainedModel):
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor | None = None,
                 texts: Sequence[str] | None = None, labels: torch.Tensor | None = None) -> TextMaskOutput:
+        """Mask logits for image-text pairs, and the BCE + Dice loss when ``labels`` are given."""
         if input_ids is None:
             if texts is None:
                 raise ValueError("give the texts (or their input_ids) that name the objects to segment")
@@ -409,8 +411,10 @@ class TextMaskSegmenter(Segmenter):
     @classmethod
     def from_pretrained(cls, path: str, *, device=None, threshold: float | None = None, **kwargs
                         ) -> "TextMaskSegmenter":
+        """Load a saved ``TextMaskModel`` folder as a segmenter."""
         return cls(TextMaskModel.from_pretrained(path, **kwargs), threshold=threshold, device=device)
 
     def segment_many(self, image: ImageInput, texts) -> np.ndarray:
+        """The model's soft masks for several texts at the image's size, (N, H, W)."""
         img, texts = self._inputs(image, texts)
         return np.stack(self.model.predict([img] * len(texts), texts))

@@ -63,10 +63,12 @@ class Scene:
 
     @property
     def width(self) -> int:
+        """The image width in pixels (scenes are square)."""
         return self.size
 
     @property
     def height(self) -> int:
+        """The image height in pixels (scenes are square)."""
         return self.size
 
     @property
@@ -75,6 +77,7 @@ class Scene:
         return np.concatenate([self.crates, self.vases], 0)
 
     def scale_at(self, y):
+        """The perspective scale of a thing whose bottom edge is at ``y``."""
         return depth_scale(y, self.horizon, self.size)
 
     def render(self) -> np.ndarray:
