@@ -6,8 +6,7 @@ value never reaches a model load: ``locinsert insert: error: argument --steps: m
 >= 1, got 0``. :class:`Parser` prints that one line (without argparse's usage block) and exits with
 code 2, as every other user error of the CLI does.
 
-Sections: numbers; dtypes; the parser. (Choice lists built from the library's registries live in
-their own section.)
+Sections: numbers; dtypes; the parser.
 """
 
 from __future__ import annotations
