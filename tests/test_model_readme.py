@@ -3,7 +3,8 @@
 from helpers_docs import snippet
 
 
-def test_quickstart_snippet_runs(capsys):
+def test_quickstart_snippet_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the snippet saves its result in the working folder
     code = snippet("README.md", "quickstart")
     assert snippet("index.md", "quickstart") == code, "the README's and the site's quickstart differ"
     namespace: dict = {}
