@@ -36,7 +36,7 @@ class AppliedStep:
         return self.proposal.candidates.boxes[self.index]
 
     def to_dict(self, width: int, height: int) -> dict:
-        from ..cli.propose import region_json
+        from ..regions import region_json
 
         p = self.proposal
         d = {"operation": p.step.verb, "object": p.step.object,

@@ -152,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "--":  # `locinsert bench evaluation -- --num-queries 100` forwards the separator
         argv = argv[1:]
     args = p.parse_args(argv)
-    from ..cli.common import check_output_file, check_threads
+    from ..io import check_output_file
+    from ..validation import check_int
 
-    check_threads(args.threads)  # outputs and options are checked before the benchmark runs
+    check_int(args.threads, "--threads", minimum=1, optional=True)  # options are checked before the benchmark runs
     if args.json:
         check_output_file(args.json, "--json")
     if args.threads:

@@ -52,7 +52,8 @@ def _synthetic_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     if args.stage == "synthetic":
-        from ..training.synthetic import format_class_table, format_learning_table, run_synthetic_stages
+        from ..evaluation import format_class_table, format_learning_table
+        from ..training.synthetic import run_synthetic_stages
 
         from .common import check_output_dir
 

@@ -11,7 +11,11 @@ import importlib
 _EXPORTS = {
     "dpo_loss": "locinsert.training.losses",
     "preference_loss": "locinsert.training.losses",
-    "BoxSFTTrainer": "locinsert.training.sft",
+    "ModelLossTrainer": "locinsert.training.runner",
+    "RunParts": "locinsert.training.runner",
+    "RunSummary": "locinsert.training.runner",
+    "run_training": "locinsert.training.runner",
+    "NonFiniteTrainingError": "locinsert.training.runner",
     "BoxDPOTrainer": "locinsert.training.dpo",
     "BoxDataset": "locinsert.training.datasets",
     "PairDataset": "locinsert.training.datasets",
@@ -31,9 +35,6 @@ _EXPORTS = {
     "SYNTHETIC_BUDGETS": "locinsert.training.synthetic",
     "synthetic_stage_args": "locinsert.training.synthetic",
     "learning_table": "locinsert.training.synthetic",
-    "format_learning_table": "locinsert.training.synthetic",
-    "format_class_table": "locinsert.training.synthetic",
-    "shuffle_images": "locinsert.training.synthetic",
     "run_encoder_stage": "locinsert.training.encoder",
     "dense_metrics": "locinsert.training.encoder",
 }
