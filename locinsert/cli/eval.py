@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 
-BASELINE_NAMES = ("random", "prior")
+from .options import BASELINE_CHOICES as BASELINE_NAMES
 
 
 def _ks(text: str) -> list[int]:

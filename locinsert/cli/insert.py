@@ -40,10 +40,8 @@ import json
 from pathlib import Path
 
 from .common import check_device, check_output_dir
+from .options import INPAINTER_CHOICES as INPAINTERS, REFERENCE_INPAINTER_CHOICES as REFERENCE_INPAINTERS
 from .propose import add_model_arguments, load_location_model, sample_kwargs
-
-INPAINTERS = ("cutout", "gligen", "powerpaint", "diffusers", "paint-by-example", "repaint")
-REFERENCE_INPAINTERS = ("paint-by-example", "repaint", "cutout")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

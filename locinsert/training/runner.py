@@ -331,6 +331,11 @@ def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = N
         return parser.parse_args_and_config(argv)
     except yaml.YAMLError as e:
         raise ValueError(f"config file is not valid YAML: {' '.join(str(e).split())}") from e
+    except ValueError as e:
+        if "Unknown arguments from config file" not in str(e):
+            raise
+        raise ValueError(f"config file has unknown keys ({str(e).split(':', 1)[1].split('.')[0].strip()}); "
+                         f"`--help` lists the known ones") from None
 
 
 def config_argv(config: str | None = None, **overrides) -> list[str]:
