@@ -1,5 +1,5 @@
 """Every pluggable part of the library, by name: one registry style for inpainters, removers, segmenters,
-baselines and training stages.
+image and class encoders, baselines and training stages.
 
 A :class:`Registry` maps a name (what a user types: ``--inpainter cutout``) to a constructor given as
 ``"module:attribute"``. Nothing is imported until a name is used, so the command line builds its
@@ -101,6 +101,17 @@ REMOVERS.register("diffusers", "locinsert.inpainting.removal:DiffusersRemover")
 SEGMENTERS = Registry("segmenter")
 SEGMENTERS.register("clipseg", "locinsert.segmentation.clipseg:CLIPSegSegmenter")
 SEGMENTERS.register("textmask", "locinsert.segmentation.textmask:TextMaskSegmenter")
+
+#: ``image_encoder_type`` of a ``LocationModelConfig``: ``(name, kwargs, pretrained) -> module``.
+IMAGE_ENCODERS = Registry("image_encoder_type")
+IMAGE_ENCODERS.register("timm", "locinsert.modeling.encoders:TimmImageEncoder")
+IMAGE_ENCODERS.register("hf_vit", "locinsert.modeling.encoders:HFViTImageEncoder")
+
+#: ``class_encoder_type``: ``(name, kwargs, pretrained) -> module``; ``embedding``: ``(classes, dim)``.
+CLASS_ENCODERS = Registry("class_encoder_type")
+CLASS_ENCODERS.register("open_clip", "locinsert.modeling.encoders:OpenCLIPTextEncoder")
+CLASS_ENCODERS.register("hf_clip", "locinsert.modeling.encoders:HFCLIPTextEncoder")
+CLASS_ENCODERS.register("embedding", "locinsert.modeling.encoders:ClassEmbedding")
 
 #: ``locinsert eval --model``: placement baselines, ``make(train_queries, num_bins)``.
 BASELINES = Registry("baseline")
