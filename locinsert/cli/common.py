@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from ..io import check_output_dir, check_output_file  # noqa: F401 (re-exported: the commands' checks)
 

@@ -10,7 +10,6 @@ to the no-image baselines and writes ``mask_quality.json`` (also the summary's `
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -20,7 +19,8 @@ from typing import Sequence
 from transformers import TrainerCallback, TrainingArguments
 
 from ..io import write_json_atomic
-from ..training.runner import RunDefaults, RunParts, RunSummary, config_argv, parse_config, print_summary, run_training
+from ..training.runner import (RunDefaults, RunParts, RunSummary, config_argv, parse_config, preset_overrides,
+                               print_summary, run_training)
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +109,8 @@ def build_textmask_model(model_args: TextMaskModelArguments):
 
     if model_args.model_name_or_path:
         return TextMaskModel.from_pretrained(model_args.model_name_or_path)
-    overrides = model_args.preset_overrides or {}
-    if isinstance(overrides, str):
-        overrides = json.loads(overrides)
     return TextMaskModel(TextMaskConfig.preset(model_args.preset, pretrained=model_args.pretrained_encoders,
-                                               **overrides))
+                                               **preset_overrides(model_args)))
 
 
 def load_mask_examples(data_args: TextMaskDataArguments, split: str = "train"):

@@ -91,24 +91,30 @@ class DataArguments:
 
 
 @dataclass
-class SFTArguments(RunDefaults, TrainingArguments):
-    """``TrainingArguments`` with defaults for the supervised stages (pretrain on PIPE, finetune on OPA)."""
+class LocationRunDefaults(RunDefaults):
+    """Defaults the location stages share (supervised and DPO)."""
 
-    output_dir: str | None = field(default="runs/sft", metadata={"help": "Where checkpoints and the final model go."})
-    learning_rate: float = field(default=3e-4, metadata={"help": "Peak AdamW learning rate."})
-    per_device_train_batch_size: int = field(default=64, metadata={"help": "Batch size per device."})
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Examples (DPO: pairs) per device batch."})
     warmup_steps: float = field(default=0.03, metadata={"help": "Warmup steps (a float < 1 is a ratio)."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
     save_steps: float = field(default=500, metadata={"help": "Checkpoint every N steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep the N newest checkpoints."})
     ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "DDP: no unused parameters."})
+
+
+@dataclass
+class SFTArguments(LocationRunDefaults, TrainingArguments):
+    """``TrainingArguments`` with defaults for the supervised stages (pretrain on PIPE, finetune on OPA)."""
+
+    output_dir: str | None = field(default="runs/sft", metadata={"help": "Where checkpoints and the final model go."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     label_names: list[str] | None = field(default_factory=lambda: ["box_tokens"],
                                           metadata={"help": "Batch keys that are labels."})
 
 
 @dataclass
-class DPOArguments(RunDefaults, DPOConfig):
+class DPOArguments(LocationRunDefaults, DPOConfig):
     """trl's ``DPOConfig`` with defaults for a small box model (see the module docstring).
 
     Supported ``loss_type`` entries: sigmoid (default), ipo, hinge, robust, and sft (the SFT term on the
@@ -117,14 +123,8 @@ class DPOArguments(RunDefaults, DPOConfig):
 
     output_dir: str | None = field(default="runs/dpo", metadata={"help": "Where checkpoints and the final model go."})
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak AdamW learning rate."})
-    per_device_train_batch_size: int = field(default=64, metadata={"help": "Preference pairs per device batch."})
-    warmup_steps: float = field(default=0.03, metadata={"help": "Warmup steps (a float < 1 is a ratio)."})
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of "
                                                                                   "activation_checkpointing."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    save_steps: float = field(default=500, metadata={"help": "Checkpoint every N steps."})
-    save_total_limit: int | None = field(default=2, metadata={"help": "Keep the N newest checkpoints."})
-    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "DDP: no unused parameters."})
     label_names: list[str] | None = field(default_factory=lambda: ["chosen_tokens"],
                                           metadata={"help": "Batch keys that are labels."})
 

@@ -10,7 +10,6 @@ seen) with their label maps. A location stage then names the saved folder in
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -19,7 +18,7 @@ from torch.utils.data import Dataset
 
 from .config import ENCODER_STAGE
 from .datasets import collate
-from .runner import RunParts, RunSummary, run_training
+from .runner import RunParts, RunSummary, preset_overrides, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +76,8 @@ def build_encoder_model(model_args):
 
     if model_args.model_name_or_path:
         return DenseEncoderModel.from_pretrained(model_args.model_name_or_path)
-    overrides = model_args.preset_overrides or {}
-    if isinstance(overrides, str):
-        overrides = json.loads(overrides)
-    loc = LocationModelConfig.preset(model_args.preset, pretrained=model_args.pretrained_encoders, **overrides)
+    loc = LocationModelConfig.preset(model_args.preset, pretrained=model_args.pretrained_encoders,
+                                     **preset_overrides(model_args))
     return DenseEncoderModel(DenseEncoderConfig.from_location_config(loc, PARTS))
 
 

@@ -108,6 +108,12 @@ class ModelLossTrainer(FiniteTrainingMixin, SafeCheckpointMixin, Trainer):
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
 
+def preset_overrides(model_args) -> dict:
+    """A stage's ``preset_overrides`` as a mapping (a YAML config gives one, the command line a JSON string)."""
+    value = model_args.preset_overrides or {}
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
 def non_finite_names(named_tensors) -> list[str]:
     """The names of the tensors in ``(name, tensor)`` pairs that hold a NaN or inf."""
     return [name for name, t in named_tensors if t.is_floating_point() and not torch.isfinite(t).all()]

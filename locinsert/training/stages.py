@@ -13,7 +13,6 @@ summary):
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -24,7 +23,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 from .config import ENCODER_STAGE, DataArguments, ModelArguments, check_stage, parse_stage_args
 from .datasets import BoxDataset, CachedImageFeatures, PairDataset, collate, expand_pairs
-from .runner import RunParts, RunSummary, print_summary, run_training
+from .runner import RunParts, RunSummary, preset_overrides, print_summary, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +100,7 @@ def build_model(model_args: ModelArguments):
 
     if model_args.model_name_or_path:
         return LocationModel.from_pretrained(model_args.model_name_or_path)
-    overrides = model_args.preset_overrides or {}
-    if isinstance(overrides, str):
-        overrides = json.loads(overrides)
+    overrides = preset_overrides(model_args)
     if model_args.image_encoder_checkpoint:
         from ..modeling.dense_encoder import image_encoder_overrides
 
