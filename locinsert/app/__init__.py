@@ -12,7 +12,15 @@ Gradio is an optional extra (``pip install "locinsert[app]"``): only ``page.py``
 
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
+
+if TYPE_CHECKING:  # what static tools read; at run time the names load on first use
+    from .session import EditSession, AppliedStep
+    from .operations import Operation, AddObject, RemoveObject, MoveObject, Step, Proposal, plan_steps
+    from .factory import create_app, find_demo_model, example_scenes, session_factory
+    from .page import build_app, launch_app
 
 _EXPORTS = {
     "EditSession": "locinsert.app.session",
@@ -32,10 +40,4 @@ _EXPORTS = {
     "launch_app": "locinsert.app.page",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'locinsert.app' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_exports
 from .query import PlacementQuery
 
+if TYPE_CHECKING:  # what static tools read; at run time the names load on first use
+    from . import synthetic
+    from .pipe import load_pipe
+    from .opa import load_opa
+    from .report import SkipReport
+    from .pairs import preference_pairs
+    from .feature_cache import FeatureCache
+    from .augment import hflip
+
 _EXPORTS = {
+    "PlacementQuery": "locinsert.data.query",
     "load_pipe": "locinsert.data.pipe",
     "load_opa": "locinsert.data.opa",
     "SkipReport": "locinsert.data.report",
@@ -14,14 +25,6 @@ _EXPORTS = {
     "FeatureCache": "locinsert.data.feature_cache",
     "hflip": "locinsert.data.augment",
 }
+_SUBMODULES = ("synthetic",)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    if name == "synthetic":
-        return importlib.import_module("locinsert.data.synthetic")
-    raise AttributeError(f"module 'locinsert.data' has no attribute {name!r}")
-
-
-__all__ = ["PlacementQuery", "synthetic", *_EXPORTS]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)

@@ -16,14 +16,26 @@ A threshold turns a soft mask into a hard one (``hard_mask``); ``is_empty`` says
 
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
+
+if TYPE_CHECKING:  # what static tools read; at run time the names load on first use
+    from .base import Segmenter, DEFAULT_THRESHOLD, check_text, is_empty
+    from ..images import hard_mask, as_soft_mask
+    from ..boxes import mask_box
+    from .clipseg import CLIPSegSegmenter, DEFAULT_CLIPSEG
+    from .textmask import TextMaskConfig, TextMaskModel, TextMaskSegmenter
+    from .given import BoxSegmenter, MaskSegmenter
+    from .data import MaskExample, synthetic_mask_examples, MaskDataset
+    from .evaluate import (mask_iou_dice, RegionBaseline, ClassPriorBaseline, evaluate_segmenter, format_mask_table,
+                           plot_mask_examples)
 
 _EXPORTS = {
     "Segmenter": "locinsert.segmentation.base",
     "DEFAULT_THRESHOLD": "locinsert.segmentation.base",
     "check_text": "locinsert.segmentation.base",
     "is_empty": "locinsert.segmentation.base",
-    # shared mask helpers, defined once and re-exported here for segmentation users
     "hard_mask": "locinsert.images",
     "as_soft_mask": "locinsert.images",
     "mask_box": "locinsert.boxes",
@@ -45,10 +57,4 @@ _EXPORTS = {
     "plot_mask_examples": "locinsert.segmentation.evaluate",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'locinsert.segmentation' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -6,7 +6,20 @@ under ``torchrun`` / ``accelerate launch``). Names are imported on first use.
 
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
+
+if TYPE_CHECKING:  # what static tools read; at run time the names load on first use
+    from .losses import dpo_loss, preference_loss
+    from .runner import ModelLossTrainer, RunParts, RunSummary, run_training, NonFiniteTrainingError
+    from .dpo import BoxDPOTrainer
+    from .datasets import BoxDataset, PairDataset, collate
+    from .config import ModelArguments, DataArguments, SFTArguments, DPOArguments, load_stage_config, parse_stage_args
+    from .checkpoints import AtomicCheckpointCallback, last_checkpoint, save_final_model
+    from .stages import run_stage, StageResult
+    from .synthetic import run_synthetic_stages, SYNTHETIC_BUDGETS, synthetic_stage_args, learning_table
+    from .encoder import run_encoder_stage, dense_metrics
 
 _EXPORTS = {
     "dpo_loss": "locinsert.training.losses",
@@ -39,10 +52,4 @@ _EXPORTS = {
     "dense_metrics": "locinsert.training.encoder",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'locinsert.training' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
