@@ -16,28 +16,10 @@ from typing import TYPE_CHECKING
 
 from ..lazy import lazy_exports
 
-if TYPE_CHECKING:  # what static tools read; at run time the names load on first use
+if TYPE_CHECKING:  # the public names: static tools read them here, lazy_exports loads each on first use
     from .session import EditSession, AppliedStep
     from .operations import Operation, AddObject, RemoveObject, MoveObject, Step, Proposal, plan_steps
     from .factory import create_app, find_demo_model, example_scenes, session_factory
     from .page import build_app, launch_app
 
-_EXPORTS = {
-    "EditSession": "locinsert.app.session",
-    "AppliedStep": "locinsert.app.session",
-    "Operation": "locinsert.app.operations",
-    "AddObject": "locinsert.app.operations",
-    "RemoveObject": "locinsert.app.operations",
-    "MoveObject": "locinsert.app.operations",
-    "Step": "locinsert.app.operations",
-    "Proposal": "locinsert.app.operations",
-    "plan_steps": "locinsert.app.operations",
-    "create_app": "locinsert.app.factory",
-    "find_demo_model": "locinsert.app.factory",
-    "example_scenes": "locinsert.app.factory",
-    "session_factory": "locinsert.app.factory",
-    "build_app": "locinsert.app.page",
-    "launch_app": "locinsert.app.page",
-}
-
-__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_exports
 from .query import PlacementQuery
 
-if TYPE_CHECKING:  # what static tools read; at run time the names load on first use
+if TYPE_CHECKING:  # the public names: static tools read them here, lazy_exports loads each on first use
     from . import synthetic
+    from .query import PlacementQuery
     from .pipe import load_pipe
     from .opa import load_opa
     from .report import SkipReport
@@ -16,15 +17,4 @@ if TYPE_CHECKING:  # what static tools read; at run time the names load on first
     from .feature_cache import FeatureCache
     from .augment import hflip
 
-_EXPORTS = {
-    "PlacementQuery": "locinsert.data.query",
-    "load_pipe": "locinsert.data.pipe",
-    "load_opa": "locinsert.data.opa",
-    "SkipReport": "locinsert.data.report",
-    "preference_pairs": "locinsert.data.pairs",
-    "FeatureCache": "locinsert.data.feature_cache",
-    "hflip": "locinsert.data.augment",
-}
-_SUBMODULES = ("synthetic",)
-
-__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

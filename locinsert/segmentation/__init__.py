@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..lazy import lazy_exports
 
-if TYPE_CHECKING:  # what static tools read; at run time the names load on first use
+if TYPE_CHECKING:  # the public names: static tools read them here, lazy_exports loads each on first use
     from .base import Segmenter, DEFAULT_THRESHOLD, check_text, is_empty
     from ..images import hard_mask, as_soft_mask
     from ..boxes import mask_box
@@ -31,30 +31,4 @@ if TYPE_CHECKING:  # what static tools read; at run time the names load on first
     from .evaluate import (mask_iou_dice, RegionBaseline, ClassPriorBaseline, evaluate_segmenter, format_mask_table,
                            plot_mask_examples)
 
-_EXPORTS = {
-    "Segmenter": "locinsert.segmentation.base",
-    "DEFAULT_THRESHOLD": "locinsert.segmentation.base",
-    "check_text": "locinsert.segmentation.base",
-    "is_empty": "locinsert.segmentation.base",
-    "hard_mask": "locinsert.images",
-    "as_soft_mask": "locinsert.images",
-    "mask_box": "locinsert.boxes",
-    "CLIPSegSegmenter": "locinsert.segmentation.clipseg",
-    "DEFAULT_CLIPSEG": "locinsert.segmentation.clipseg",
-    "TextMaskConfig": "locinsert.segmentation.textmask",
-    "TextMaskModel": "locinsert.segmentation.textmask",
-    "TextMaskSegmenter": "locinsert.segmentation.textmask",
-    "BoxSegmenter": "locinsert.segmentation.given",
-    "MaskSegmenter": "locinsert.segmentation.given",
-    "MaskExample": "locinsert.segmentation.data",
-    "synthetic_mask_examples": "locinsert.segmentation.data",
-    "MaskDataset": "locinsert.segmentation.data",
-    "mask_iou_dice": "locinsert.segmentation.evaluate",
-    "RegionBaseline": "locinsert.segmentation.evaluate",
-    "ClassPriorBaseline": "locinsert.segmentation.evaluate",
-    "evaluate_segmenter": "locinsert.segmentation.evaluate",
-    "format_mask_table": "locinsert.segmentation.evaluate",
-    "plot_mask_examples": "locinsert.segmentation.evaluate",
-}
-
-__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__)
