@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from locinsert.data.synthetic import splits
-from locinsert.modeling import LocationModel, LocationModelConfig
+from locinsert.modeling import LocationModel
 from locinsert.training.config import load_stage_config
 from locinsert.training.datasets import BoxDataset, PairDataset, collate, expand_pairs
 from locinsert.training.dpo import BoxDPOTrainer, disable_dropout, pair_logps
@@ -15,12 +15,9 @@ from locinsert.training.stages import precompute_reference_logps
 
 
 @pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
+def tiny_path(tiny_model_dir):
     """A tiny random model saved and loaded back like a hub checkpoint."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    LocationModel(LocationModelConfig.preset("tiny")).save_pretrained(path)
-    return str(path)
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")
