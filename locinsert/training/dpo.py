@@ -31,7 +31,6 @@ from transformers import Trainer
 
 from .checkpoints import SafeCheckpointMixin
 from .losses import preference_loss
-from .runner import FiniteTrainingMixin
 
 PREFIX_KEYS = ("pixel_values", "classes", "image_features", "class_features")
 REF_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
@@ -67,7 +66,7 @@ def pair_logps(model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tens
     return logps[: len(chosen)], logps[len(chosen):], outputs
 
 
-class BoxDPOTrainer(FiniteTrainingMixin, SafeCheckpointMixin, Trainer):
+class BoxDPOTrainer(SafeCheckpointMixin, Trainer):
     """DPO on (chosen, rejected) box pairs; ``args`` is a ``trl.DPOConfig`` (e.g. ``DPOArguments``).
 
     Batches (:class:`~locinsert.training.datasets.PairDataset` examples stacked by ``collate``) hold the prefix inputs

@@ -1,11 +1,11 @@
 """Encoder stage: pretrain the image tower on the synthetic world's per-pixel part labels.
 
-``run_encoder_stage`` is ``run_stage("encoder", ...)``: the life cycle of ``training.runner`` (checks,
-atomic pickle-free checkpoints, resume, the final folder, the summary) as for the location stages;
-its held-out pixel accuracy and part IoU are the summary's ``evaluation``. The model is a :class:`~locinsert.modeling.dense_encoder.DenseEncoderModel` built
-from the preset's image fields; the data are fresh scenes (their own stream, so no test scene is
-seen) with their label maps. A location stage then names the saved folder in
-``image_encoder_checkpoint`` to start from this tower, frozen.
+``run_encoder_stage`` is ``run_stage("encoder", ...)``: the life cycle of ``training.runner``, as for the
+location stages; the held-out pixel accuracy and part IoU are the summary's ``evaluation``. The model
+is a :class:`~locinsert.modeling.dense_encoder.DenseEncoderModel` built from the preset's image
+fields; the data are fresh scenes (their own stream, so no test scene is seen) with their label maps.
+A location stage then names the saved folder in ``image_encoder_checkpoint`` to start from this
+tower, frozen.
 """
 
 from __future__ import annotations

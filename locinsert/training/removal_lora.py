@@ -52,21 +52,16 @@ DATA = ("synthetic", "pipe")
 class RemovalLoraConfig:
     """Everything a run needs; ``RemovalLoraConfig.from_yaml(path, **overrides)`` reads a YAML file."""
 
-    output_dir: str = field(default="runs/removal_lora",
-                            metadata={"help": "Checkpoints, the final LoRA and run_summary.json."})
+    output_dir: str = field(default="runs/removal_lora", metadata={"help": "Checkpoints and the final LoRA."})
     pretrained: str = field(default="stabilityai/stable-diffusion-2-inpainting",
                             metadata={"help": "The 9-channel inpainting pipeline to adapt (hub id or folder)."})
-    data: str = field(default="synthetic",
-                      metadata={"help": "synthetic (exact swapped pairs) or pipe (PIPE's photos and object masks)."})
+    data: str = field(default="synthetic", metadata={"help": "synthetic (exact swapped pairs) or pipe."})
     synthetic_examples: int = field(default=2000, metadata={"help": "Synthetic: swapped pairs to draw."})
     synthetic_seed: int = field(default=0, metadata={"help": "Synthetic: seed of the world."})
     synthetic_size: int = field(default=64, metadata={"help": "Synthetic: scene side in pixels."})
-    pipe_source: str = field(default="paint-by-inpaint/PIPE",
-                             metadata={"help": "PIPE: hub id or local parquet folder."})
-    pipe_masks: str | None = field(default="paint-by-inpaint/PIPE_Masks",
-                                   metadata={"help": "PIPE: the object-mask dataset."})
-    pipe_rows: int | None = field(default=None,
-                                  metadata={"help": "PIPE: stream at most this many rows (unset: read it all)."})
+    pipe_source: str = field(default="paint-by-inpaint/PIPE", metadata={"help": "PIPE: hub id or parquet folder."})
+    pipe_masks: str | None = field(default="paint-by-inpaint/PIPE_Masks", metadata={"help": "PIPE: object masks."})
+    pipe_rows: int | None = field(default=None, metadata={"help": "PIPE: stream at most this many rows."})
     resolution: int = field(default=512, metadata={"help": "Training crop side in pixels."})
     dilate: int = field(default=2, metadata={"help": "Grow each object mask by this many pixels."})
     rank: int = field(default=4, metadata={"help": "LoRA rank."})
@@ -75,11 +70,11 @@ class RemovalLoraConfig:
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
     max_steps: int = field(default=1000, metadata={"help": "Optimizer steps."})
     batch_size: int = field(default=4, metadata={"help": "Pairs per step."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches accumulated per optimizer step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
     save_steps: int = field(default=250, metadata={"help": "Checkpoint every N steps."})
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)."})
-    seed: int = field(default=0, metadata={"help": "Seed of batches, noise and timesteps (step N uses seed + N)."})
-    resume: bool = field(default=True, metadata={"help": "Continue from the last complete checkpoint in output_dir."})
+    seed: int = field(default=0, metadata={"help": "Seed of batches, noise and timesteps (step N: seed + N)."})
+    resume: bool = field(default=True, metadata={"help": "Continue from the last complete checkpoint."})
 
     def __post_init__(self):
         if self.data not in DATA:

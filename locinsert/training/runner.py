@@ -1,21 +1,13 @@
 """The life cycle of every ``Trainer``-based training run, written once.
 
-A stage (the location stages in ``stages.py``, the encoder stage in ``encoder.py``, the text-mask
-stage in ``locinsert.segmentation.training``) describes *what* to train: its model, data and collator,
-as a :class:`RunParts`. :func:`run_training` does the rest, the same way for every stage:
-
-1. check the arguments before any work: a writable ``output_dir``, a positive number of steps or
-   epochs, one process group;
-2. seed, then let the stage build its parts;
-3. drop checkpoints an interrupted save left half-written, and resume from the last complete one
-   (refusing one whose weights are NaN or inf); a run killed after its last checkpoint ends there;
-4. train with pickle-free checkpoints that are complete or invisible (``checkpoints.py``), stopping
-   with :class:`NonFiniteTrainingError` at the first NaN or inf loss or gradient;
-5. save ``<output_dir>/final`` atomically, run the stage's held-out evaluation, and write one
-   ``run_summary.json`` (:class:`RunSummary`).
-
-Arguments come from a flat YAML config read by trl's ``TrlParser`` with command-line overrides
-(:func:`parse_config`); :class:`RunDefaults` holds the ``TrainingArguments`` defaults shared by every stage.
+A stage (``stages.py``, ``encoder.py``, ``locinsert.segmentation.training``) supplies its model, data
+and collator as :class:`RunParts`; :func:`run_training` does the rest the same way for every stage:
+check the arguments before any work, seed, resume from the last complete checkpoint (refusing
+non-finite weights; a run killed after its last checkpoint ends there), train with pickle-free
+checkpoints until ``max_steps`` or the first NaN or inf gradient (:class:`NonFiniteTrainingError`),
+save ``<output_dir>/final`` atomically, evaluate, and write one ``run_summary.json`` (:class:`RunSummary`).
+Configs are flat YAML with command-line overrides (:func:`parse_config`); :class:`RunDefaults` holds
+the ``TrainingArguments`` defaults of every stage.
 """
 
 from __future__ import annotations
@@ -46,11 +38,6 @@ class NonFiniteTrainingError(ValueError):
     """A loss, a gradient or a weight became NaN or inf: the run stopped and wrote no final model."""
 
 
-def bf16_default() -> bool:
-    """bf16 mixed precision when the GPU supports it, never on a CPU."""
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-
-
 @dataclass
 class RunDefaults:
     """``TrainingArguments`` defaults every stage shares; put first in the bases of a stage's arguments
@@ -66,42 +53,20 @@ class RunDefaults:
                                                                  "supports it)."})
 
     def __post_init__(self):
-        if self.bf16 is None:
-            self.bf16 = bf16_default()
+        if self.bf16 is None:  # when the GPU supports it, never on a CPU
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
         super().__post_init__()
 
 
-class FiniteTrainingMixin:
-    """Put before ``transformers.Trainer`` in the bases: a NaN or inf loss stops the run at once.
-
-    The Trainer's own ``logging_nan_inf_filter`` would hide it (and log 0.0) while the weights turn to NaN.
-    """
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss).all():
-            raise NonFiniteTrainingError(
-                f"the loss is {float(loss.float().mean())} at step {self.state.global_step + 1}: training diverged "
-                f"(learning_rate={self.args.learning_rate}); lower the learning rate or check the data")
-        return loss
-
-
-class ModelLossTrainer(FiniteTrainingMixin, SafeCheckpointMixin, Trainer):
-    """``transformers.Trainer`` whose loss is the model's own ``outputs.loss`` (a per-batch mean); resumes
-    from pickle-free checkpoints (``SafeCheckpointMixin``) and stops on a non-finite loss.
-
-    With ``loss_is_scaled_for_ga = False`` the Trainer divides the per-batch mean by the accumulation
-    steps: when every example weighs the same (4 box tokens, one mask) GA=2 x batch 2 trains like GA=1 x
-    batch 4.
-    """
+class ModelLossTrainer(SafeCheckpointMixin, Trainer):
+    """``transformers.Trainer`` on the model's own ``outputs.loss`` (a per-batch mean, which the Trainer divides
+    by the accumulation steps: GA=2 x batch 2 trains like GA=1 x batch 4); resumes from pickle-free checkpoints."""
 
     loss_is_scaled_for_ga = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # forward() takes **kwargs; without this the Trainer would pass num_items_in_batch and assume
-        # the loss is already scaled for accumulation.
-        self.model_accepts_loss_kwargs = False
+        self.model_accepts_loss_kwargs = False  # else the Trainer passes num_items_in_batch (forward takes **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -120,8 +85,12 @@ def non_finite_names(named_tensors) -> list[str]:
 
 
 class FiniteGradientCallback(TrainerCallback):
-    """Stops the run before an optimizer step on NaN or inf gradients (not under fp16 loss scaling,
-    whose scaler skips such steps by design)."""
+    """Stops the run before an optimizer step on NaN or inf gradients, the mark of a NaN or inf loss too.
+
+    Gradients are checked after DDP has averaged them, so every process stops at the same step (a
+    per-process loss check would leave the others waiting). Not under fp16 loss scaling, whose scaler
+    skips such steps by design.
+    """
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         if model is None or args.fp16:
@@ -129,8 +98,9 @@ class FiniteGradientCallback(TrainerCallback):
         grads = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
         if grads and not torch.stack([torch.isfinite(g).all() for _, g in grads]).all():
             bad = non_finite_names(grads)
-            raise NonFiniteTrainingError(f"gradient of {bad[0]} (and {len(bad) - 1} more) is NaN or inf at step "
-                                         f"{state.global_step + 1}: training diverged; lower the learning rate")
+            raise NonFiniteTrainingError(
+                f"the gradient of {bad[0]} (and {len(bad) - 1} more) is NaN or inf at step {state.global_step + 1}: "
+                f"training diverged (learning_rate={args.learning_rate}); lower the learning rate or check the data")
         return control
 
 
@@ -154,18 +124,10 @@ class RankLogCallback(TrainerCallback):
 
 @dataclass
 class RunParts:
-    """What a stage supplies to :func:`run_training`.
-
-    Attributes:
-        model: the model to train (its ``forward`` returns ``.loss`` for ``ModelLossTrainer``).
-        train_dataset: the training examples.
-        data_collator: turns a list of examples into a batch.
-        eval_dataset: optional examples for the eval loss.
-        trainer_class: a ``Trainer`` subclass with ``SafeCheckpointMixin`` (default: the model's own loss).
-        trainer_kwargs: extra keywords of ``trainer_class`` (DPO: ``ref_model``).
-        evaluate: ``evaluate(model) -> dict`` run on the main process after the final save; its result
-            is the summary's ``evaluation``.
-    """
+    """What a stage supplies to :func:`run_training`: the model (for ``ModelLossTrainer`` its ``forward``
+    returns ``.loss``), the training examples and their collator, optional eval examples, the ``Trainer``
+    subclass (with ``SafeCheckpointMixin``) and its extra keywords (DPO: ``ref_model``), and ``evaluate(model)``,
+    run on the main process after the final save: its result is the summary's ``evaluation``."""
 
     model: Any
     train_dataset: Any
