@@ -74,12 +74,6 @@ class Registry:
     def __iter__(self) -> Iterator[str]:
         return iter(self._targets)
 
-    def __len__(self) -> int:
-        return len(self._targets)
-
-    def __repr__(self) -> str:
-        return f"Registry({self.kind!r}: {', '.join(self._targets)})"
-
 
 #: ``--inpainter``: draw an object inside a box. ``reference=True``: can insert a given object image.
 INPAINTERS = Registry("inpainter")
