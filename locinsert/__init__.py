@@ -6,33 +6,21 @@ draws the object inside the chosen box and leaves every pixel outside it unchang
 
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-# Public names -> the module that defines them. Imported on first use so that `import locinsert`
-# stays cheap and the command line starts fast.
-_EXPORTS = {
-    "LocationModelConfig": "locinsert.modeling",
-    "LocationModel": "locinsert.modeling",
-    "BoxSamples": "locinsert.modeling",
-    "Region": "locinsert.regions",
-    "parse_instruction": "locinsert.instructions",
-    "ObjectInserter": "locinsert.inserter",
-    "ObjectEditor": "locinsert.editor",
-    "PlacementQuery": "locinsert.data.query",
-    "load_image": "locinsert.images",
-}
-_SUBMODULES = {"boxes", "data", "evaluation", "inpainting", "metrics", "modeling", "training", "regions",
-               "images", "instructions", "inserter", "bench", "demo", "reference_class", "segmentation",
-               "editor"}
+if TYPE_CHECKING:  # the public names: static tools read them here, lazy_exports loads each on first use
+    from . import (bench, boxes, data, demo, editor, evaluation, images, inpainting, inserter, instructions, metrics,
+                   modeling, reference_class, registry, regions, segmentation, training)
+    from .modeling import LocationModelConfig, LocationModel, BoxSamples
+    from .regions import Region
+    from .instructions import parse_instruction
+    from .inserter import ObjectInserter
+    from .editor import ObjectEditor
+    from .data.query import PlacementQuery
+    from .images import load_image
 
-__all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"locinsert.{name}")
-    raise AttributeError(f"module 'locinsert' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

@@ -57,11 +57,10 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
     import torch
 
     from .data import synthetic
-    from .evaluation import ClassPrior, RandomBoxes, evaluate
+    from .evaluation import ClassPrior, RandomBoxes, curve_row, evaluate, shuffle_images
     from .evaluation.curves import save_figure
     from .modeling import LocationModel, LocationModelConfig
-    from .training.synthetic import (curve_row, run_synthetic_stages, shuffle_images, synthetic_finetune_queries,
-                                     synthetic_test_queries)
+    from .training.synthetic import run_synthetic_stages, synthetic_finetune_queries, synthetic_test_queries
 
     budget = "quick" if quick else "default"
     out = Path(out_dir)
@@ -271,7 +270,7 @@ def _report_md(result: DemoResult, budget: str, n_test: int, machine: str) -> st
     for r in result.table:
         lines.append(f"| {r['method']} | {_fmt(r['oracle_precision@100'])} | {_fmt(r['coverage@100'])} | "
                      f"{_fmt(r['tpr@10'])} | {_fmt(r['fpr@10'])} | {_fmt(r['tpr@100'])} | {_fmt(r['fpr@100'])} |")
-    from .training.synthetic import format_class_table
+    from .evaluation import format_class_table
 
     lines += [
         "",

@@ -392,3 +392,51 @@ def write_folder_atomic(directory: str | os.PathLike, write: Callable[[str], Non
 def is_temporary_name(name: str) -> bool:
     """True for the names this module uses for temporaries (for listings that should skip them)."""
     return name.startswith(".tmp-") or bool(_LEFTOVER.match(name))
+
+
+# -- outputs checked before the work ---------------------------------------------------------------
+
+def _existing_ancestor(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _check_writable_parent(path: Path, flag: str) -> None:
+    anc = _existing_ancestor(path.parent if not path.exists() else path)
+    if not anc.is_dir():
+        raise ValueError(f"{flag} {path}: cannot be created, {anc} is a file")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: no permission to write in {anc}")
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """An output folder that exists or can be created; raises ``ValueError`` naming ``flag`` otherwise.
+
+    Nothing is created here: call it before the work, ``mkdir`` when writing.
+    """
+    p = Path(os.path.expanduser(os.fspath(path)))
+    if not str(path).strip():
+        raise ValueError(f"{flag} is empty")
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{flag} {path} is a file; give a folder for the outputs")
+    if p.exists():
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise ValueError(f"{flag} {path}: no permission to write in this folder")
+        return p
+    _check_writable_parent(p, flag)
+    return p
+
+
+def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+    """An output file that can be written (its folder exists or can be created, it is not a folder)."""
+    p = Path(os.path.expanduser(os.fspath(path)))
+    if not str(path).strip():
+        raise ValueError(f"{flag} is empty")
+    if p.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ValueError(f"{flag} {path}: no permission to overwrite this file")
+    _check_writable_parent(p, flag)
+    return p

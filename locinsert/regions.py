@@ -219,3 +219,13 @@ def as_region(region) -> Region | None:
     if isinstance(region, str):
         return Region.parse(region)
     return Region(region)
+
+
+def region_json(region: Region | None, width: int, height: int) -> dict | None:
+    """A region as JSON for a ``width`` x ``height`` image: its phrase, mode, rectangle (pixels) and
+    avoided rectangles; None for no region."""
+    if region is None:
+        return None
+    r = region.resolve(width, height)
+    return {"phrase": region.name, "mode": region.mode, "rect": [round(v, 2) for v in r.bounds()],
+            "avoid": r.avoid.tolist()}

@@ -8,3 +8,29 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402 (after the environment above, so nothing imported later goes online)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The tiny random ``LocationModel`` (seed 0, eval mode), one per test module."""
+    import torch
+
+    from locinsert.modeling import LocationModel, LocationModelConfig
+
+    torch.manual_seed(0)
+    return LocationModel(LocationModelConfig.preset("tiny")).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """The tiny random ``LocationModel`` (seed 0) saved to a folder, loaded the way a hub id is."""
+    import torch
+
+    from locinsert.modeling import LocationModel, LocationModelConfig
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("checkpoint") / "tiny"
+    LocationModel(LocationModelConfig.preset("tiny")).save_pretrained(path)
+    return str(path)

@@ -42,12 +42,8 @@ def test_propose_writes_json_and_overlay(image_path, tmp_path, capsys):
     assert Image.open(out / "room_proposals.png").size == (64, 48)
 
 
-def test_propose_loads_a_saved_checkpoint(image_path, tmp_path):
-    from locinsert import LocationModel, LocationModelConfig
-
-    torch.manual_seed(0)
-    LocationModel(LocationModelConfig.preset("tiny")).save_pretrained(tmp_path / "ckpt")
-    args = ["propose", image_path, "--object", "dog", "-n", "3", "--model", str(tmp_path / "ckpt"), "--seed", "4"]
+def test_propose_loads_a_saved_checkpoint(image_path, tmp_path, tiny_model_dir):
+    args = ["propose", image_path, "--object", "dog", "-n", "3", "--model", tiny_model_dir, "--seed", "4"]
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
     assert main(args + ["--out", str(tmp_path / "b")]) == 0
     a = json.loads((tmp_path / "a" / "room_proposals.json").read_text())

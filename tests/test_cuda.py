@@ -115,7 +115,7 @@ def test_training_step_under_bf16_autocast(tmp_path):
     from locinsert.data.synthetic import splits
     from locinsert.training.config import load_stage_config
     from locinsert.training.datasets import BoxDataset, collate
-    from locinsert.training.sft import BoxSFTTrainer
+    from locinsert.training.runner import ModelLossTrainer
 
     torch.manual_seed(0)
     model = LocationModel(LocationModelConfig.preset("synthetic"))
@@ -124,7 +124,7 @@ def test_training_step_under_bf16_autocast(tmp_path):
     args = load_stage_config("pretrain", None, output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8,
                              save_strategy="no", logging_steps=1, report_to="none", bf16=True, disable_tqdm=True)[2]
     assert args.bf16
-    trainer = BoxSFTTrainer(model=model, args=args, data_collator=collate,
+    trainer = ModelLossTrainer(model=model, args=args, data_collator=collate,
                             train_dataset=BoxDataset(queries, model.num_bins, preprocess=model.preprocessor))
     trainer.train()
     assert next(model.parameters()).device.type == "cuda"

@@ -4,16 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from locinsert.modeling import LocationModel, LocationModelConfig
 from locinsert.modeling.sampling import compiled_decode_step, decode_boxes, decode_step
 
 IMAGE = (np.random.default_rng(0).random((40, 52, 3)) * 255).astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return LocationModel(LocationModelConfig.preset("tiny")).eval()
 
 
 def test_decode_step_traces_as_one_graph(model):

@@ -3,9 +3,7 @@
 import json
 
 import numpy as np
-import torch
 
-from locinsert import LocationModel, LocationModelConfig
 from locinsert.demo_removal import measure_removal, removal_section, report_lines
 from locinsert.training.synthetic import synthetic_test_queries
 
@@ -19,9 +17,7 @@ def test_measured_fill_beats_keeping_the_object_for_every_kind():
         assert 0.0 <= r["exact"] <= 1.0
 
 
-def test_section_writes_pictures_and_a_report_table(tmp_path):
-    torch.manual_seed(0)
-    model = LocationModel(LocationModelConfig.preset("tiny")).eval()
+def test_section_writes_pictures_and_a_report_table(tmp_path, model):
     test = synthetic_test_queries("quick", 0, 32)
     sec = removal_section(model, test, tmp_path / "removal", "quick", seed=0, examples=8)
     json.dumps(sec)

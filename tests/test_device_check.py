@@ -17,6 +17,7 @@ from locinsert.cli.main import main as cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # the whole device-check script, dry: most of a minute of subprocesses
 def test_dry_run_of_the_script_writes_every_part(tmp_path):
     """scripts/device_check.sh itself, as the GPU machine runs it, with tiny sizes on the CPU."""
     out = tmp_path / "check"

@@ -1,4 +1,4 @@
-"""BoxDPOTrainer / BoxSFTTrainer on a tiny LocationModel: ln 2 at step 0, gradient accumulation, references."""
+"""BoxDPOTrainer / ModelLossTrainer on a tiny LocationModel: ln 2 at step 0, gradient accumulation, references."""
 
 import math
 
@@ -6,21 +6,18 @@ import pytest
 import torch
 
 from locinsert.data.synthetic import splits
-from locinsert.modeling import LocationModel, LocationModelConfig
+from locinsert.modeling import LocationModel
 from locinsert.training.config import load_stage_config
 from locinsert.training.datasets import BoxDataset, PairDataset, collate, expand_pairs
 from locinsert.training.dpo import BoxDPOTrainer, disable_dropout, pair_logps
-from locinsert.training.sft import BoxSFTTrainer
+from locinsert.training.runner import ModelLossTrainer
 from locinsert.training.stages import precompute_reference_logps
 
 
 @pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
+def tiny_path(tiny_model_dir):
     """A tiny random model saved and loaded back like a hub checkpoint."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    LocationModel(LocationModelConfig.preset("tiny")).save_pretrained(path)
-    return str(path)
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +133,7 @@ def test_gradient_accumulation_matches_a_big_batch(stage, tiny_path, queries, tm
         data, cls = _pairs(probe, queries, n=4), BoxDPOTrainer
     else:
         data = torch.utils.data.Subset(BoxDataset(queries, 16, preprocess=probe.preprocessor), range(4))
-        cls = BoxSFTTrainer
+        cls = ModelLossTrainer
     # SGD with lr 1: the update is exactly minus the gradient, so a wrong GA scaling shows as a factor 2
     loss_big, step_big = _one_step(cls, stage, tiny_path, data, tmp_path, batch=4, ga=1)
     loss_acc, step_acc = _one_step(cls, stage, tiny_path, data, tmp_path, batch=2, ga=2)

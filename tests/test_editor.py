@@ -7,19 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from locinsert import LocationModel, LocationModelConfig
 from locinsert.boxes import mask_box
 from locinsert.data import synthetic
 from locinsert.data.synthetic.removal import SceneSegmenter, insert_object, scene_without
 from locinsert.editor import ObjectEditor, ObjectNotFound, edit_overlay
 from locinsert.inpainting import BiharmonicFill, CutoutCompositor, dilate_mask
 from locinsert.instructions import Near
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return LocationModel(LocationModelConfig.preset("tiny")).eval()
 
 
 @pytest.fixture(scope="module")

@@ -76,11 +76,8 @@ def test_baselines_on_a_real_format_opa_archive(tmp_path):
     assert Curve.from_json(tmp_path / "prior" / "curve.json").at(100).tpr > 0
 
 
-def test_a_saved_location_model_loads_through_from_pretrained(tmp_path):
-    import locinsert
-
-    ckpt = tmp_path / "tiny"
-    locinsert.LocationModel(locinsert.LocationModelConfig.preset("tiny")).save_pretrained(ckpt)
+def test_a_saved_location_model_loads_through_from_pretrained(tmp_path, tiny_model_dir):
+    ckpt = tiny_model_dir
     out = tmp_path / "model"
     assert main(["eval", "--model", str(ckpt), "--out", str(out), "--dataset", "synthetic", "--num-scenes", "2",
                  "-k", "2,4", "--batch-size", "3", "--no-progress"]) == 0

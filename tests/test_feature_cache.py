@@ -153,10 +153,7 @@ def test_clear_errors(tmp_path):
         FeatureCache.for_model(object(), tmp_path)
 
 
-def test_for_model_with_the_tiny_preset(tmp_path):
-    import locinsert
-
-    model = locinsert.LocationModel(locinsert.LocationModelConfig.preset("tiny"))
+def test_for_model_with_the_tiny_preset(tmp_path, model):
     imgs, keys = _images(3), ["p", "q", "r"]
     c = FeatureCache.for_model(model, tmp_path)
     assert c.encoder_id == model.image_encoder_id

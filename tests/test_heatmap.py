@@ -67,13 +67,10 @@ def test_default_bandwidth_is_six_percent_but_at_least_a_bin():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from locinsert import LocationModel, LocationModelConfig
+def tiny(tiny_model_dir):
+    from locinsert import LocationModel
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("heat") / "ckpt"
-    LocationModel(LocationModelConfig.preset("tiny")).save_pretrained(folder)
-    return LocationModel.from_pretrained(folder)
+    return LocationModel.from_pretrained(tiny_model_dir)
 
 
 def test_model_heatmap_follows_the_samples_and_the_region(tiny):

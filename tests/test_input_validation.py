@@ -13,14 +13,8 @@ from locinsert.evaluation import RandomBoxes, evaluate
 from locinsert.images import load_image
 from locinsert.inserter import ObjectInserter
 from locinsert.instructions import parse_instruction, parse_instructions
-from locinsert.modeling import LocationModel, LocationModelConfig
+from locinsert.modeling import LocationModelConfig
 from locinsert.validation import MAX_BOXES_PER_CALL, check_float, check_int
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return LocationModel(LocationModelConfig.preset("tiny")).eval()
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from locinsert import LocationModel, LocationModelConfig, ObjectInserter, Region
+from locinsert import ObjectInserter, Region
 from locinsert.boxes import box_iou
 from locinsert.inpainting import CutoutCompositor, box_mask
 from locinsert.inserter import Candidates, distinct_boxes, overlay, select_box
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return LocationModel(LocationModelConfig.preset("tiny")).eval()
 
 
 def disc(size=16):

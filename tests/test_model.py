@@ -12,12 +12,6 @@ from locinsert.regions import Region
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return LocationModel(LocationModelConfig.preset("tiny")).eval()
-
-
-@pytest.fixture(scope="module")
 def image():
     return (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
 

@@ -6,12 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
 from locinsert.modeling import LocationModel, LocationModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # two torchrun launches: a minute of processes starting
 
 
 def _torchrun(script: str, config: dict, tmp_path: Path) -> Path:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from helpers_diffusers import tiny_clip, tiny_open_clip
-from locinsert import LocationModel, LocationModelConfig, ObjectInserter
+from locinsert import ObjectInserter
 from locinsert.cli.main import main
 from locinsert.inpainting import CutoutCompositor, DiffusersInpainter, as_reference, box_mask
 from locinsert.metrics import CLIPScorer, reference_clip_similarity, reference_pixel_error, sprite_pixel_error
@@ -27,12 +27,6 @@ def mug(colour=(220, 30, 30)):
 
 def noise(w, h, seed=0):
     return Image.fromarray(np.random.RandomState(seed).randint(0, 200, (h, w, 3), dtype=np.uint8))
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return LocationModel(LocationModelConfig.preset("tiny")).eval()
 
 
 @pytest.fixture(scope="module")

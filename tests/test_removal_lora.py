@@ -34,7 +34,7 @@ def test_lora_training_lowers_the_loss_saves_reloads_exactly_and_resumes_exactly
     report = train_removal_lora(cfg, pipe=pipe, pairs=pairs, progress=False)
     assert report.steps == 4 and len(report.losses) == 4
     assert eval_loss(pipe, pairs) < before - 0.01             # the tuned UNet fits the pairs better
-    assert sorted(os.listdir(tmp_path / "run")) == ["checkpoint-2", "checkpoint-4", "final"]
+    assert sorted(os.listdir(tmp_path / "run")) == ["checkpoint-2", "checkpoint-4", "final", "run_summary.json"]
 
     # The saved LoRA loads into a fresh pipeline and reproduces the tuned outputs exactly.
     ex = removal_examples(1, seed=5)[0]
@@ -103,5 +103,5 @@ def test_training_script_reads_the_yaml_and_overrides(tmp_path):
                         "--max-steps", "2", "--batch-size", "2", "--output-dir", str(out), "--resume", "false"]) == 0
     info = json.loads((out / "final" / "removal_lora.json").read_text())
     assert info["steps"] == 2 and info["config"]["resolution"] == 32 and info["config"]["resume"] is False
-    with pytest.raises(SystemExit):
+    with pytest.raises(FileNotFoundError, match="config file not found"):
         script.main(["--config", str(tmp_path / "missing.yaml")])

@@ -253,4 +253,4 @@ def test_pipe_masks_through_the_pipe_reader_and_a_training_run(tmp_path):
         img = np.asarray(e.image.convert("RGB"), dtype=int)
         assert np.abs(img[e.mask] - (250, 30, 200)).max(axis=1).mean() < 40
     result = run_textmask(model_args, data_args, training_args)
-    assert result.global_step == 2 and result.mask_quality is None and os.path.isdir(result.model_path)
+    assert result.global_step == 2 and result.evaluation is None and os.path.isdir(result.model_path)

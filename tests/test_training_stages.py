@@ -9,7 +9,7 @@ import yaml
 from helpers_data import PIPE_ROWS, build_opa_archive, build_pipe
 
 from locinsert.cli.main import main as cli
-from locinsert.modeling import LocationModel, LocationModelConfig
+from locinsert.modeling import LocationModel
 from locinsert.training.config import ALL_STAGES, STAGES, load_stage_config
 from locinsert.training.synthetic import synthetic_stage_fields
 
@@ -20,11 +20,8 @@ FAST = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--save_steps"
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    LocationModel(LocationModelConfig.preset("tiny")).save_pretrained(path)
-    return str(path)
+def tiny_model(tiny_model_dir):
+    return tiny_model_dir
 
 
 def _train(stage, config, out, *extra):

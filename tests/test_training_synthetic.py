@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from locinsert.modeling import LocationModel
-from locinsert.training.synthetic import (SYNTHETIC_BUDGETS, format_class_table, format_learning_table,
-                                          run_synthetic_stages, shuffle_images, synthetic_stage_fields,
+from locinsert.evaluation import format_class_table, format_learning_table, shuffle_images
+from locinsert.training.synthetic import (SYNTHETIC_BUDGETS, run_synthetic_stages, synthetic_stage_fields,
                                           synthetic_test_queries)
 
 

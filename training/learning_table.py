@@ -23,8 +23,8 @@ def main(argv=None) -> int:
     p.add_argument("--train", action="store_true", help="(re)run the three stages first")
     args = p.parse_args(argv)
 
-    from locinsert.training.synthetic import (format_class_table, format_learning_table, learning_table,
-                                              run_synthetic_stages)
+    from locinsert.evaluation import format_class_table, format_learning_table
+    from locinsert.training.synthetic import learning_table, run_synthetic_stages
 
     t0 = time.time()
     missing = not all(os.path.isdir(os.path.join(args.out, s, "final")) for s in ("pretrain", "finetune", "dpo"))

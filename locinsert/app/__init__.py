@@ -12,30 +12,14 @@ Gradio is an optional extra (``pip install "locinsert[app]"``): only ``page.py``
 
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "EditSession": "locinsert.app.session",
-    "AppliedStep": "locinsert.app.session",
-    "Operation": "locinsert.app.operations",
-    "AddObject": "locinsert.app.operations",
-    "RemoveObject": "locinsert.app.operations",
-    "MoveObject": "locinsert.app.operations",
-    "Step": "locinsert.app.operations",
-    "Proposal": "locinsert.app.operations",
-    "plan_steps": "locinsert.app.operations",
-    "create_app": "locinsert.app.factory",
-    "find_demo_model": "locinsert.app.factory",
-    "example_scenes": "locinsert.app.factory",
-    "session_factory": "locinsert.app.factory",
-    "build_app": "locinsert.app.page",
-    "launch_app": "locinsert.app.page",
-}
+from ..lazy import lazy_exports
 
-__all__ = sorted(_EXPORTS)
+if TYPE_CHECKING:  # the public names: static tools read them here, lazy_exports loads each on first use
+    from .session import EditSession, AppliedStep
+    from .operations import Operation, AddObject, RemoveObject, MoveObject, Step, Proposal, plan_steps
+    from .factory import create_app, find_demo_model, example_scenes, session_factory
+    from .page import build_app, launch_app
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'locinsert.app' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

@@ -39,7 +39,7 @@ class AppliedStep:
 
     def to_dict(self, width: int, height: int) -> dict:
         """A JSON-ready record of this step for an image of ``width`` x ``height``."""
-        from ..cli.propose import region_json
+        from ..regions import region_json
 
         p = self.proposal
         d = {"operation": p.step.verb, "object": p.step.object,

@@ -138,7 +138,7 @@ def format_results(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``locinsert bench evaluation [options]``."""
-    from ..cli import options
+    from .. import argtypes as options
 
     p = options.Parser(prog="locinsert bench evaluation", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "--":  # `locinsert bench evaluation -- --num-queries 100` forwards the separator
         argv = argv[1:]
     args = p.parse_args(argv)
-    from ..cli.common import check_output_file
+    from ..io import check_output_file
 
     if args.json:  # outputs and options are checked before the benchmark runs
         check_output_file(args.json, "--json")

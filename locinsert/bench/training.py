@@ -7,7 +7,7 @@ and DPO pairs/s with the encoders run once per pair or once per box.
 
 Two measurements, each with and without the feature cache:
 
-- **Trainer loop**: the real ``BoxSFTTrainer`` (data loading, forward, backward, AdamW step) on
+- **Trainer loop**: the real ``ModelLossTrainer`` (data loading, forward, backward, AdamW step) on
   synthetic-world queries, with ``--dtype bf16``/``fp16`` as the Trainer's mixed precision (autocast).
   "with cache" first fills a ``FeatureCache`` of the frozen image encoder's features (a one-time
   cost, reported separately), then trains from it, skipping the ViT. Only the timed steps count
@@ -165,7 +165,7 @@ def run_training_bench(preset: str = "base", batch_size: int | str = 8, steps: i
     from ..modeling import LocationModel, LocationModelConfig
     from ..training.config import load_stage_config
     from ..training.datasets import BoxDataset, CachedImageFeatures, collate
-    from ..training.sft import BoxSFTTrainer
+    from ..training.runner import ModelLossTrainer
 
     say = say or (print if progress else (lambda *a, **k: None))
     if threads:
@@ -233,7 +233,7 @@ def run_training_bench(preset: str = "base", batch_size: int | str = 8, steps: i
                 save_strategy="no", logging_steps=10 ** 6, disable_tqdm=not progress, report_to="none",
                 dataloader_num_workers=workers, dataloader_persistent_workers=workers > 0,
                 bf16=torch_dtype == torch.bfloat16, fp16=torch_dtype == torch.float16, use_cpu=dev.type == "cpu")[2]
-            BoxSFTTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
+            ModelLossTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
                           callbacks=[timer.callback]).train()
             return steps * batch_size / (timer.end - timer.start)
 
@@ -508,7 +508,7 @@ def format_results(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from ..cli import options
+    from .. import argtypes as options
 
     p = options.Parser(prog="locinsert bench training", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -544,7 +544,7 @@ def main(argv=None) -> int:
                    help="torch threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
-    from ..cli.common import check_output_file
+    from ..io import check_output_file
 
     if args.json:  # outputs and options are checked before the benchmark runs
         check_output_file(args.json, "--json")

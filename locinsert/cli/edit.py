@@ -40,11 +40,7 @@ import sys
 from pathlib import Path
 
 from . import insert, options
-
-REMOVER_NAMES = ("biharmonic", "powerpaint", "diffusers")
-
-
-SEGMENTERS = ("clipseg", "textmask")
+from .options import REMOVER_CHOICES as REMOVER_NAMES, SEGMENTER_CHOICES as SEGMENTERS
 
 
 def add_object_arguments(p: argparse.ArgumentParser) -> None:
@@ -116,12 +112,12 @@ def build_remover(args):
 
 def build_segmenter(args):
     """The text segmenter named by --segmenter, loaded as the options say."""
-    from .. import segmentation
     from ..modeling.checkpoint_io import CheckpointError, HubUnavailableError
+    from ..registry import SEGMENTERS as registry
 
     if args.segmenter == "textmask" and not args.segmenter_model:
         raise ValueError("--segmenter textmask needs --segmenter-model FOLDER (a model from locinsert train textmask)")
-    cls = segmentation.CLIPSegSegmenter if args.segmenter == "clipseg" else segmentation.TextMaskSegmenter
+    cls = registry.get(args.segmenter)
     load = {"device": args.device}
     try:
         return cls.from_pretrained(args.segmenter_model, **load) if args.segmenter_model else cls.from_pretrained(**load)

@@ -21,8 +21,7 @@ from __future__ import annotations
 import argparse
 
 from . import options
-
-BASELINE_NAMES = ("random", "prior")
+from .options import BASELINE_CHOICES as BASELINE_NAMES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -41,10 +41,8 @@ from pathlib import Path
 
 from . import options
 from .common import check_device, check_output_dir
-from .propose import add_model_arguments, load_location_model, region_json, sample_kwargs
-
-INPAINTERS = ("cutout", "gligen", "powerpaint", "diffusers", "paint-by-example", "repaint")
-REFERENCE_INPAINTERS = ("paint-by-example", "repaint", "cutout")
+from .options import INPAINTER_CHOICES as INPAINTERS, REFERENCE_INPAINTER_CHOICES as REFERENCE_INPAINTERS
+from .propose import add_model_arguments, load_location_model, sample_kwargs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -220,6 +218,8 @@ def run(args: argparse.Namespace) -> int:
                               vocabulary=vocabulary,
                               **kwargs)
     result = inserter(image, steps, generator=torch.Generator().manual_seed(args.seed))
+
+    from ..regions import region_json
 
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem

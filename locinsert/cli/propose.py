@@ -29,7 +29,7 @@ from . import options
 from .common import (RANDOM_PRESETS, check_device, check_output_dir, check_output_file, check_sampling_options,
                      load_location_model)
 
-__all__ = ["add_model_arguments", "load_location_model", "sample_kwargs", "region_json", "RANDOM_PRESETS"]
+__all__ = ["add_model_arguments", "load_location_model", "sample_kwargs", "RANDOM_PRESETS"]
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,21 +71,13 @@ def sample_kwargs(args) -> dict:
     return check_sampling_options(args)
 
 
-def region_json(region, width: int, height: int) -> dict | None:
-    if region is None:
-        return None
-    r = region.resolve(width, height)
-    return {"phrase": region.name, "mode": region.mode, "rect": [round(v, 2) for v in r.bounds()],
-            "avoid": r.avoid.tolist()}
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..images import load_image
     from ..inserter import Candidates, overlay
     from ..io import save_image_atomic, write_text_atomic
-    from ..regions import Region
+    from ..regions import Region, region_json
 
     if not args.object.strip():
         raise ValueError("--object is empty: say what to place")

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_exports
 from .query import PlacementQuery
 
-_EXPORTS = {
-    "load_pipe": "locinsert.data.pipe",
-    "load_opa": "locinsert.data.opa",
-    "SkipReport": "locinsert.data.report",
-    "preference_pairs": "locinsert.data.pairs",
-    "FeatureCache": "locinsert.data.feature_cache",
-    "hflip": "locinsert.data.augment",
-}
+if TYPE_CHECKING:  # the public names: static tools read them here, lazy_exports loads each on first use
+    from . import synthetic
+    from .query import PlacementQuery
+    from .pipe import load_pipe
+    from .opa import load_opa
+    from .report import SkipReport
+    from .pairs import preference_pairs
+    from .feature_cache import FeatureCache
+    from .augment import hflip
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    if name == "synthetic":
-        return importlib.import_module("locinsert.data.synthetic")
-    raise AttributeError(f"module 'locinsert.data' has no attribute {name!r}")
-
-
-__all__ = ["PlacementQuery", "synthetic", *_EXPORTS]
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..boxes import DEFAULT_NUM_BINS, denormalize, normalize, tokens_to_boxes
+from ..registry import BASELINES as _REGISTRY
 from ..validation import check_box_count, check_int
 
 
@@ -207,15 +208,21 @@ class ClassPrior:
         return out[0] if single else out
 
 
-BASELINES = ("random", "prior")
+def random_baseline(train_queries: Sequence | None = None, num_bins: int | None = DEFAULT_NUM_BINS) -> RandomBoxes:
+    """Uniform boxes on the ``num_bins`` grid (``registry.BASELINES["random"]``); needs no training data."""
+    return RandomBoxes(num_bins)
+
+
+def prior_baseline(train_queries: Sequence | None = None, num_bins: int | None = DEFAULT_NUM_BINS) -> ClassPrior:
+    """The training boxes of the class, image ignored (``registry.BASELINES["prior"]``)."""
+    if train_queries is None:
+        raise ValueError("the 'prior' baseline needs training queries to draw boxes from")
+    return ClassPrior.fit(train_queries)
+
+
+BASELINES = _REGISTRY.names()
 
 
 def make_baseline(name: str, train_queries: Sequence | None = None, num_bins: int | None = DEFAULT_NUM_BINS):
-    """``"random"`` -> ``RandomBoxes(num_bins)``; ``"prior"`` -> ``ClassPrior.fit(train_queries)``."""
-    if name == "random":
-        return RandomBoxes(num_bins)
-    if name == "prior":
-        if train_queries is None:
-            raise ValueError("the 'prior' baseline needs training queries to draw boxes from")
-        return ClassPrior.fit(train_queries)
-    raise ValueError(f"unknown baseline {name!r}; choose one of {BASELINES}")
+    """The baseline registered as ``name`` in :data:`locinsert.registry.BASELINES` (``"random"``, ``"prior"``)."""
+    return _REGISTRY.create(name, train_queries, num_bins)

@@ -8,8 +8,9 @@ their samples (which makes the curve smooth and monotone in K, and costs one sam
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -85,15 +86,26 @@ def sample_boxes(model, queries: Sequence, num_samples: int = 100, seed: int = 0
     return out
 
 
+#: Oracles of worlds that know the truth: the ``meta`` key their queries carry -> a ``prefix_metrics``
+#: function (``locinsert.data.synthetic.metrics``). A world registers its own, so evaluation imports none.
+ORACLES: dict[str, Callable] = {}
+
+
+def register_oracle(meta_key: str) -> Callable[[Callable], Callable]:
+    """Decorator: ``fn(queries, boxes, ks, iou, num_bins) -> (precision, coverage)`` scores queries whose
+    ``meta`` holds ``meta_key`` (oracle precision and coverage of every prefix)."""
+    def register(fn: Callable) -> Callable:
+        ORACLES[meta_key] = fn
+        return fn
+    return register
+
+
 def _synthetic_oracle(queries: Sequence):
-    """The synthetic world's ``prefix_metrics`` if every query comes from it (``meta["scene"]``), else None."""
-    if not queries or not all("scene" in getattr(q, "meta", {}) for q in queries):
-        return None
-    try:
-        from ..data.synthetic.metrics import prefix_metrics
-    except ImportError:
-        return None
-    return prefix_metrics
+    """The registered oracle of the world every query comes from (``meta["scene"]``...), else None."""
+    for key, fn in ORACLES.items():
+        if queries and all(key in getattr(q, "meta", {}) for q in queries):
+            return fn
+    return None
 
 
 def evaluate_boxes(boxes: Sequence[torch.Tensor], queries: Sequence, ks=DEFAULT_KS, iou_threshold: float = 0.5,
@@ -172,3 +184,20 @@ def evaluate(model, queries: Sequence, ks=DEFAULT_KS, iou_threshold: float = 0.5
 
 
 __all__ = ["DEFAULT_KS", "check_ks", "sample_boxes", "evaluate_boxes", "evaluate"]
+
+
+def shuffle_images(queries) -> list:
+    """The image ablation: each query gets the image of a query half the split away (another scene),
+    keeping its class, labels and oracle scene. A model that uses the image loses precision here."""
+    queries = list(queries)
+    n = len(queries)
+    scenes = {q.image_id for q in queries}
+    if len(scenes) < 2:
+        raise ValueError("shuffling images needs queries from at least two scenes")
+    out = []
+    for i, q in enumerate(queries):
+        j = (i + n // 2) % n
+        while queries[j].image_id == q.image_id:  # never the query's own scene
+            j = (j + 1) % n
+        out.append(dataclasses.replace(q, image_source=queries[j].image_source, _image=None))
+    return out

@@ -30,11 +30,10 @@ from .powerpaint import PowerPaintInpainter
 from .reference import Reference, as_reference
 from .removal import REMOVERS, BiharmonicFill, DiffusersRemover, PowerPaintRemover, Remover, dilate_mask
 from .repaint import SCHEDULES, ReferenceRePaintInpainter
+from ..registry import INPAINTERS
 
-#: ``--inpainter`` names of the command line.
-BACKENDS = {"gligen": GLIGENInpainter, "powerpaint": PowerPaintInpainter, "diffusers": DiffusersInpainter,
-            "cutout": CutoutCompositor, "paint-by-example": PaintByExampleInpainter,
-            "repaint": ReferenceRePaintInpainter}
+#: ``--inpainter`` names of the command line (``locinsert.registry.INPAINTERS``).
+BACKENDS = INPAINTERS
 
 __all__ = ["Inpainter", "DiffusionInpainter", "ContextCrop", "GLIGENInpainter", "PowerPaintInpainter",
            "DiffusersInpainter", "CutoutCompositor", "as_cutout", "PaintByExampleInpainter",

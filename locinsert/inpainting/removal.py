@@ -28,6 +28,7 @@ from PIL import Image, ImageFilter
 
 from ..boxes import mask_box
 from ..images import as_mask, load_image
+from ..registry import REMOVERS as _REGISTRY
 from ..validation import check_bool, check_int, check_non_negative_int
 from .base import ContextCrop, paste_inside, pixel_box
 from .diffusers_inpaint import DiffusersInpainter
@@ -204,5 +205,5 @@ class PowerPaintRemover(DiffusionRemover):
         return cls(pipe, **kwargs)
 
 
-#: ``--remover`` names of the command line.
-REMOVERS = {"biharmonic": BiharmonicFill, "powerpaint": PowerPaintRemover, "diffusers": DiffusersRemover}
+#: ``--remover`` names of the command line (``locinsert.registry.REMOVERS``).
+REMOVERS = _REGISTRY

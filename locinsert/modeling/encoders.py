@@ -85,11 +85,11 @@ class HFViTImageEncoder(nn.Module):
 
 
 def build_image_encoder(config) -> nn.Module:
-    if config.image_encoder_type == "timm":
-        return TimmImageEncoder(config.image_encoder, config.image_encoder_kwargs, config.image_pretrained)
-    if config.image_encoder_type == "hf_vit":
-        return HFViTImageEncoder(config.image_encoder, config.image_encoder_kwargs, config.image_pretrained)
-    raise ValueError(f"image_encoder_type must be 'timm' or 'hf_vit', got {config.image_encoder_type!r}")
+    """The image tower named by ``config.image_encoder_type`` (``locinsert.registry.IMAGE_ENCODERS``)."""
+    from ..registry import IMAGE_ENCODERS
+
+    return IMAGE_ENCODERS.create(config.image_encoder_type, config.image_encoder, config.image_encoder_kwargs,
+                                 config.image_pretrained)
 
 
 class ImagePreprocessor:
@@ -257,11 +257,10 @@ class ClassEmbedding(nn.Module):
 
 
 def build_class_encoder(config) -> nn.Module:
-    kind = config.class_encoder_type
-    if kind == "open_clip":
-        return OpenCLIPTextEncoder(config.class_encoder, config.class_encoder_kwargs, config.class_pretrained)
-    if kind == "hf_clip":
-        return HFCLIPTextEncoder(config.class_encoder, config.class_encoder_kwargs, config.class_pretrained)
-    if kind == "embedding":
-        return ClassEmbedding(config.classes, int(config.class_embed_dim))
-    raise ValueError(f"class_encoder_type must be 'open_clip', 'hf_clip' or 'embedding', got {kind!r}")
+    """The class encoder named by ``config.class_encoder_type`` (``locinsert.registry.CLASS_ENCODERS``)."""
+    from ..registry import CLASS_ENCODERS
+
+    if config.class_encoder_type == "embedding":  # a table over the config's own classes
+        return CLASS_ENCODERS.create("embedding", config.classes, int(config.class_embed_dim))
+    return CLASS_ENCODERS.create(config.class_encoder_type, config.class_encoder, config.class_encoder_kwargs,
+                                 config.class_pretrained)

@@ -16,39 +16,19 @@ A threshold turns a soft mask into a hard one (``hard_mask``); ``is_empty`` says
 
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "Segmenter": "locinsert.segmentation.base",
-    "DEFAULT_THRESHOLD": "locinsert.segmentation.base",
-    "check_text": "locinsert.segmentation.base",
-    "is_empty": "locinsert.segmentation.base",
-    # shared mask helpers, defined once and re-exported here for segmentation users
-    "hard_mask": "locinsert.images",
-    "as_soft_mask": "locinsert.images",
-    "mask_box": "locinsert.boxes",
-    "CLIPSegSegmenter": "locinsert.segmentation.clipseg",
-    "DEFAULT_CLIPSEG": "locinsert.segmentation.clipseg",
-    "TextMaskConfig": "locinsert.segmentation.textmask",
-    "TextMaskModel": "locinsert.segmentation.textmask",
-    "TextMaskSegmenter": "locinsert.segmentation.textmask",
-    "BoxSegmenter": "locinsert.segmentation.given",
-    "MaskSegmenter": "locinsert.segmentation.given",
-    "MaskExample": "locinsert.segmentation.data",
-    "synthetic_mask_examples": "locinsert.segmentation.data",
-    "MaskDataset": "locinsert.segmentation.data",
-    "mask_iou_dice": "locinsert.segmentation.evaluate",
-    "RegionBaseline": "locinsert.segmentation.evaluate",
-    "ClassPriorBaseline": "locinsert.segmentation.evaluate",
-    "evaluate_segmenter": "locinsert.segmentation.evaluate",
-    "format_mask_table": "locinsert.segmentation.evaluate",
-    "plot_mask_examples": "locinsert.segmentation.evaluate",
-}
+from ..lazy import lazy_exports
 
-__all__ = sorted(_EXPORTS)
+if TYPE_CHECKING:  # the public names: static tools read them here, lazy_exports loads each on first use
+    from .base import Segmenter, DEFAULT_THRESHOLD, check_text, is_empty
+    from ..images import hard_mask, as_soft_mask
+    from ..boxes import mask_box
+    from .clipseg import CLIPSegSegmenter, DEFAULT_CLIPSEG
+    from .textmask import TextMaskConfig, TextMaskModel, TextMaskSegmenter
+    from .given import BoxSegmenter, MaskSegmenter
+    from .data import MaskExample, synthetic_mask_examples, MaskDataset
+    from .evaluate import (mask_iou_dice, RegionBaseline, ClassPriorBaseline, evaluate_segmenter, format_mask_table,
+                           plot_mask_examples)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'locinsert.segmentation' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

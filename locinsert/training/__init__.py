@@ -6,42 +6,19 @@ under ``torchrun`` / ``accelerate launch``). Names are imported on first use.
 
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "dpo_loss": "locinsert.training.losses",
-    "preference_loss": "locinsert.training.losses",
-    "BoxSFTTrainer": "locinsert.training.sft",
-    "BoxDPOTrainer": "locinsert.training.dpo",
-    "BoxDataset": "locinsert.training.datasets",
-    "PairDataset": "locinsert.training.datasets",
-    "collate": "locinsert.training.datasets",
-    "ModelArguments": "locinsert.training.config",
-    "DataArguments": "locinsert.training.config",
-    "SFTArguments": "locinsert.training.config",
-    "DPOArguments": "locinsert.training.config",
-    "load_stage_config": "locinsert.training.config",
-    "parse_stage_args": "locinsert.training.config",
-    "AtomicCheckpointCallback": "locinsert.training.checkpoints",
-    "last_checkpoint": "locinsert.training.checkpoints",
-    "save_final_model": "locinsert.training.checkpoints",
-    "run_stage": "locinsert.training.stages",
-    "StageResult": "locinsert.training.stages",
-    "run_synthetic_stages": "locinsert.training.synthetic",
-    "SYNTHETIC_BUDGETS": "locinsert.training.synthetic",
-    "synthetic_stage_args": "locinsert.training.synthetic",
-    "learning_table": "locinsert.training.synthetic",
-    "format_learning_table": "locinsert.training.synthetic",
-    "format_class_table": "locinsert.training.synthetic",
-    "shuffle_images": "locinsert.training.synthetic",
-    "run_encoder_stage": "locinsert.training.encoder",
-    "dense_metrics": "locinsert.training.encoder",
-}
+from ..lazy import lazy_exports
 
-__all__ = sorted(_EXPORTS)
+if TYPE_CHECKING:  # the public names: static tools read them here, lazy_exports loads each on first use
+    from .losses import dpo_loss, preference_loss
+    from .runner import ModelLossTrainer, RunParts, RunSummary, run_training, NonFiniteTrainingError
+    from .dpo import BoxDPOTrainer
+    from .datasets import BoxDataset, PairDataset, collate
+    from .config import ModelArguments, DataArguments, SFTArguments, DPOArguments, load_stage_config, parse_stage_args
+    from .checkpoints import AtomicCheckpointCallback, last_checkpoint, save_final_model
+    from .stages import run_stage, StageResult
+    from .synthetic import run_synthetic_stages, SYNTHETIC_BUDGETS, synthetic_stage_args, learning_table
+    from .encoder import run_encoder_stage, dense_metrics
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'locinsert.training' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

@@ -35,7 +35,7 @@ completion marker is what makes the folder a checkpoint: the same all-or-nothing
 the marker instead of the rename. ``save_final_model`` swaps the final folder in with the same
 ``swap_in`` as every other save.
 
-**Loading it back** is done by :class:`SafeCheckpointMixin` (the base of ``BoxSFTTrainer`` and
+**Loading it back** is done by :class:`SafeCheckpointMixin` (the base of ``runner.ModelLossTrainer`` and
 ``BoxDPOTrainer``), which overrides the Trainer's ``_load_optimizer_and_scheduler``,
 ``_load_scaler`` and ``_load_rng_state``. Public hooks are not enough for an *exact* resume: the
 Trainer restores the RNG state at a precise point inside its epoch loop (after the dataloader

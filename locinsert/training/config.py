@@ -15,24 +15,18 @@ Defaults differ from upstream where upstream's are wrong for this model: trl's D
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from transformers import TrainingArguments
-from trl import DPOConfig, TrlParser
+from trl import DPOConfig
+
+from .runner import RunDefaults, config_argv, parse_config
 
 STAGES = ("pretrain", "finetune", "dpo")  # the location model's stages (the paper's three)
 ENCODER_STAGE = "encoder"  # optional stage 0: the image tower on dense labels (training/encoder.py)
 ALL_STAGES = (ENCODER_STAGE, *STAGES)
 DATASET_FORMATS = ("auto", "synthetic", "pipe", "opa")
-
-
-def _bf16_default() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
 @dataclass
@@ -97,36 +91,30 @@ class DataArguments:
 
 
 @dataclass
-class SFTArguments(TrainingArguments):
+class LocationRunDefaults(RunDefaults):
+    """Defaults the location stages share (supervised and DPO)."""
+
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Examples (DPO: pairs) per device batch."})
+    warmup_steps: float = field(default=0.03, metadata={"help": "Warmup steps (a float < 1 is a ratio)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    save_steps: float = field(default=500, metadata={"help": "Checkpoint every N steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep the N newest checkpoints."})
+    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "DDP: no unused parameters."})
+
+
+@dataclass
+class SFTArguments(LocationRunDefaults, TrainingArguments):
     """``TrainingArguments`` with defaults for the supervised stages (pretrain on PIPE, finetune on OPA)."""
 
     output_dir: str | None = field(default="runs/sft", metadata={"help": "Where checkpoints and the final model go."})
     learning_rate: float = field(default=3e-4, metadata={"help": "Peak AdamW learning rate."})
-    per_device_train_batch_size: int = field(default=64, metadata={"help": "Batch size per device."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs."})
-    warmup_steps: float = field(default=0.03, metadata={"help": "Warmup steps (a float < 1 is a ratio)."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    save_steps: float = field(default=500, metadata={"help": "Checkpoint every N steps."})
-    save_total_limit: int | None = field(default=2, metadata={"help": "Keep the N newest checkpoints."})
-    report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers (none, tensorboard...)."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: batches are built "
-                                                                          "by our collator."})
-    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "DDP: no unused parameters."})
-    prediction_loss_only: bool = field(default=True, metadata={"help": "Eval computes the loss only."})
     label_names: list[str] | None = field(default_factory=lambda: ["box_tokens"],
                                           metadata={"help": "Batch keys that are labels."})
-    bf16: bool = field(default=None, metadata={"help": "bf16 mixed precision (default: when the GPU supports it)."})
-
-    def __post_init__(self):
-        if self.bf16 is None:
-            self.bf16 = _bf16_default()
-        super().__post_init__()
 
 
 @dataclass
-class DPOArguments(DPOConfig):
+class DPOArguments(LocationRunDefaults, DPOConfig):
     """trl's ``DPOConfig`` with defaults for a small box model (see the module docstring).
 
     Supported ``loss_type`` entries: sigmoid (default), ipo, hinge, robust, and sft (the SFT term on the
@@ -135,28 +123,12 @@ class DPOArguments(DPOConfig):
 
     output_dir: str | None = field(default="runs/dpo", metadata={"help": "Where checkpoints and the final model go."})
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak AdamW learning rate."})
-    per_device_train_batch_size: int = field(default=64, metadata={"help": "Preference pairs per device batch."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the pairs."})
-    warmup_steps: float = field(default=0.03, metadata={"help": "Warmup steps (a float < 1 is a ratio)."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (default: when the GPU "
-                                                                 "supports it; trl's own default is always)."})
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of "
                                                                                   "activation_checkpointing."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    save_steps: float = field(default=500, metadata={"help": "Checkpoint every N steps."})
-    save_total_limit: int | None = field(default=2, metadata={"help": "Keep the N newest checkpoints."})
-    report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers (none, tensorboard...)."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: the pair columns are "
-                                                                          "not forward() arguments."})
-    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "DDP: no unused parameters."})
-    prediction_loss_only: bool = field(default=True, metadata={"help": "Eval computes the loss only."})
     label_names: list[str] | None = field(default_factory=lambda: ["chosen_tokens"],
                                           metadata={"help": "Batch keys that are labels."})
 
     def __post_init__(self):
-        if self.bf16 is None:
-            self.bf16 = _bf16_default()
         super().__post_init__()
         from .losses import check_loss_types
 
@@ -175,40 +147,11 @@ def check_stage(stage: str) -> str:
     return stage
 
 
-def use_cpu_for_multiprocess_without_gpu() -> bool:
-    """Under ``torchrun`` on a machine without GPUs, make the Trainer use CPU DDP (gloo).
-
-    Otherwise transformers' device setup does not join the launched processes and every process
-    trains alone on the whole data. Sets ``ACCELERATE_USE_CPU`` (what ``accelerate launch --cpu``
-    sets); returns True when it did.
-    """
-    import torch
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        if "ACCELERATE_USE_CPU" not in os.environ:
-            os.environ["ACCELERATE_USE_CPU"] = "true"
-            return True
-    return False
-
-
 def parse_stage_args(stage: str, argv: Sequence[str] | None = None, prog: str | None = None
                      ) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """Parse ``[--config file.yaml] [--field value ...]`` for ``stage`` into the three argument objects."""
-    use_cpu_for_multiprocess_without_gpu()
-    parser = TrlParser((ModelArguments, DataArguments, training_arguments_class(stage)), prog=prog)
-    argv = list(argv) if argv is not None else None
-    if argv is not None and "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            raise ValueError("--config needs a YAML file path")
-        if not os.path.isfile(argv[i + 1]):
-            raise FileNotFoundError(f"config file not found: {argv[i + 1]}")
-    import yaml
-
-    try:
-        model_args, data_args, train_args = parser.parse_args_and_config(argv)
-    except yaml.YAMLError as e:
-        raise ValueError(f"config file is not valid YAML: {' '.join(str(e).split())}") from e
+    model_args, data_args, train_args = parse_config((ModelArguments, DataArguments, training_arguments_class(stage)),
+                                                     argv, prog)
     check_data_args(data_args)
     return model_args, data_args, train_args
 
@@ -216,17 +159,7 @@ def parse_stage_args(stage: str, argv: Sequence[str] | None = None, prog: str | 
 def load_stage_config(stage: str, config: str | None = None, **overrides
                       ) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """Python counterpart of the scripts: ``load_stage_config("dpo", "cfg.yaml", learning_rate=1e-5)``."""
-    argv: list[str] = []
-    if config is not None:
-        argv += ["--config", str(config)]
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            argv += [f"--{key}", json.dumps(value)]
-        elif isinstance(value, (list, tuple)):
-            argv += [f"--{key}", *map(str, value)]
-        else:
-            argv += [f"--{key}", str(value)]
-    return parse_stage_args(stage, argv)
+    return parse_stage_args(stage, config_argv(config, **overrides))
 
 
 def check_data_args(data_args: DataArguments) -> DataArguments:

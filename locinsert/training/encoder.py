@@ -1,23 +1,24 @@
 """Encoder stage: pretrain the image tower on the synthetic world's per-pixel part labels.
 
-``run_encoder_stage`` is ``run_stage("encoder", ...)``: the same ``Trainer`` machinery, arguments,
-checkpoints (atomic, pickle-free, resumed from the last complete one) and final folder as the
-location stages. The model is a :class:`~locinsert.modeling.dense_encoder.DenseEncoderModel` built
-from the preset's image fields; the data are fresh scenes (their own stream, so no test scene is
-seen) with their label maps. A location stage then names the saved folder in
-``image_encoder_checkpoint`` to start from this tower, frozen.
+``run_encoder_stage`` is ``run_stage("encoder", ...)``: the life cycle of ``training.runner``, as for the
+location stages; the held-out pixel accuracy and part IoU are the summary's ``evaluation``. The model
+is a :class:`~locinsert.modeling.dense_encoder.DenseEncoderModel` built from the preset's image
+fields; the data are fresh scenes (their own stream, so no test scene is seen) with their label maps.
+A location stage then names the saved folder in ``image_encoder_checkpoint`` to start from this
+tower, frozen.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import time
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from .config import ENCODER_STAGE
+from .datasets import collate
+from .runner import RunParts, RunSummary, preset_overrides, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +76,8 @@ def build_encoder_model(model_args):
 
     if model_args.model_name_or_path:
         return DenseEncoderModel.from_pretrained(model_args.model_name_or_path)
-    overrides = model_args.preset_overrides or {}
-    if isinstance(overrides, str):
-        overrides = json.loads(overrides)
-    loc = LocationModelConfig.preset(model_args.preset, pretrained=model_args.pretrained_encoders, **overrides)
+    loc = LocationModelConfig.preset(model_args.preset, pretrained=model_args.pretrained_encoders,
+                                     **preset_overrides(model_args))
     return DenseEncoderModel(DenseEncoderConfig.from_location_config(loc, PARTS))
 
 
@@ -105,44 +104,21 @@ def dense_metrics(model, scenes, batch_size: int = 64) -> dict:
     return {"pixel_accuracy": float(inter.sum() / conf.sum()), "iou": iou}
 
 
-def run_encoder_stage(model_args, data_args, training_args, callbacks=(), model=None):
-    """Train the image tower on part labels; see the module docstring. Returns a ``StageResult``."""
-    from dataclasses import asdict
-
-    from transformers import set_seed
-
-    from .checkpoints import (AtomicCheckpointCallback, discard_incomplete_checkpoints, resolve_resume,
-                              save_final_model, write_json_atomic)
-    from .datasets import collate
-    from .sft import BoxSFTTrainer
-    from .stages import FINAL_DIR, SUMMARY_FILE, RankLogCallback, StageResult, _resume_target
-
-    t0 = time.time()
-    set_seed(training_args.seed)
+def encoder_parts(model_args, data_args, training_args, model=None) -> RunParts:
+    """The model and data of the encoder stage, for ``training.runner.run_training``."""
     if model is None:
         model = build_encoder_model(model_args)
-    size = model.config.image_size
-    train = SceneLabelDataset(encoder_scenes(data_args), model.preprocessor, size, hflip=data_args.hflip)
+    train = SceneLabelDataset(encoder_scenes(data_args), model.preprocessor, model.config.image_size,
+                              hflip=data_args.hflip)
     training_args.label_names = ["labels"]
-    trainer = BoxSFTTrainer(model=model, args=training_args, train_dataset=train, data_collator=collate,
-                            callbacks=[AtomicCheckpointCallback(), RankLogCallback(), *callbacks])
-    if training_args.should_save:
-        discard_incomplete_checkpoints(training_args.output_dir)
-    trainer.accelerator.wait_for_everyone()
-    resume = resolve_resume(training_args.output_dir, _resume_target(training_args))
-    if resume:
-        logger.info("resuming encoder from %s", resume)
-    out = trainer.train(resume_from_checkpoint=resume)
-    path = save_final_model(trainer, os.path.join(training_args.output_dir, FINAL_DIR))
-    metrics = {k: float(v) for k, v in out.metrics.items()}
-    if data_args.eval_split:
-        check = dense_metrics(model, encoder_scenes(data_args, data_args.eval_split))
-        metrics["eval_pixel_accuracy"] = check["pixel_accuracy"]
-        metrics.update({f"eval_iou_{k}": v for k, v in check["iou"].items()})
-    result = StageResult(stage="encoder", output_dir=training_args.output_dir, model_path=path,
-                         global_step=trainer.state.global_step, num_examples=len(train),
-                         world_size=training_args.world_size, resumed_from=resume, train_metrics=metrics,
-                         seconds=round(time.time() - t0, 2))
-    if training_args.should_save:
-        write_json_atomic(os.path.join(training_args.output_dir, SUMMARY_FILE), asdict(result))
-    return result
+
+    def evaluate(trained) -> dict | None:
+        return dense_metrics(trained, encoder_scenes(data_args, data_args.eval_split)) if data_args.eval_split else None
+
+    return RunParts(model=model, train_dataset=train, data_collator=collate, evaluate=evaluate)
+
+
+def run_encoder_stage(model_args, data_args, training_args, callbacks=(), model=None) -> RunSummary:
+    """Train the image tower on part labels (``run_stage("encoder", ...)``); see the module docstring."""
+    return run_training(ENCODER_STAGE, training_args,
+                        lambda: encoder_parts(model_args, data_args, training_args, model), callbacks)

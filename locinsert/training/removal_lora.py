@@ -19,7 +19,10 @@ LoRA, the optimizer state (safetensors + JSON) and the loss history; each is wri
 temporary folder that is renamed into place with the completion marker already inside, so a
 checkpoint is complete or absent. A run resumes from the last one; every step draws its batch,
 noise and timesteps from a generator seeded by ``seed + step``, so a resumed run takes exactly the
-steps an uninterrupted one would. ``output_dir/final/`` holds the LoRA and ``removal_lora.json``.
+steps an uninterrupted one would. ``output_dir/final/`` holds the LoRA and ``removal_lora.json``, and
+``output_dir/run_summary.json`` the runner's summary (``training.runner.RunSummary``). The config is a
+flat YAML file with command-line overrides, read as the Trainer stages read theirs
+(``locinsert train removal-lora --config FILE.yaml --max_steps 50``); a NaN or inf loss stops the run.
 """
 
 from __future__ import annotations
@@ -27,14 +30,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..io import write_folder_atomic, write_json_atomic
+from ..io import check_output_dir, write_folder_atomic, write_json_atomic
 from .checkpoints import COMPLETE_MARKER, last_checkpoint, load_state, save_state
+from .runner import FINAL_DIR, SUMMARY_FILE, NonFiniteTrainingError, RunSummary, config_argv, parse_config
 
 __all__ = ["RemovalLoraConfig", "RemovalLoraReport", "RemovalPairs", "add_removal_lora", "removal_loss",
            "train_removal_lora", "lora_state_dict", "DEFAULT_TARGETS"]
@@ -47,27 +52,29 @@ DATA = ("synthetic", "pipe")
 class RemovalLoraConfig:
     """Everything a run needs; ``RemovalLoraConfig.from_yaml(path, **overrides)`` reads a YAML file."""
 
-    output_dir: str = "runs/removal_lora"
-    pretrained: str = "stabilityai/stable-diffusion-2-inpainting"
-    data: str = "synthetic"
-    synthetic_examples: int = 2000
-    synthetic_seed: int = 0
-    synthetic_size: int = 64
-    pipe_source: str = "paint-by-inpaint/PIPE"
-    pipe_masks: str | None = "paint-by-inpaint/PIPE_Masks"
-    pipe_rows: int | None = None
-    resolution: int = 512
-    dilate: int = 2
-    rank: int = 4
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
-    learning_rate: float = 1e-4
-    max_steps: int = 1000
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    save_steps: int = 250
-    mixed_precision: str = "no"
-    seed: int = 0
-    resume: bool = True
+    output_dir: str = field(default="runs/removal_lora", metadata={"help": "Checkpoints and the final LoRA."})
+    pretrained: str = field(default="stabilityai/stable-diffusion-2-inpainting",
+                            metadata={"help": "The 9-channel inpainting pipeline to adapt (hub id or folder)."})
+    data: str = field(default="synthetic", metadata={"help": "synthetic (exact swapped pairs) or pipe."})
+    synthetic_examples: int = field(default=2000, metadata={"help": "Synthetic: swapped pairs to draw."})
+    synthetic_seed: int = field(default=0, metadata={"help": "Synthetic: seed of the world."})
+    synthetic_size: int = field(default=64, metadata={"help": "Synthetic: scene side in pixels."})
+    pipe_source: str = field(default="paint-by-inpaint/PIPE", metadata={"help": "PIPE: hub id or parquet folder."})
+    pipe_masks: str | None = field(default="paint-by-inpaint/PIPE_Masks", metadata={"help": "PIPE: object masks."})
+    pipe_rows: int | None = field(default=None, metadata={"help": "PIPE: stream at most this many rows."})
+    resolution: int = field(default=512, metadata={"help": "Training crop side in pixels."})
+    dilate: int = field(default=2, metadata={"help": "Grow each object mask by this many pixels."})
+    rank: int = field(default=4, metadata={"help": "LoRA rank."})
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS),
+                                      metadata={"help": "Attention projections that get a LoRA."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
+    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps."})
+    batch_size: int = field(default=4, metadata={"help": "Pairs per step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
+    save_steps: int = field(default=250, metadata={"help": "Checkpoint every N steps."})
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)."})
+    seed: int = field(default=0, metadata={"help": "Seed of batches, noise and timesteps (step N: seed + N)."})
+    resume: bool = field(default=True, metadata={"help": "Continue from the last complete checkpoint."})
 
     def __post_init__(self):
         if self.data not in DATA:
@@ -82,20 +89,23 @@ class RemovalLoraConfig:
 
     @classmethod
     def from_yaml(cls, path: str | None = None, **overrides) -> "RemovalLoraConfig":
-        import yaml
+        """The fields of a YAML file (``path``), with ``overrides`` (None: keep the file's value) on top."""
+        return parse_removal_lora_args(config_argv(path, **{k: v for k, v in overrides.items() if v is not None}))
 
-        values = {}
-        if path is not None:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"config not found: {path}")
-            with open(path) as f:
-                values = yaml.safe_load(f) or {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+
+def parse_removal_lora_args(argv=None, prog: str | None = None) -> RemovalLoraConfig:
+    """``[--config file.yaml] [--field value ...]`` -> a :class:`RemovalLoraConfig` (the stages' config rules)."""
+    return parse_config((RemovalLoraConfig,), argv, prog)[0]
+
+
+def main(argv=None, prog: str | None = None) -> int:
+    """Entry point of ``training/removal_lora.py`` and ``locinsert train removal-lora``."""
+    import sys
+
+    config = parse_removal_lora_args(sys.argv[1:] if argv is None else argv, prog)
+    report = train_removal_lora(config)
+    print(f"{report.steps} steps, last loss {report.losses[-1]:.4f}; LoRA -> {report.final_dir}")
+    return 0
 
 
 @dataclass
@@ -244,6 +254,8 @@ def train_removal_lora(config: RemovalLoraConfig, pipe=None, pairs: RemovalPairs
     from diffusers import DDPMScheduler
     from tqdm.auto import tqdm
 
+    check_output_dir(config.output_dir, flag="output_dir")
+    t0 = time.time()
     accelerator = Accelerator(mixed_precision=config.mixed_precision,
                               gradient_accumulation_steps=config.gradient_accumulation_steps)
     if pipe is None:
@@ -279,6 +291,9 @@ def train_removal_lora(config: RemovalLoraConfig, pipe=None, pairs: RemovalPairs
         batch = [torch.stack([pairs[i][k] for i in idx]) for k in range(3)]
         with accelerator.accumulate(unet_p):
             loss = removal_loss(pipe, unet_p, scheduler, batch, g, text)
+            if not torch.isfinite(loss):
+                raise NonFiniteTrainingError(f"the loss is {float(loss)} at step {step + 1}: training diverged "
+                                             f"(learning_rate={config.learning_rate}); no final LoRA was written")
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad()
@@ -291,7 +306,7 @@ def train_removal_lora(config: RemovalLoraConfig, pipe=None, pairs: RemovalPairs
             if accelerator.is_main_process:
                 _save_checkpoint(pipe, accelerator.unwrap_model(unet_p), optimizer, config, step, losses)
     bar.close()
-    final = os.path.join(config.output_dir, "final")
+    final = os.path.join(config.output_dir, FINAL_DIR)
     if accelerator.is_main_process:
         info = {"config": dataclasses.asdict(config), "steps": step, "losses": losses, "resumed_from": resumed}
 
@@ -299,6 +314,10 @@ def train_removal_lora(config: RemovalLoraConfig, pipe=None, pairs: RemovalPairs
             _save_lora(pipe, accelerator.unwrap_model(unet_p), tmp)
             write_json_atomic(os.path.join(tmp, "removal_lora.json"), info)
         write_folder_atomic(final, write)
+        summary = RunSummary(stage="removal-lora", output_dir=config.output_dir, model_path=final, global_step=step,
+                             num_examples=len(pairs), world_size=accelerator.num_processes, resumed_from=resumed,
+                             train_metrics={"train_loss": losses[-1]}, seconds=round(time.time() - t0, 2))
+        write_json_atomic(os.path.join(config.output_dir, SUMMARY_FILE), dataclasses.asdict(summary))
     accelerator.wait_for_everyone()
     return RemovalLoraReport(losses, step, final, resumed)
 

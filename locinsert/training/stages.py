@@ -1,40 +1,31 @@
-"""Run one training stage from its arguments: pretrain, finetune (supervised) or dpo (and the
-optional image-encoder stage, ``encoder``, in ``encoder.py``).
+"""The location stages: pretrain, finetune (supervised) and dpo (and, through ``encoder.py``, the optional
+image-encoder stage ``encoder``).
 
-``run_stage`` is what the scripts in ``training/`` and ``locinsert train`` call; it works the same
-on a CPU, one GPU, or under ``torchrun`` / ``accelerate launch`` (the Trainer handles the processes):
+``run_stage`` is what the scripts in ``training/`` and ``locinsert train`` call. A stage here supplies
+only its parts (``training.runner`` owns the life cycle: checks, seeding, resume, the final save, the
+summary):
 
-1. build the model (a preset, or ``from_pretrained`` of the previous stage's ``final`` folder);
-2. read the data (the synthetic world, PIPE or OPA) into placement queries, then into a dataset;
-3. DPO: freeze a reference (a copy of the starting model, another saved model, or precomputed
-   log-probs);
-4. train with checkpoints that are complete or invisible, resuming from the last complete one;
-5. save the final model atomically to ``<output_dir>/final`` (``save_pretrained``: config.json +
-   model.safetensors) and a ``run_summary.json``.
+1. the model: a preset, or ``from_pretrained`` of the previous stage's ``final`` folder;
+2. the data: the synthetic world, PIPE or OPA, read into placement queries, then into a dataset;
+3. DPO: the trainer and its frozen reference (a copy of the starting model, another saved model, or
+   precomputed log-probs).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import time
-from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import torch
-from transformers import TrainerCallback, TrainingArguments, set_seed
+from transformers import TrainerCallback, TrainingArguments
 
-from .checkpoints import AtomicCheckpointCallback, discard_incomplete_checkpoints, resolve_resume, save_final_model
-from .checkpoints import write_json_atomic
-from .config import DataArguments, ModelArguments, check_stage, parse_stage_args
+from .config import ENCODER_STAGE, DataArguments, ModelArguments, check_stage, parse_stage_args
 from .datasets import BoxDataset, CachedImageFeatures, PairDataset, collate, expand_pairs
+from .runner import RunParts, RunSummary, preset_overrides, print_summary, run_training
 
 logger = logging.getLogger(__name__)
-
-FINAL_DIR = "final"
-SUMMARY_FILE = "run_summary.json"
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -109,9 +100,7 @@ def build_model(model_args: ModelArguments):
 
     if model_args.model_name_or_path:
         return LocationModel.from_pretrained(model_args.model_name_or_path)
-    overrides = model_args.preset_overrides or {}
-    if isinstance(overrides, str):
-        overrides = json.loads(overrides)
+    overrides = preset_overrides(model_args)
     if model_args.image_encoder_checkpoint:
         from ..modeling.dense_encoder import image_encoder_overrides
 
@@ -191,65 +180,12 @@ def precompute_reference_logps(ref_model, dataset: PairDataset, batch_size: int 
 
 # -- running ---------------------------------------------------------------------------------------
 
-class RankLogCallback(TrainerCallback):
-    """Each process records what it did (rank, world size, optimizer steps, examples) in ``ranks/``."""
-
-    def __init__(self):
-        self.steps = 0
-        self.start = time.time()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.steps += 1
-
-    def on_train_end(self, args, state, control, **kwargs):
-        folder = os.path.join(args.output_dir, "ranks")
-        os.makedirs(folder, exist_ok=True)
-        write_json_atomic(os.path.join(folder, f"rank-{args.process_index}.json"), {
-            "rank": args.process_index, "world_size": args.world_size, "steps_this_session": self.steps,
-            "global_step": state.global_step, "seconds": round(time.time() - self.start, 3)})
+StageResult = RunSummary  # what run_stage returns (and writes to run_summary.json)
 
 
-@dataclass
-class StageResult:
-    """What ``run_stage`` returns (and writes to ``run_summary.json``)."""
-
-    stage: str
-    output_dir: str
-    model_path: str
-    global_step: int
-    num_examples: int
-    world_size: int
-    resumed_from: str | None
-    train_metrics: dict = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-def _resume_target(training_args: TrainingArguments) -> str | bool | None:
-    value = training_args.resume_from_checkpoint
-    if value is None:
-        return True  # default: continue an interrupted run if it left a complete checkpoint
-    if isinstance(value, str) and value.lower() in ("false", "no", "none", "never"):
-        return None
-    return value
-
-
-def run_stage(stage: str, model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments,
-              callbacks: Sequence[TrainerCallback] = (), model=None, train_dataset=None, features=None
-              ) -> StageResult:
-    """Train one stage end to end; see the module docstring. ``model`` / ``train_dataset`` override the
-    ones the arguments describe (for callers that already hold them)."""
-    check_stage(stage)
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and training_args.world_size != launched:
-        raise ValueError(f"{launched} processes were launched but the Trainer sees world_size="
-                         f"{training_args.world_size}: each would train alone. Without GPUs set use_cpu: true "
-                         "(or launch with `accelerate launch --cpu`)")
-    if stage == "encoder":
-        from .encoder import run_encoder_stage
-
-        return run_encoder_stage(model_args, data_args, training_args, callbacks=callbacks, model=model)
-    t0 = time.time()
-    set_seed(training_args.seed)
+def location_parts(stage: str, model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments,
+                   model=None, train_dataset=None, features=None) -> RunParts:
+    """The model, data and trainer of a location stage (pretrain, finetune, dpo)."""
     if model is None:
         model = build_model(model_args)
     if train_dataset is None:
@@ -259,15 +195,12 @@ def run_stage(stage: str, model_args: ModelArguments, data_args: DataArguments, 
             features = prepare_feature_cache(model, queries, data_args, stage, data_args.train_split,
                                              progress=not training_args.disable_tqdm)
         train_dataset = build_dataset(stage, queries, model, data_args, seed=training_args.seed, features=features)
-
     eval_dataset = None
     if data_args.eval_split:
         eval_queries = load_queries(data_args, stage, data_args.eval_split, model.config.num_bins,
                                     limit=data_args.max_eval_queries)
         eval_dataset = build_dataset(stage, eval_queries, model, data_args, seed=training_args.seed)
-    common = dict(args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                  data_collator=collate,
-                  callbacks=[AtomicCheckpointCallback(), RankLogCallback(), *callbacks])
+    parts = RunParts(model=model, train_dataset=train_dataset, data_collator=collate, eval_dataset=eval_dataset)
     if stage == "dpo":
         from .dpo import BoxDPOTrainer
 
@@ -285,35 +218,32 @@ def run_stage(stage: str, model_args: ModelArguments, data_args: DataArguments, 
                                        progress=not training_args.disable_tqdm)
         if train_dataset.ref_chosen_logps is not None:
             ref_model = False
-        trainer = BoxDPOTrainer(model=model, ref_model=ref_model, **common)
+        parts.trainer_class, parts.trainer_kwargs = BoxDPOTrainer, {"ref_model": ref_model}
+    return parts
+
+
+def run_stage(stage: str, model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments,
+              callbacks: Sequence[TrainerCallback] = (), model=None, train_dataset=None, features=None
+              ) -> RunSummary:
+    """Train one stage end to end (``training.runner``'s life cycle); see the module docstring.
+
+    ``model`` / ``train_dataset`` override the ones the arguments describe (for callers that already hold them).
+    """
+    check_stage(stage)
+    if stage == ENCODER_STAGE:
+        from .encoder import encoder_parts
+
+        def build():
+            return encoder_parts(model_args, data_args, training_args, model=model)
     else:
-        from .sft import BoxSFTTrainer
-
-        trainer = BoxSFTTrainer(model=model, **common)
-
-    if training_args.should_save:
-        discard_incomplete_checkpoints(training_args.output_dir)
-    trainer.accelerator.wait_for_everyone()
-    resume = resolve_resume(training_args.output_dir, _resume_target(training_args))
-    if resume:
-        logger.info("resuming %s from %s", stage, resume)
-    out = trainer.train(resume_from_checkpoint=resume)
-    path = save_final_model(trainer, os.path.join(training_args.output_dir, FINAL_DIR))
-    result = StageResult(stage=stage, output_dir=training_args.output_dir, model_path=path,
-                         global_step=trainer.state.global_step, num_examples=len(train_dataset),
-                         world_size=training_args.world_size, resumed_from=resume,
-                         train_metrics={k: float(v) for k, v in out.metrics.items()},
-                         seconds=round(time.time() - t0, 2))
-    if training_args.should_save:
-        write_json_atomic(os.path.join(training_args.output_dir, SUMMARY_FILE), asdict(result))
-    return result
+        def build():
+            return location_parts(stage, model_args, data_args, training_args, model, train_dataset, features)
+    return run_training(stage, training_args, build, callbacks)
 
 
 def main(stage: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Entry point of the ``training/`` scripts: ``[--config cfg.yaml] [--field value ...]``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model_args, data_args, training_args = parse_stage_args(stage, sys.argv[1:] if argv is None else argv, prog)
-    result = run_stage(stage, model_args, data_args, training_args)
-    if training_args.should_save:
-        print(json.dumps(asdict(result), indent=2))
+    print_summary(run_stage(stage, model_args, data_args, training_args), training_args)
     return 0

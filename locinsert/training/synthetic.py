@@ -174,19 +174,6 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
     return report
 
 
-def tpr_at_fpr(curve, fpr: float) -> float:
-    """TPR of a K-curve at a given FPR, linearly interpolated between its K points (NaN outside them)."""
-    import numpy as np
-
-    fprs, tprs = np.array(curve.fpr, dtype=float), np.array(curve.tpr, dtype=float)
-    order = np.argsort(fprs)
-    fprs, tprs = fprs[order], tprs[order]
-    if not len(fprs) or fpr < fprs[0] or fpr > fprs[-1]:
-        return float("nan")
-    return float(np.interp(fpr, fprs, tprs))
-
-
-MATCHED_FPRS = (0.1, 0.2)
 
 
 def learning_table(out_dir: str, budget: str = "default", seed: int = 0, stages=STAGES, ks=(10, 100),
@@ -196,9 +183,10 @@ def learning_table(out_dir: str, budget: str = "default", seed: int = 0, stages=
 
     One row per method: ``method``, and for each K in ``ks``: ``oracle_precision@K``, ``coverage@K``,
     ``tpr@K``, ``fpr@K``; plus ``tpr@fpr=F`` for F in ``MATCHED_FPRS``: the TPR of the method's
-    curve over K = 10, 20, ..., 100 at that FPR (interpolated), to compare methods at matched FPR.
+    curve over K = 10, 20, ..., 100 at that FPR (interpolated), to compare methods at matched FPR
+    (``locinsert.evaluation.tables``).
     """
-    from ..evaluation import ClassPrior, RandomBoxes, evaluate
+    from ..evaluation import ClassPrior, RandomBoxes, curve_row, evaluate, shuffle_images
     from ..modeling import LocationModel
 
     models = {s: LocationModel.from_pretrained(os.path.join(out_dir, s, "final")).eval() for s in stages}
@@ -220,70 +208,34 @@ def learning_table(out_dir: str, budget: str = "default", seed: int = 0, stages=
     return rows
 
 
-def shuffle_images(queries) -> list:
-    """The image ablation: each query gets the image of a query half the split away (another scene),
-    keeping its class, labels and oracle scene. A model that uses the image loses precision here."""
-    import dataclasses
-
-    queries = list(queries)
-    n = len(queries)
-    scenes = {q.image_id for q in queries}
-    if len(scenes) < 2:
-        raise ValueError("shuffling images needs queries from at least two scenes")
-    out = []
-    for i, q in enumerate(queries):
-        j = (i + n // 2) % n
-        while queries[j].image_id == q.image_id:  # never the query's own scene
-            j = (j + 1) % n
-        out.append(dataclasses.replace(q, image_source=queries[j].image_source, _image=None))
-    return out
-
-
-def curve_row(curve, ks=(10, 100)) -> dict:
-    """One row of the learning table (and of the demo's table) from a method's K-curve; with per-category
-    curves also ``precision/<class>@K`` for the largest K."""
-    row = {"method": curve.name}
-    for cat, c in sorted(curve.per_category.items()):
-        row[f"precision/{cat}@{ks[-1]}"] = c.at(ks[-1]).oracle_precision
-    for k in ks:
-        p = curve.at(k)
-        row.update({f"oracle_precision@{k}": p.oracle_precision, f"coverage@{k}": p.coverage,
-                    f"tpr@{k}": p.tpr, f"fpr@{k}": p.fpr})
-    for f in MATCHED_FPRS:
-        row[f"tpr@fpr={f}"] = tpr_at_fpr(curve, f)
-    return row
-
-
 _STAGE_NAMES = {"pretrain": "1. pretrain (PIPE-like)", "finetune": "2. + finetune (OPA-like positives)",
                 "dpo": "3. + DPO (OPA-like pairs)"}
 
 
-def format_learning_table(rows: list[dict], ks=(10, 100)) -> str:
-    """The learning table as Markdown."""
-    cols = ["method"] + [f"{m}@{k}" for k in (ks[-1],) for m in ("oracle_precision", "coverage")] + \
-        [f"{m}@{k}" for k in ks for m in ("tpr", "fpr")] + [f"tpr@fpr={f}" for f in MATCHED_FPRS]
-    head = ["method", f"oracle precision (K={ks[-1]})", f"coverage (K={ks[-1]})"] + \
-        [f"{m} (K={k})" for k in ks for m in ("TPR", "FPR")] + [f"TPR at FPR {f}" for f in MATCHED_FPRS]
-    return _markdown(rows, cols, head)
+__all__ = ["SYNTHETIC_BUDGETS", "synthetic_stage_args", "run_synthetic_stages", "learning_table", "budget_stages",
+           "SyntheticReport"]
 
 
-def _markdown(rows, cols, head) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["method"]] + [f"{r[c]:.3f}" if isinstance(r.get(c), float) and r[c] == r[c] else "n/a"
-                                 for c in cols[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def main(argv=None, prog: str | None = None) -> int:
+    """``locinsert train synthetic``: every stage on the synthetic world, then the learning table."""
+    import sys
 
+    from ..argtypes import Parser, seed
+    from ..evaluation import format_class_table, format_learning_table
+    from ..io import check_output_dir
 
-def format_class_table(rows: list[dict], k: int = 100) -> str:
-    """Oracle precision per class (and over all queries) at K, one row per method, as Markdown."""
-    classes = sorted({c.split("/", 1)[1].rsplit("@", 1)[0] for r in rows for c in r
-                      if c.startswith("precision/") and c.endswith(f"@{k}")})
-    cols = ["method", f"oracle_precision@{k}"] + [f"precision/{c}@{k}" for c in classes]
-    return _markdown(rows, cols, ["method", "all"] + classes)
-
-
-__all__ = ["SYNTHETIC_BUDGETS", "synthetic_stage_args", "run_synthetic_stages", "learning_table",
-           "format_learning_table", "format_class_table", "shuffle_images", "budget_stages", "SyntheticReport"]
-
+    p = Parser(prog=prog, description="Pretrain, finetune and DPO on the synthetic world, then "
+                                                       "print each stage's figures on the held-out test split.")
+    p.add_argument("--out", default="runs/synthetic", help="output folder (one subfolder per stage)")
+    p.add_argument("--budget", default="default",
+                   help="quick (about a minute, a smoke run), default (the demo's, about 8 minutes) or long "
+                        "(under an hour)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the world and of training (0 <= seed < 2**31)")
+    p.add_argument("--no-eval", action="store_true", help="train only, skip the learning table")
+    opts = p.parse_args(sys.argv[1:] if argv is None else argv)
+    check_output_dir(opts.out)
+    report = run_synthetic_stages(opts.out, budget=opts.budget, seed=opts.seed, evaluate=not opts.no_eval)
+    if report.table:
+        print(format_learning_table(report.table))
+        print("\noracle precision per class (K=100):\n" + format_class_table(report.table))
+    return 0

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ...boxes import box_iou
+from ...evaluation.evaluate import register_oracle
 from ..query import PlacementQuery
 from .oracle import dense_positives, is_plausible
 
@@ -39,6 +40,7 @@ def _pairs(queries: Sequence[PlacementQuery], sampled_boxes: Sequence):
 _NEVER = 2 ** 62  # first-hit index of a dense box no sample hits: beyond every K
 
 
+@register_oracle("scene")
 def prefix_metrics(queries: Sequence[PlacementQuery], sampled_boxes: Sequence, ks: Sequence[int],
                    iou: float | None = 0.5, num_bins: int = 32) -> tuple[list[dict], list[dict] | None]:
     """Oracle precision and coverage of every prefix (the first K samples) of each query's boxes,

@@ -1,0 +1,325 @@
+"""The life cycle of every ``Trainer``-based training run, written once.
+
+A stage (``stages.py``, ``encoder.py``, ``locinsert.segmentation.training``) supplies its model, data
+and collator as :class:`RunParts`; :func:`run_training` does the rest the same way for every stage:
+check the arguments before any work, seed, resume from the last complete checkpoint (refusing
+non-finite weights; a run killed after its last checkpoint ends there), train with pickle-free
+checkpoints until ``max_steps`` or the first NaN or inf gradient (:class:`NonFiniteTrainingError`),
+save ``<output_dir>/final`` atomically, evaluate, and write one ``run_summary.json`` (:class:`RunSummary`).
+Configs are flat YAML with command-line overrides (:func:`parse_config`); :class:`RunDefaults` holds
+the ``TrainingArguments`` defaults of every stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from transformers import Trainer, TrainerCallback, set_seed
+
+from ..io import check_output_dir
+from .checkpoints import (AtomicCheckpointCallback, SafeCheckpointMixin, checkpoint_step,
+                          discard_incomplete_checkpoints, resolve_resume, save_final_model, write_json_atomic)
+
+logger = logging.getLogger(__name__)
+
+FINAL_DIR = "final"
+SUMMARY_FILE = "run_summary.json"
+NEVER = ("false", "no", "none", "never")  # resume_from_checkpoint values that start afresh
+
+
+class NonFiniteTrainingError(ValueError):
+    """A loss, a gradient or a weight became NaN or inf: the run stopped and wrote no final model."""
+
+
+@dataclass
+class RunDefaults:
+    """``TrainingArguments`` defaults every stage shares; put first in the bases of a stage's arguments
+    (``class SFTArguments(RunDefaults, TrainingArguments)``) and override what differs."""
+
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers (none, tensorboard...)."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: batches are built "
+                                                                          "by the stage's collator."})
+    prediction_loss_only: bool = field(default=True, metadata={"help": "Eval computes the loss only."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (default: when the GPU "
+                                                                 "supports it)."})
+
+    def __post_init__(self):
+        if self.bf16 is None:  # when the GPU supports it, never on a CPU
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        super().__post_init__()
+
+
+class ModelLossTrainer(SafeCheckpointMixin, Trainer):
+    """``transformers.Trainer`` on the model's own ``outputs.loss`` (a per-batch mean, which the Trainer divides
+    by the accumulation steps: GA=2 x batch 2 trains like GA=1 x batch 4); resumes from pickle-free checkpoints."""
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False  # else the Trainer passes num_items_in_batch (forward takes **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+
+def preset_overrides(model_args) -> dict:
+    """A stage's ``preset_overrides`` as a mapping (a YAML config gives one, the command line a JSON string)."""
+    value = model_args.preset_overrides or {}
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def non_finite_names(named_tensors) -> list[str]:
+    """The names of the tensors in ``(name, tensor)`` pairs that hold a NaN or inf."""
+    return [name for name, t in named_tensors if t.is_floating_point() and not torch.isfinite(t).all()]
+
+
+class FiniteGradientCallback(TrainerCallback):
+    """Stops the run before an optimizer step on NaN or inf gradients, the mark of a NaN or inf loss too.
+
+    Gradients are checked after DDP has averaged them, so every process stops at the same step (a
+    per-process loss check would leave the others waiting). Not under fp16 loss scaling, whose scaler
+    skips such steps by design.
+    """
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if model is None or args.fp16:
+            return control
+        grads = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
+        if grads and not torch.stack([torch.isfinite(g).all() for _, g in grads]).all():
+            bad = non_finite_names(grads)
+            raise NonFiniteTrainingError(
+                f"the gradient of {bad[0]} (and {len(bad) - 1} more) is NaN or inf at step {state.global_step + 1}: "
+                f"training diverged (learning_rate={args.learning_rate}); lower the learning rate or check the data")
+        return control
+
+
+class RankLogCallback(TrainerCallback):
+    """Each process records what it did (rank, world size, optimizer steps, seconds) in ``ranks/``."""
+
+    def __init__(self):
+        self.steps = 0
+        self.start = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1
+
+    def on_train_end(self, args, state, control, **kwargs):
+        folder = os.path.join(args.output_dir, "ranks")
+        os.makedirs(folder, exist_ok=True)
+        write_json_atomic(os.path.join(folder, f"rank-{args.process_index}.json"), {
+            "rank": args.process_index, "world_size": args.world_size, "steps_this_session": self.steps,
+            "global_step": state.global_step, "seconds": round(time.time() - self.start, 3)})
+
+
+@dataclass
+class RunParts:
+    """What a stage supplies to :func:`run_training`: the model (for ``ModelLossTrainer`` its ``forward``
+    returns ``.loss``), the training examples and their collator, optional eval examples, the ``Trainer``
+    subclass (with ``SafeCheckpointMixin``) and its extra keywords (DPO: ``ref_model``), and ``evaluate(model)``,
+    run on the main process after the final save: its result is the summary's ``evaluation``."""
+
+    model: Any
+    train_dataset: Any
+    data_collator: Callable
+    eval_dataset: Any = None
+    trainer_class: type = ModelLossTrainer
+    trainer_kwargs: dict = field(default_factory=dict)
+    evaluate: Callable[[Any], dict | None] | None = None
+
+
+@dataclass
+class RunSummary:
+    """What :func:`run_training` returns and writes to ``<output_dir>/run_summary.json``."""
+
+    stage: str
+    output_dir: str
+    model_path: str
+    global_step: int
+    num_examples: int
+    world_size: int
+    resumed_from: str | None
+    train_metrics: dict = field(default_factory=dict)
+    evaluation: dict | None = None
+    seconds: float = 0.0
+
+
+def check_run_arguments(args) -> None:
+    """Refuse, before any work, settings that cannot train: raises ``ValueError`` naming the field."""
+    if not args.output_dir:
+        raise ValueError("output_dir is empty: give a folder for the checkpoints and the final model")
+    check_output_dir(args.output_dir, flag="output_dir")
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise ValueError(f"max_steps must be a positive number of optimizer steps (or -1: use num_train_epochs), "
+                         f"got {args.max_steps}")
+    if args.max_steps == -1 and not (math.isfinite(args.num_train_epochs) and args.num_train_epochs > 0):
+        raise ValueError(f"num_train_epochs must be a positive number when max_steps is not set, "
+                         f"got {args.num_train_epochs}")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate >= 0):
+        raise ValueError(f"learning_rate must be a finite number >= 0, got {args.learning_rate}")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and args.world_size != launched:
+        raise ValueError(f"{launched} processes were launched but the Trainer sees world_size={args.world_size}: "
+                         "each would train alone. Without GPUs set use_cpu: true (or launch with "
+                         "`accelerate launch --cpu`)")
+
+
+def resume_target(args) -> str | bool | None:
+    """``resume_from_checkpoint`` as the run reads it: unset = the last complete checkpoint, if any."""
+    value = args.resume_from_checkpoint
+    if value is None:
+        return True
+    if isinstance(value, str) and value.lower() in NEVER:
+        return None
+    return value
+
+
+def check_finite_checkpoint(folder: str) -> None:
+    """Refuse to resume from a checkpoint whose model weights hold NaN or inf."""
+    from safetensors import safe_open
+
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("model") and name.endswith(".safetensors"):
+            with safe_open(os.path.join(folder, name), framework="pt") as f:
+                bad = non_finite_names((k, f.get_tensor(k)) for k in f.keys())
+            if bad:
+                raise NonFiniteTrainingError(
+                    f"checkpoint {folder} has NaN or inf weights ({bad[0]}...): it comes from a diverged run. "
+                    "Delete it, or start afresh with resume_from_checkpoint: never")
+
+
+def _finished_at(checkpoint: str, args) -> bool:
+    """True when ``checkpoint`` already holds the run's last step (killed before the final save)."""
+    step = checkpoint_step(checkpoint) or 0
+    if args.max_steps > 0:
+        return step >= args.max_steps
+    try:
+        with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return state.get("max_steps", 0) > 0 and step >= state["max_steps"]
+
+
+def run_training(stage: str, args, build: Callable[[], RunParts], callbacks: Sequence[TrainerCallback] = ()
+                 ) -> RunSummary:
+    """Run one stage's training life cycle (see the module docstring) and return its summary.
+
+    Args:
+        stage: the stage's name, recorded in the summary.
+        args: its ``TrainingArguments``.
+        build: called after the checks and the seeding; returns the stage's :class:`RunParts`.
+        callbacks: extra ``TrainerCallback`` objects, after the runner's own.
+
+    Raises:
+        ValueError: impossible arguments (before any work), or a checkpoint that cannot be resumed.
+        NonFiniteTrainingError: the loss, a gradient or the final weights became NaN or inf.
+    """
+    check_run_arguments(args)
+    t0 = time.time()
+    set_seed(args.seed)
+    parts = build()
+    trainer = parts.trainer_class(
+        model=parts.model, args=args, train_dataset=parts.train_dataset, eval_dataset=parts.eval_dataset,
+        data_collator=parts.data_collator, **parts.trainer_kwargs,
+        callbacks=[AtomicCheckpointCallback(), RankLogCallback(), FiniteGradientCallback(), *callbacks])
+    if args.should_save:
+        discard_incomplete_checkpoints(args.output_dir)
+    trainer.accelerator.wait_for_everyone()
+    resume = resolve_resume(args.output_dir, resume_target(args))
+    metrics: dict = {}
+    if resume:
+        check_finite_checkpoint(resume)
+        logger.info("resuming %s from %s", stage, resume)
+    if resume and _finished_at(resume, args):
+        trainer._load_from_checkpoint(resume)  # the Trainer's own weight loader, as train() uses it
+        step = checkpoint_step(resume)
+    else:
+        out = trainer.train(resume_from_checkpoint=resume)
+        metrics, step = {k: float(v) for k, v in out.metrics.items()}, trainer.state.global_step
+    bad = non_finite_names(trainer.model.named_parameters())
+    if bad:
+        raise NonFiniteTrainingError(f"{bad[0]} (and {len(bad) - 1} more) became NaN or inf: training diverged; "
+                                     "no final model was written")
+    path = save_final_model(trainer, os.path.join(args.output_dir, FINAL_DIR))
+    evaluation = parts.evaluate(trainer.model) if parts.evaluate is not None and args.should_save else None
+    summary = RunSummary(stage=stage, output_dir=args.output_dir, model_path=path, global_step=step,
+                         num_examples=len(parts.train_dataset), world_size=args.world_size, resumed_from=resume,
+                         train_metrics=metrics, evaluation=evaluation, seconds=round(time.time() - t0, 2))
+    if args.should_save:
+        write_json_atomic(os.path.join(args.output_dir, SUMMARY_FILE), asdict(summary))
+    return summary
+
+
+# -- configs ---------------------------------------------------------------------------------------
+
+def use_cpu_for_multiprocess_without_gpu() -> bool:
+    """Under ``torchrun`` on a machine without GPUs, make the Trainer use CPU DDP (gloo).
+
+    Otherwise transformers' device setup does not join the launched processes and every process
+    trains alone on the whole data. Sets ``ACCELERATE_USE_CPU`` (what ``accelerate launch --cpu``
+    sets); returns True when it did.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        if "ACCELERATE_USE_CPU" not in os.environ:
+            os.environ["ACCELERATE_USE_CPU"] = "true"
+            return True
+    return False
+
+
+def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, prog: str | None = None):
+    """``[--config file.yaml] [--field value ...]`` -> one instance per dataclass (trl's ``TrlParser``).
+
+    Command-line flags override the file. A missing or malformed file is a ``ValueError`` /
+    ``FileNotFoundError`` naming it.
+    """
+    import yaml
+    from trl import TrlParser
+
+    use_cpu_for_multiprocess_without_gpu()
+    argv = list(argv) if argv is not None else None
+    if argv is not None and "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise ValueError("--config needs a YAML file path")
+        if not os.path.isfile(argv[i + 1]):
+            raise FileNotFoundError(f"config file not found: {argv[i + 1]}")
+    parser = TrlParser(tuple(dataclass_types), prog=prog)
+    try:
+        return parser.parse_args_and_config(argv)
+    except yaml.YAMLError as e:
+        raise ValueError(f"config file is not valid YAML: {' '.join(str(e).split())}") from e
+    except ValueError as e:
+        if "Unknown arguments from config file" not in str(e):
+            raise
+        raise ValueError(f"config file has unknown keys ({str(e).split(':', 1)[1].split('.')[0].strip()}); "
+                         f"`--help` lists the known ones") from None
+
+
+def config_argv(config: str | None = None, **overrides) -> list[str]:
+    """The command line of :func:`parse_config` for a config file and ``field=value`` overrides."""
+    argv = ["--config", str(config)] if config is not None else []
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        elif isinstance(value, (list, tuple)):
+            argv += [f"--{key}", *map(str, value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def print_summary(summary: RunSummary, args) -> None:
+    """The run summary as JSON on stdout (main process only), without the evaluation tables."""
+    if args.should_save:
+        print(json.dumps({k: v for k, v in asdict(summary).items() if k != "evaluation"}, indent=2))
