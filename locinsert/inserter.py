@@ -196,7 +196,7 @@ class ObjectInserter:
     default the object is still placed at the most likely box inside the region; ``strict=True``
     raises ``RegionDoesNotFit`` instead. ``check_fit=False`` skips the verdict (and its cost).
     Candidates are drawn by ``model.sample``'s default sampler (exact conditional sampling under
-    the region) and ranked by the model's own log p.
+    the region; ``sampler=`` picks another) and ranked by the model's own log p.
     """
 
     def __init__(self, model, inpainter, num_candidates: int = 16, selection: str = "logprob", *,
@@ -204,7 +204,7 @@ class ObjectInserter:
                  min_size: float | None = None, avoid_previous: bool = True, diverse_top: int = 4,
                  reference=None, reference_class: str | None = None, classifier=None,
                  vocabulary: Sequence[str] | None = None, strict: bool = False,
-                 fit_threshold: float = DEFAULT_FIT_THRESHOLD, check_fit: bool = True):
+                 fit_threshold: float = DEFAULT_FIT_THRESHOLD, check_fit: bool = True, sampler: str | None = None):
         if not hasattr(model, "sample"):
             raise TypeError(f"model must have a sample() method (a LocationModel), got {type(model).__name__}")
         if inpainter is not None and not hasattr(inpainter, "inpaint"):
@@ -218,6 +218,10 @@ class ObjectInserter:
             top_k=check_int(top_k, "top_k", minimum=1, optional=True),
             top_p=check_float(top_p, "top_p", minimum=0, maximum=1, low_open=True, optional=True),
             min_size=check_float(min_size, "min_size", minimum=0, optional=True))
+        if sampler is not None:  # only then: any model with a plain sample() keeps working
+            from .modeling.model import SAMPLERS
+
+            self.sample_kwargs["sampler"] = check_choice(sampler, "sampler", SAMPLERS)
         self.avoid_previous = check_bool(avoid_previous, "avoid_previous")
         self.strict = check_bool(strict, "strict")
         self.check_fit = check_bool(check_fit, "check_fit")
@@ -285,7 +289,7 @@ class ObjectInserter:
         verdict = None
         if self.check_fit and has_area(region) and hasattr(self.model, "region_mass"):
             verdict = fit_verdict(self.model, img, obj, region, threshold=self.fit_threshold,
-                                  min_size=self.sample_kwargs["min_size"], generator=generator)
+                                  min_size=self.sample_kwargs.get("min_size"), generator=generator)
             if self.strict and not verdict.fits:
                 raise RegionDoesNotFit(verdict)
         elif self.strict and has_area(region):
