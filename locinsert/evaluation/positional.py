@@ -26,7 +26,10 @@ import numpy as np
 import torch
 
 __all__ = ["BENCH_PHRASES", "PositionalRequest", "positional_benchmark", "calibrate_threshold", "roc_auc",
-           "format_positional", "positional_figure"]
+           "format_positional", "positional_figure", "demo_section", "report_lines", "DEMO_QUERIES"]
+
+#: Held-out queries the demo asks with every phrase, per budget.
+DEMO_QUERIES = {"quick": 10, "default": 40}
 
 #: The benchmark's phrases: both sides, top and bottom, three corners and the centre.
 BENCH_PHRASES = ("on the left", "on the right", "near the top", "near the bottom", "in the top left corner",
@@ -283,3 +286,24 @@ def positional_figure(queries, result: dict, path, per_phrase: int = 1, ncols: i
     finally:
         plt.close(fig)
     return path
+
+
+def demo_section(model, test, folder, budget: str, seed: int = 0, progress: bool = True) -> dict:
+    """The demo report's positional-prompt section: the benchmark on the first test queries and its picture."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    queries = list(test)[: DEMO_QUERIES.get(budget, DEMO_QUERIES["default"])]
+    result = positional_benchmark(model, queries, seed=seed, progress=progress)
+    positional_figure(queries, result, folder / "positional.png")
+    return result["summary"]
+
+
+def report_lines(summary: dict) -> list[str]:
+    """Markdown lines of the demo report's positional-prompt section."""
+    return ["", "## Positional prompts: does the object land where it fits?", "", "![positional](positional.png)", "",
+            "`positional.png`: prompts on held-out scenes, the region (dotted), the box the old path chose (blue",
+            "dashed: masked decoding, ranked by the masked log q) and the new default (red: exact conditional",
+            "sampler, ranked by the model's own log p), and the fit verdict. Every (query, phrase) request of",
+            "the benchmark; \"fitting\" requests have at least one true placement in the region:", "",
+            format_positional(summary)]
