@@ -71,6 +71,23 @@ def test_default_sampler_follows_the_exact_conditional(small_model, every_box, r
                                           generator=torch.Generator().manual_seed(0)).tokens)
 
 
+def test_smc_without_the_lookahead_follows_the_exact_conditional(small_model, every_box, monkeypatch):
+    """Where the x1 lookahead is too dear (many bins, few samples), SMC resamples before y1 as well."""
+    from locinsert.modeling import sampling
+
+    monkeypatch.setattr(sampling, "lookahead_is_cheap", lambda bins, n: False)
+    m = small_model
+    boxes, index = every_box
+    region = REGIONS[1]
+    p = exact_conditional(m, boxes, region)
+    n = 6000
+    s = m.sample(IMAGE, "dog", num_samples=n, region=region, generator=torch.Generator().manual_seed(4))
+    c = np.bincount([index[tuple(t)] for t in s.tokens.tolist()], minlength=len(boxes)) / n
+    assert 0.5 * np.abs(c - p).sum() < 0.05
+    exact_mass = m.score(IMAGE, "dog", boxes, region=region).double().exp().sum().item()
+    assert abs(s.region_mass - exact_mass) < 0.15 * exact_mass
+
+
 def test_lookahead_importance_resampling_also_reaches_the_conditional(small_model, every_box):
     m = small_model
     boxes, index = every_box

@@ -233,9 +233,18 @@ class Decoded(NamedTuple):
 
 #: ``decode_boxes``' samplers: "masked" draws from the step-wise renormalised q(box); "lookahead"
 #: draws x1 from its exact one-step lookahead and the rest masked (importance weights carry the
-#: difference); "smc" is "lookahead" plus resampling the rows by their next coordinate's allowed
-#: mass before y1's successors (sequential Monte Carlo), so that the boxes follow p(box | region).
+#: difference); "smc" is "lookahead" (where cheap) plus resampling the rows by their next
+#: coordinate's allowed mass before x2 and y2 (sequential Monte Carlo; before y1 too without the
+#: lookahead), so that the boxes follow p(box | region).
 DECODE_SAMPLERS = ("masked", "lookahead", "smc")
+#: "smc" looks ahead on x1 (one decode row per bin) when the bins are at most this many, or at most
+#: twice the samples: below that the lookahead costs little next to the samples' own decode rows.
+LOOKAHEAD_FREE_ROWS = 64
+
+
+def lookahead_is_cheap(num_bins: int, num_samples: int) -> bool:
+    """Whether "smc" looks ahead on x1 (see :data:`LOOKAHEAD_FREE_ROWS`)."""
+    return num_bins <= max(2 * num_samples, LOOKAHEAD_FREE_ROWS)
 
 
 def _systematic(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -288,11 +297,14 @@ def decode_boxes(decoder, lm_head, cache: PrefixCache, num_samples: int, allowed
     weighted = forced is None and top_k is None and top_p is None and temperature == 1.0
     log_w = torch.zeros(b, n, device=device, dtype=torch.float64) if weighted else None
     guided = allowed_fn is not None and forced is None and sampler != "masked"
+    v = lm_head.out_features
+    # The x1 lookahead decodes one row per bin; SMC uses it only where that is cheap next to the
+    # samples' own rows, and otherwise resamples before y1 too.
+    lookahead = guided and (sampler == "lookahead" or lookahead_is_cheap(v, n))
     if step_fn is not None and step_fn is not decode_step:
         torch.compiler.cudagraph_mark_step_begin()  # a new decode: earlier CUDA-graph outputs are dead
     stepper = SharedPrefixDecoder(decoder, cache, n, step_fn)
     hidden = cache.last_hidden[:, None, :]  # (B, 1, D): x1 depends on the prefix only
-    v = lm_head.out_features
     look_logits = None
     for step in range(NUM_COORDS):
         if step == 1 and look_logits is not None:
@@ -304,7 +316,7 @@ def decode_boxes(decoder, lm_head, cache: PrefixCache, num_samples: int, allowed
         ok = None
         if allowed_fn is not None:
             ok = allowed_fn(step, tokens[:, :, :step]).to(device)
-        if guided and step == 0:
+        if lookahead and step == 0:
             # exact one-step lookahead: every x1 token through one decode step, shared by all rows
             look = SharedPrefixDecoder(decoder, cache, v, step_fn)
             every = torch.arange(v, device=device)[None].expand(b, v)
@@ -336,7 +348,7 @@ def decode_boxes(decoder, lm_head, cache: PrefixCache, num_samples: int, allowed
             continue
         if ok is not None:
             kept = (torch.softmax(logits / temperature, -1) * ok).sum(-1)   # (B, N): mass the mask keeps
-            if guided and step == 1:
+            if lookahead and step == 1:
                 pass  # y1's kept mass is already in x1's lookahead weight
             elif sampler == "smc" and guided:
                 idx = _systematic(kept.double(), generator)
