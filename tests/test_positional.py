@@ -193,7 +193,7 @@ def test_strict_inserter_refuses_and_default_places_anyway(small_model):
     assert torch.all((cands.boxes[:, 0] + cands.boxes[:, 2]) / 2 >= 20)  # still inside the asked region
     assert "fit" in cands.to_dict() and "log_q" in cands.to_dict()
     strict = ObjectInserter(m, None, num_candidates=4, fit_threshold=1.0, strict=True)
-    with pytest.raises(RegionDoesNotFit, match="hardly fits on the right .* ask for") as e:
+    with pytest.raises(RegionDoesNotFit, match="hardly fits on the right .* try") as e:
         strict.propose(IMAGE, "chair", "on the right", generator=torch.Generator().manual_seed(0))
     assert isinstance(e.value, ValueError) and e.value.verdict.best in str(e.value)
     # a region the object fits passes in strict mode
@@ -247,7 +247,8 @@ def test_propose_reports_the_fit_and_strict_exits_2(cli_files, tmp_path, capsys)
     assert main(["propose", image, "--object", "cup", "--where", "right", "-n", "4", "--model", model,
                  "--fit-threshold", "1", "--strict", "--out", str(tmp_path / "q")]) == 2
     err = capsys.readouterr().err
-    assert "error: a cup hardly fits right" in err and f"ask for {fit['best_alternative']}" in err
+    best = fit["best_alternative"]
+    assert "error: a cup hardly fits right" in err and f'try "{best}" instead' in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "q" / "room_proposals.json").exists()
     assert main(["propose", image, "--object", "cup", "--where", "right", "--model", model,
                  "--fit-threshold", "3", "--out", str(out)]) == 2

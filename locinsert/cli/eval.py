@@ -83,7 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--fit-threshold", type=float, default=None,
                    help="fit threshold for kept/flagged (default: the calibrated DEFAULT_FIT_THRESHOLD)")
     q.add_argument("--calibrate", action="store_true",
-                   help="also report the threshold with the best balanced accuracy on these requests "
+                   help="also report the largest threshold that keeps 92%% of the fitting requests "
                         "(calibrate on scenes other than the test split: another --world-seed)")
 
     o = p.add_argument_group("output")
@@ -247,7 +247,7 @@ def _run_positional(args, out) -> int:
     print(format_positional(result["summary"]))
     if args.calibrate:
         c = result["calibration"]
-        print(f"best threshold on these requests: {c['threshold']:.4g} (kept {c['kept']:.3f}, "
-              f"flagged {c['flagged']:.3f})")
+        print(f"calibrated threshold on these requests: {c['threshold']:.4g} (keeps {c['kept']:.3f} of those "
+              f"that fit, flags {c['flagged']:.3f} of the hopeless; balanced accuracy {c['balanced_accuracy']:.3f})")
     print(f"wrote {out / 'positional.json'}, {out / 'positional.png'}")
     return 0

@@ -70,26 +70,28 @@ def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
     return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
 
 
-def calibrate_threshold(masses: Sequence[float], fits: Sequence[bool]) -> dict:
-    """The fit threshold with the best balanced accuracy on labelled requests.
+def calibrate_threshold(masses: Sequence[float], fits: Sequence[bool], keep: float = 0.92) -> dict:
+    """The largest fit threshold that still keeps ``keep`` of the fitting requests.
 
-    Balanced accuracy = (share of fitting requests kept + share of hopeless ones flagged) / 2; the
-    candidates are the geometric midpoints between neighbouring distinct masses. Returns the
-    threshold with its kept and flagged shares.
+    A larger threshold flags more hopeless requests but also more fitting ones; the rule fixes the
+    share of fitting requests kept (default 92 %: the 90 % target plus a margin for the noise of
+    the mass estimates) and flags as many hopeless ones as that allows. Candidates are the
+    geometric midpoints between neighbouring distinct masses. Returns the threshold with its kept
+    and flagged shares and balanced accuracy (their mean).
     """
     m = np.asarray(masses, dtype=np.float64)
     y = np.asarray(fits, dtype=bool)
     if y.all() or not y.any():
         raise ValueError("calibration needs both fitting and hopeless requests")
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be a share in (0, 1], got {keep}")
     values = np.unique(np.clip(m, 1e-12, 1.0))
-    cands = np.sqrt(values[:-1] * values[1:]) if len(values) > 1 else values
-    best = None
-    for t in cands:
-        kept, flagged = float((m[y] >= t).mean()), float((m[~y] < t).mean())
-        score = (kept + flagged) / 2
-        if best is None or score > best["balanced_accuracy"]:
-            best = {"threshold": float(t), "kept": kept, "flagged": flagged, "balanced_accuracy": score}
-    return best
+    cands = np.concatenate([[values[0] / 2], np.sqrt(values[:-1] * values[1:])])
+    ok = [t for t in cands if (m[y] >= t).mean() >= keep]
+    t = float(max(ok))  # the smallest candidate keeps every request, so ok is never empty
+    kept, flagged = float((m[y] >= t).mean()), float((m[~y] < t).mean())
+    return {"threshold": t, "kept": kept, "flagged": flagged, "balanced_accuracy": (kept + flagged) / 2,
+            "keep": keep}
 
 
 def _true_in_region(scene, cls: str, region, num_bins: int):
