@@ -234,8 +234,12 @@ def format_positional(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def positional_figure(queries, result: dict, path, per_phrase: int = 1, ncols: int = 4):
-    """Save a grid: each cell a prompt, its region, the old chosen box (dashed blue) and the new (red), the verdict."""
+def positional_figure(queries, result: dict, path, ncols: int = 4, hopeless: int = 2):
+    """Save a grid: each cell a prompt, its region, the old chosen box (dashed blue) and the new (red), the verdict.
+
+    Two rows of ``ncols`` requests from different scenes: fitting requests of different phrases, then
+    ``hopeless`` requests the oracle says have no room.
+    """
     import textwrap
 
     import matplotlib
@@ -251,16 +255,22 @@ def positional_figure(queries, result: dict, path, per_phrase: int = 1, ncols: i
 
     by_id = {q.query_id: q for q in queries}
     reqs = result["requests"]
-    picked, seen = [], {}
-    for want_fit in (True, False):  # one fitting and one hopeless request per phrase where possible
+    # Fitting requests of different phrases and scenes first, then hopeless ones: both kinds of verdict.
+    cells = 2 * ncols
+    picked, used = [], set()
+    for phrase in dict.fromkeys(r["phrase"] for r in reqs):
         for r in reqs:
-            key = (r["phrase"], r["fits"])
-            if r["fits"] == want_fit and seen.get(key, 0) < per_phrase and r["query_id"] in by_id:
-                seen[key] = seen.get(key, 0) + 1
+            if len(picked) < cells - hopeless and r["fits"] and r["phrase"] == phrase and r["query_id"] not in used \
+                    and r["query_id"] in by_id:
                 picked.append(r)
-    picked = picked[: 2 * ncols]
+                used.add(r["query_id"])
+                break
+    for r in reqs:
+        if len(picked) < cells and not r["fits"] and r["query_id"] not in used and r["query_id"] in by_id:
+            picked.append(r)
+            used.add(r["query_id"])
     nrows = max(1, math.ceil(len(picked) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.7 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 4.4 * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, r in zip(axes.flat, picked):
@@ -274,12 +284,14 @@ def positional_figure(queries, result: dict, path, per_phrase: int = 1, ncols: i
             ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec="#3b82f6", lw=1.5, ls="--"))
         b = r["chosen"]
         ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec="#e11d48", lw=2))
-        title = f"add a {r['category']} {r['phrase']}"
-        verdict = textwrap.fill(r["verdict"], 44)
-        ax.set_title(f"{title}\n{verdict}", fontsize=7, color="black" if r["fits"] else "#b45309")
-    fig.suptitle("positional prompts: old choice (blue dashed, masked log q) vs new (red, exact sampler + log p); "
-                 "region dotted", fontsize=8)
-    fig.tight_layout()
+        title = f"add a {r['category']} {r['phrase']}" + ("" if r["fits"] else "  [oracle: no room]")
+        verdict = textwrap.fill(r["verdict"], 46)
+        flagged = "hardly fits" in r["verdict"]
+        ax.set_title(f"{title}\n{verdict}", fontsize=7, color="#b45309" if flagged else "black")
+    fig.suptitle("positional prompts: old choice (blue dashed: masked decoding, best log q) vs new (red: exact "
+                 "conditional sampler, best log p); region dotted; verdict below each prompt (orange: hardly fits)",
+                 fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
