@@ -22,10 +22,12 @@ _EXPORTS = {
     "ObjectEditor": "locinsert.editor",
     "PlacementQuery": "locinsert.data.query",
     "load_image": "locinsert.images",
+    "FitVerdict": "locinsert.fit",
+    "RegionDoesNotFit": "locinsert.fit",
 }
 _SUBMODULES = {"boxes", "data", "evaluation", "inpainting", "metrics", "modeling", "training", "regions",
                "images", "instructions", "inserter", "bench", "demo", "reference_class", "segmentation",
-               "editor"}
+               "editor", "fit"}
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 
