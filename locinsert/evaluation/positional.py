@@ -318,6 +318,7 @@ def report_lines(summary: dict) -> list[str]:
     return ["", "## Positional prompts: does the object land where it fits?", "", "![positional](positional.png)", "",
             "`positional.png`: prompts on held-out scenes, the region (dotted), the box the old path chose (blue",
             "dashed: masked decoding, ranked by the masked log q) and the new default (red: exact conditional",
-            "sampler, ranked by the model's own log p), and the fit verdict. Every (query, phrase) request of",
-            "the benchmark; \"fitting\" requests have at least one true placement in the region:", "",
+            "sampler, ranked by the model's own log p), and the fit verdict. The table covers every (query,",
+            "phrase) request of the benchmark; a request *fits* when at least one true placement lies in its",
+            "region, and is *hopeless* otherwise:", "",
             format_positional(summary)]
