@@ -68,6 +68,7 @@ class Candidates:
         return self.reordered(torch.argsort(self.log_p, descending=True))
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict: the boxes, their log p and log q, and the fit verdict."""
         d = {"boxes": [[round(float(v), 2) for v in b] for b in self.boxes],
              "log_p": [round(float(v), 4) for v in self.log_p]}
         if self.log_q is not None:
@@ -90,6 +91,7 @@ class InsertionStep:
 
     @property
     def box(self) -> torch.Tensor:
+        """The chosen candidate box, xyxy pixels."""
         return self.candidates.boxes[self.index]
 
     @property
@@ -118,6 +120,7 @@ class InsertionResult:
 
     @property
     def box(self) -> torch.Tensor:
+        """The box chosen for the last object, xyxy pixels."""
         return self.steps[-1].box
 
     @property
@@ -127,14 +130,17 @@ class InsertionResult:
 
     @property
     def candidates(self) -> Candidates:
+        """The candidates proposed for the last object."""
         return self.steps[-1].candidates
 
     @property
     def object(self) -> str:
+        """The last object inserted."""
         return self.steps[-1].object
 
     @property
     def region(self) -> Region | None:
+        """The region of the last object, or ``None``."""
         return self.steps[-1].region
 
 

@@ -4,7 +4,7 @@ Upload a scene, type an instruction, propose, click a candidate on the picture, 
 the PNG and the JSON, and check that only the chosen box changed; then remove one of two objects the
 segmenter finds by clicking it. A screenshot of the finished
 page is saved (``LOCINSERT_SCREENSHOT=path`` keeps a copy; ``LOCINSERT_APP_MODEL=checkpoint`` uses
-a trained model instead of a tiny random one: that is how the README's picture was made).
+a trained model instead of a tiny random one: that is how the picture in docs/guides/app.md was made).
 CI installs the browser (``.ci/run``) and requires it; elsewhere, without one, the test is skipped.
 """
 

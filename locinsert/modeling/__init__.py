@@ -4,18 +4,14 @@
 ``PreTrainedModel`` with ``sample`` / ``score`` / ``region_mass`` / ``heatmap``), ``BoxSamples``
 (boxes with the model's ``log_p`` and the masked sampler's ``log_q``), ``MassEstimate``, the decoding
 constraints, and placement heatmaps (``placement_heatmap``, ``heatmap_overlay``).
-Both classes are registered with ``AutoConfig`` / ``AutoModel`` under model type "locinsert".
+Both classes are registered with ``AutoConfig`` / ``AutoModel`` under model type "locinsert" (by
+``checkpoint_io.CheckpointMixin``, as every model class of the library).
 """
-
-from transformers import AutoConfig, AutoModel
 
 from .config import PRESETS, LocationModelConfig
 from .constraints import BoxConstraints
 from .heatmap import boxes_heatmap, heatmap_overlay, placement_heatmap
 from .model import LIKELIHOODS, SAMPLERS, BoxSamples, LocationModel, LocationModelOutput, MassEstimate
-
-AutoConfig.register(LocationModelConfig.model_type, LocationModelConfig, exist_ok=True)
-AutoModel.register(LocationModelConfig, LocationModel, exist_ok=True)
 
 __all__ = ["LocationModelConfig", "LocationModel", "BoxSamples", "MassEstimate", "SAMPLERS", "LIKELIHOODS",
            "LocationModelOutput", "BoxConstraints", "PRESETS",
