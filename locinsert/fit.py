@@ -85,6 +85,7 @@ class FitVerdict:
 
     @property
     def fits(self) -> bool:
+        """Whether the region holds at least ``threshold`` of the model's probability."""
         return self.mass >= self.threshold
 
     @property

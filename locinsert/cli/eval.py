@@ -76,9 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q = p.add_argument_group("positional prompts (synthetic world)")
     q.add_argument("--positional", action="store_true",
                    help="run the positional-prompt benchmark instead of the TPR/FPR curves")
-    q.add_argument("-n", "--num-candidates", type=int, default=None,
+    q.add_argument("-n", "--num-candidates", type=options.positive_int, default=None,
                    help="candidates per positional request (default: ObjectInserter's)")
-    q.add_argument("--fit-threshold", type=float, default=None,
+    q.add_argument("--fit-threshold", type=options.probability, default=None,
                    help="fit threshold for kept/flagged (default: the calibrated DEFAULT_FIT_THRESHOLD)")
     q.add_argument("--calibrate", action="store_true",
                    help="also report the largest threshold that keeps 92%% of the fitting requests "

@@ -63,7 +63,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     f = p.add_argument_group("fit verdict (with --where)")
     f.add_argument("--strict", action="store_true",
                    help="refuse (exit code 2) when the object hardly fits --where, naming where it fits best")
-    f.add_argument("--fit-threshold", type=float, default=None, metavar="P",
+    f.add_argument("--fit-threshold", type=options.probability, default=None, metavar="P",
                    help="share of the model's probability below which the object 'hardly fits' "
                         "(default: the calibrated locinsert.fit.DEFAULT_FIT_THRESHOLD)")
 
