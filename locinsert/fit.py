@@ -61,9 +61,29 @@ def has_area(region: Region | None) -> bool:
     return region is not None and (region.rect is not None or region.mask is not None)
 
 
+_PREPOSITIONS = {"on", "in", "at", "near", "to", "by", "along", "toward", "towards", "against", "next", "close",
+                 "above", "below", "inside", "within"}
+
+
 def describe_region(region: Region) -> str:
-    """The words for ``region`` in a message: its phrase ("on the left"), or "in the given region"."""
-    return region.name if region.name else "in the given region"
+    """The words for ``region`` in a message: its phrase ("on the left"), or "in the given region".
+
+    A bare phrase gets its preposition back: "left" -> "on the left", "top left" -> "in the top left",
+    "top" -> "at the top".
+    """
+    if not region.name:
+        return "in the given region"
+    name = " ".join(region.name.split())
+    words = name.lower().split()
+    if words[0] in _PREPOSITIONS:
+        return name
+    if words[0] == "the":
+        name, words = " ".join(name.split()[1:]), words[1:]
+    if words and words[0] in ("left", "right"):
+        return f"on the {name}"
+    if words and words[0] in ("top", "bottom", "upper", "lower") and len(words) == 1:
+        return f"at the {name}"
+    return f"in the {name}"
 
 
 @dataclass

@@ -212,6 +212,17 @@ def test_roc_auc_and_calibration():
         calibrate_threshold([0.1, 0.2], [True, True])
 
 
+def test_bare_phrases_get_their_preposition():
+    from locinsert.fit import describe_region
+
+    said = {p: describe_region(Region.parse(p)) for p in ("left", "top left", "top", "center", "near the top",
+                                                           "on the right side", "the bottom right corner")}
+    assert said == {"left": "on the left", "top left": "in the top left", "top": "at the top",
+                    "center": "in the center", "near the top": "near the top", "on the right side": "on the right side",
+                    "the bottom right corner": "in the bottom right corner"}
+    assert describe_region(Region((0, 0, 10, 10))) == "in the given region"
+
+
 def test_verdict_message_formats_small_shares():
     v = FitVerdict("cup", "in the top left corner", 0.004, 0.001, 0.02, "on the right", 0.71)
     assert v.message == ("a cup hardly fits in the top left corner here (0.4 % of the model's probability); "
@@ -243,12 +254,12 @@ def test_propose_reports_the_fit_and_strict_exits_2(cli_files, tmp_path, capsys)
     assert rec["sampler"] == "smc" and len(rec["log_p"]) == len(rec["log_q"]) == 4
     fit = rec["fit"]
     assert fit["fits"] is False and fit["threshold"] == 1.0 and 0 <= fit["region_mass"] <= 1
-    assert fit["best_alternative"] and fit["message"] in said and "hardly fits right" in said
+    assert fit["best_alternative"] and fit["message"] in said and "hardly fits on the right" in said
     assert main(["propose", image, "--object", "cup", "--where", "right", "-n", "4", "--model", model,
                  "--fit-threshold", "1", "--strict", "--out", str(tmp_path / "q")]) == 2
     err = capsys.readouterr().err
     best = fit["best_alternative"]
-    assert "error: a cup hardly fits right" in err and f'try "{best}" instead' in err
+    assert "error: a cup hardly fits on the right" in err and f'try "{best}" instead' in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "q" / "room_proposals.json").exists()
     assert main(["propose", image, "--object", "cup", "--where", "right", "--model", model,
                  "--fit-threshold", "3", "--out", str(out)]) == 2
