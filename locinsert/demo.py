@@ -6,7 +6,8 @@
 3. evaluate random, class-prior, fine-tuned and DPO models: TPR/FPR curves on one plot, oracle
    precision and coverage in a table;
 4. insert objects from positional prompts through ``ObjectInserter`` and the cut-out backend;
-5. remove and move objects through ``ObjectEditor`` and measure removal (``locinsert.demo_removal``).
+5. remove and move objects through ``ObjectEditor`` and measure removal (``locinsert.demo_removal``);
+6. the positional-prompt benchmark (``locinsert.evaluation.positional``).
 
 Everything goes into one report folder; ``report.md`` says what each picture shows. Every number
 in the report comes from this run.
@@ -43,6 +44,7 @@ class DemoResult:
     edits: list = field(default_factory=list)
     training: dict = field(default_factory=dict)
     removal: dict = field(default_factory=dict)
+    positional: dict = field(default_factory=dict)
 
 
 def _machine() -> str:
@@ -112,11 +114,12 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
     result.edits = _edits(models["dpo"], test, EDIT_SCENES[budget], out / "edits", seed)
     result.seconds["insertion"] = round(time.time() - t0, 1)
     _removal(result, models["dpo"], test, budget, seed)
+    _positional(result, models["dpo"], test, budget, seed, progress)
     result.seconds["total"] = round(time.time() - t_start, 1)
 
     metrics = {"budget": budget, "seed": seed, "machine": _machine(), "seconds": result.seconds,
                "training": result.training, "test_queries": len(test), "table": result.table,
-               "edits": result.edits, "removal": result.removal}
+               "edits": result.edits, "removal": result.removal, "positional": result.positional}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out / "report.md").write_text(_report_md(result, budget, len(test), metrics["machine"]))
     return result
@@ -129,6 +132,15 @@ def _removal(result: DemoResult, model, test, budget: str, seed: int) -> None:
     t0 = time.time()
     result.removal = removal_section(model, test, result.out_dir / "removal", budget, seed)
     result.seconds["removal"] = round(time.time() - t0, 1)
+
+
+def _positional(result: DemoResult, model, test, budget: str, seed: int, progress: bool) -> None:
+    """6. Positional prompts: the benchmark's own module, one call."""
+    from .evaluation.positional import demo_section
+
+    t0 = time.time()
+    result.positional = demo_section(model, test, result.out_dir, budget, seed, progress)
+    result.seconds["positional"] = round(time.time() - t0, 1)
 
 
 def _slug(name: str) -> str:
@@ -303,6 +315,9 @@ def _report_md(result: DemoResult, budget: str, n_test: int, machine: str) -> st
     if result.removal:
         from .demo_removal import report_lines
         lines += report_lines(result.removal)
+    if result.positional:
+        from .evaluation.positional import report_lines as positional_lines
+        lines += positional_lines(result.positional)
     lines += ["", "## Time", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in result.seconds.items()]
     lines += ["", "| training stage | examples | examples/s (Trainer) |", "|---|---|---|"]

@@ -17,6 +17,8 @@ Verbs (``locinsert.instructions``):
   the exact pixels) or re-drawn by class with the editor's inpainter (``"redraw"``); its hole is
   filled; the location model samples a new box under the target region, avoiding the old place;
   the object goes there. ``Near("window")`` targets find the window first and search around it.
+  The step's ``fit`` says whether the object fits the target region (``locinsert.fit``);
+  ``strict=True`` raises ``RegionDoesNotFit`` for a target (or an add's region) it hardly fits.
 
 A segmenter is anything with ``segment(image, text) -> (H, W) float in [0, 1]`` at the image's size
 (``locinsert.segmentation``); a remover anything with ``remove(image, mask, generator=None)``
@@ -72,16 +74,26 @@ class EditStep:
     message: str = ""
 
     @property
+    def log_p(self) -> float | None:
+        """The model's own log p of the new box (add, move); ``None`` otherwise."""
+        return None if self.candidates is None else float(self.candidates.log_p[self.index])
+
+    @property
     def logprob(self) -> float | None:
-        """The log-probability of the chosen candidate, or ``None`` for a step without candidates."""
-        return None if self.candidates is None else float(self.candidates.logprobs[self.index])
+        """Alias of ``log_p``."""
+        return self.log_p
+
+    @property
+    def fit(self):
+        """The ``FitVerdict`` of the region the new box was drawn under (add, move), or ``None``."""
+        return None if self.candidates is None else self.candidates.fit
 
     def to_dict(self) -> dict:
         """JSON-ready: boxes as xyxy pixel lists, the mask as its box and pixel count."""
         W, H = self.image.size
         d = {"verb": self.verb, "object": self.object, "found": self.found,
              "region": _region_dict(self.region, W, H),
-             "box": _box_list(self.box), "logprob": None if self.logprob is None else round(self.logprob, 4)}
+             "box": _box_list(self.box), "log_p": None if self.log_p is None else round(self.log_p, 4)}
         if self.verb == "move":
             d["source_box"] = _box_list(self.source_box)
             d["target"] = ({"near": self.target.object} if isinstance(self.target, Near)
@@ -91,6 +103,8 @@ class EditStep:
             d["mask_pixels"] = int(self.mask.sum())
         if self.candidates is not None:
             d["candidates"] = self.candidates.to_dict()
+            if self.fit is not None:
+                d["fit"] = self.fit.to_dict()
         if self.message:
             d["message"] = self.message
         return d
@@ -147,7 +161,9 @@ class ObjectEditor:
     inpainter only to add and for ``move_by="redraw"``); ``segmenter`` finds objects from text
     (needed unless masks are given); ``remover`` fills holes (default: ``BiharmonicFill()``).
     ``threshold`` binarises the segmenter's mask (default: the segmenter's own ``threshold``
-    attribute, else 0.5); parts smaller than ``min_pixels`` are noise.
+    attribute, else 0.5); parts smaller than ``min_pixels`` are noise. ``strict=True`` raises
+    ``ObjectNotFound`` for an object the segmenter does not find and ``RegionDoesNotFit`` for a
+    region (an add's, or a move's target) the object hardly fits (``locinsert.fit``).
     """
 
     def __init__(self, model=None, inpainter=None, segmenter=None, remover=None, *, threshold: float | None = None,
@@ -168,7 +184,7 @@ class ObjectEditor:
         if move_by == "redraw" and inpainter is None:
             raise ValueError("move_by='redraw' needs an inpainter to draw the object again")
         self.inserter = (ObjectInserter(model, inpainter, num_candidates=num_candidates, selection=selection,
-                                        **sample_kwargs) if model is not None else None)
+                                        strict=bool(strict), **sample_kwargs) if model is not None else None)
         self.segmenter, self.remover = segmenter, remover
         self.threshold, self.min_pixels = threshold, check_non_negative_int(min_pixels, "min_pixels")
         self.move_by, self.strict = move_by, check_bool(strict, "strict")
@@ -298,7 +314,7 @@ class ObjectEditor:
                                           target=target)
         keep_free = [torch.tensor(old, dtype=torch.float32)] + list(avoid or [])
         cands = self.inserter.propose(filled, obj, where, torch.stack(keep_free), generator)
-        index = select_box(cands.boxes, cands.logprobs, self.inserter.selection, generator, self.inserter.diverse_top)
+        index = select_box(cands.boxes, cands.log_p, self.inserter.selection, generator, self.inserter.diverse_top)
         box = [float(v) for v in cands.boxes[index]]
         out = self.put_moved(img, m, filled, box, obj, generator)
         return out, EditStep("move", obj, region, out, mask=m, box=cands.boxes[index], source_box=torch.tensor(old),

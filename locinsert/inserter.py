@@ -23,6 +23,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .boxes import as_boxes, box_iou
+from .fit import DEFAULT_FIT_THRESHOLD, FitVerdict, RegionDoesNotFit, fit_verdict, has_area
 from .images import load_image
 from .instructions import Instruction, parse_instructions
 from .regions import Region, as_region
@@ -36,18 +37,45 @@ SELECTIONS = ("logprob", "diverse", "random")
 
 @dataclass
 class Candidates:
-    """Sampled boxes (N, 4) xyxy pixels and their log-probabilities (N,), best first is *not* implied."""
+    """Sampled boxes (N, 4) xyxy pixels with their likelihoods; best first is *not* implied.
+
+    ``log_p`` (N,): the model's own log p(box), what ranks the boxes; ``log_q`` (N,) or ``None``:
+    the step-wise masked sampler's log q (see ``BoxSamples``); ``fit``: the ``FitVerdict`` of the
+    region they were drawn under (``None`` without a region or when not checked). ``logprobs`` is
+    an alias of ``log_p``.
+    """
 
     boxes: torch.Tensor
-    logprobs: torch.Tensor
+    log_p: torch.Tensor
+    log_q: torch.Tensor | None = None
+    fit: FitVerdict | None = None
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
+    @property
+    def logprobs(self) -> torch.Tensor:
+        """Alias of ``log_p``."""
+        return self.log_p
+
+    def reordered(self, order: torch.Tensor) -> "Candidates":
+        """The same candidates in ``order`` (indices)."""
+        return Candidates(self.boxes[order], self.log_p[order], None if self.log_q is None else self.log_q[order],
+                          self.fit)
+
+    def by_likelihood(self) -> "Candidates":
+        """The candidates sorted by ``log_p``, most likely first."""
+        return self.reordered(torch.argsort(self.log_p, descending=True))
+
     def to_dict(self) -> dict:
-        """A JSON-ready dict of the boxes and log-probabilities."""
-        return {"boxes": [[round(float(v), 2) for v in b] for b in self.boxes],
-                "logprobs": [round(float(v), 4) for v in self.logprobs]}
+        """A JSON-ready dict: the boxes, their log p and log q, and the fit verdict."""
+        d = {"boxes": [[round(float(v), 2) for v in b] for b in self.boxes],
+             "log_p": [round(float(v), 4) for v in self.log_p]}
+        if self.log_q is not None:
+            d["log_q"] = [round(float(v), 4) for v in self.log_q]
+        if self.fit is not None:
+            d["fit"] = self.fit.to_dict()
+        return d
 
 
 @dataclass
@@ -67,9 +95,19 @@ class InsertionStep:
         return self.candidates.boxes[self.index]
 
     @property
+    def log_p(self) -> float:
+        """The model's own log p of the chosen box."""
+        return float(self.candidates.log_p[self.index])
+
+    @property
     def logprob(self) -> float:
-        """The log-probability of the chosen candidate."""
-        return float(self.candidates.logprobs[self.index])
+        """Alias of ``log_p``."""
+        return self.log_p
+
+    @property
+    def fit(self) -> FitVerdict | None:
+        """The fit verdict of this step's region (``None`` without a region)."""
+        return self.candidates.fit
 
 
 @dataclass
@@ -107,7 +145,10 @@ class InsertionResult:
 
 
 def distinct_boxes(boxes: torch.Tensor, logprobs: torch.Tensor, iou_threshold: float = 0.5) -> torch.Tensor:
-    """Indices of the most likely box of each cluster, best first (greedy non-maximum suppression)."""
+    """Indices of the most likely box of each cluster, best first (greedy non-maximum suppression).
+
+    ``logprobs``: the model's own log p of each box (``Candidates.log_p``).
+    """
     order = torch.argsort(logprobs, descending=True)
     iou = box_iou(boxes, boxes)
     keep: list[int] = []
@@ -119,7 +160,11 @@ def distinct_boxes(boxes: torch.Tensor, logprobs: torch.Tensor, iou_threshold: f
 
 def select_box(boxes: torch.Tensor, logprobs: torch.Tensor, selection: str = "logprob", generator=None,
                diverse_top: int = 4, iou_threshold: float = 0.5) -> int:
-    """Index of the chosen candidate.
+    """Index of the chosen candidate; ``logprobs`` are the model's own log p (``Candidates.log_p``).
+
+    Rank by log p, never by the masked sampler's log q: under a region, q rewards boxes whose later
+    coordinates were forced by the mask (a forced token costs nothing under q), so the most
+    distorted boxes would rank first.
 
     - ``"logprob"``: the most likely box;
     - ``"diverse"``: one of the ``diverse_top`` most likely *distinct* places (boxes overlapping a
@@ -150,13 +195,22 @@ class ObjectInserter:
     Its class for the location model: ``reference_class``, else the instruction's word ("this
     mug"), else ``classifier(reference, vocabulary)`` (a ``ZeroShotClassifier``; ``None`` loads
     open_clip ViT-B-32 / openai when first needed). ``reference_zero_shot`` keeps that result.
+
+    Under a region (a phrase such as "on the right", a box or a mask) every step also gets a
+    ``FitVerdict`` (``locinsert.fit``): the share of the model's probability inside the region and,
+    when that is below ``fit_threshold``, the supported phrase where the object fits best. By
+    default the object is still placed at the most likely box inside the region; ``strict=True``
+    raises ``RegionDoesNotFit`` instead. ``check_fit=False`` skips the verdict (and its cost).
+    Candidates are drawn by ``model.sample``'s default sampler (exact conditional sampling under
+    the region; ``sampler=`` picks another) and ranked by the model's own log p.
     """
 
     def __init__(self, model, inpainter, num_candidates: int = 16, selection: str = "logprob", *,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  min_size: float | None = None, avoid_previous: bool = True, diverse_top: int = 4,
                  reference=None, reference_class: str | None = None, classifier=None,
-                 vocabulary: Sequence[str] | None = None):
+                 vocabulary: Sequence[str] | None = None, strict: bool = False,
+                 fit_threshold: float = DEFAULT_FIT_THRESHOLD, check_fit: bool = True, sampler: str | None = None):
         if not hasattr(model, "sample"):
             raise TypeError(f"model must have a sample() method (a LocationModel), got {type(model).__name__}")
         if inpainter is not None and not hasattr(inpainter, "inpaint"):
@@ -170,7 +224,16 @@ class ObjectInserter:
             top_k=check_int(top_k, "top_k", minimum=1, optional=True),
             top_p=check_float(top_p, "top_p", minimum=0, maximum=1, low_open=True, optional=True),
             min_size=check_float(min_size, "min_size", minimum=0, optional=True))
+        if sampler is not None:  # only then: any model with a plain sample() keeps working
+            from .modeling.model import SAMPLERS
+
+            self.sample_kwargs["sampler"] = check_choice(sampler, "sampler", SAMPLERS)
         self.avoid_previous = check_bool(avoid_previous, "avoid_previous")
+        self.strict = check_bool(strict, "strict")
+        self.check_fit = check_bool(check_fit, "check_fit")
+        self.fit_threshold = check_float(fit_threshold, "fit_threshold", minimum=0, maximum=1)
+        if self.strict and not self.check_fit:
+            raise ValueError("strict=True refuses regions the object does not fit, so it needs check_fit=True")
         self.diverse_top = check_int(diverse_top, "diverse_top", minimum=1)
         self.reference = self._check_reference(reference)
         if reference_class is not None and (not isinstance(reference_class, str) or not reference_class.strip()):
@@ -219,16 +282,34 @@ class ObjectInserter:
 
     def propose(self, image, obj: str, region=None, avoid=None, generator=None,
                 num_candidates: int | None = None) -> Candidates:
-        """Sample candidate boxes for ``obj`` in ``image`` under ``region`` (and away from ``avoid`` boxes)."""
+        """Sample candidate boxes for ``obj`` in ``image`` under ``region`` (and away from ``avoid`` boxes).
+
+        Raises:
+            RegionDoesNotFit: with ``strict=True``, when ``obj`` hardly fits ``region``.
+        """
         img = load_image(image)
         region = as_region(region)
         if avoid is not None and len(avoid):
             region = (region or Region(None)).with_avoid(as_boxes(avoid, "avoid boxes"))
         n = self.num_candidates if num_candidates is None else check_int(num_candidates, "num_candidates", minimum=1)
+        verdict = None
+        if self.check_fit and has_area(region) and hasattr(self.model, "region_mass"):
+            verdict = fit_verdict(self.model, img, obj, region, threshold=self.fit_threshold,
+                                  min_size=self.sample_kwargs.get("min_size"), generator=generator)
+            if self.strict and not verdict.fits:
+                raise RegionDoesNotFit(verdict)
+        elif self.strict and has_area(region):
+            raise TypeError(f"strict=True needs a model with region_mass() (a LocationModel), "
+                            f"got {type(self.model).__name__}")
         s = self.model.sample(img, obj, num_samples=n, region=region,
                               generator=generator, **self.sample_kwargs)
+        log_p = getattr(s, "log_p", None)
+        log_p = s.logprobs if log_p is None else log_p
+        log_q = getattr(s, "log_q", None)
         return Candidates(torch.as_tensor(s.boxes, dtype=torch.float32).reshape(-1, 4),
-                          torch.as_tensor(s.logprobs, dtype=torch.float32).reshape(-1))
+                          torch.as_tensor(log_p, dtype=torch.float32).reshape(-1),
+                          None if log_q is None else torch.as_tensor(log_q, dtype=torch.float32).reshape(-1),
+                          verdict)
 
     def __call__(self, image, instruction: str | Instruction | Sequence[str | Instruction], generator=None, *,
                  region=None, avoid=None, reference=None) -> InsertionResult:
@@ -257,7 +338,7 @@ class ObjectInserter:
             where = override or ins.region
             keep_free = torch.cat([avoid] + [s.box[None] for s in steps]) if self.avoid_previous else avoid
             cands = self.propose(img, obj, where, keep_free, generator)
-            index = select_box(cands.boxes, cands.logprobs, self.selection, generator, self.diverse_top)
+            index = select_box(cands.boxes, cands.log_p, self.selection, generator, self.diverse_top)
             box = [float(v) for v in cands.boxes[index]]
             if use:
                 img = self.inpainter.inpaint(img, box, obj, generator=generator, reference=ref)
@@ -303,7 +384,7 @@ def overlay(image, candidates=None, chosen=None, *, logprobs=None, region=None, 
         draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=(255, 255, 255, 200), width=lw)
     if candidates is not None:
         if isinstance(candidates, Candidates):
-            boxes, lps = candidates.boxes, candidates.logprobs
+            boxes, lps = candidates.boxes, candidates.log_p
         else:
             boxes, lps = as_boxes(candidates, "candidates"), logprobs
         shade = torch.ones(len(boxes))

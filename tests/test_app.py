@@ -305,3 +305,15 @@ def test_core_imports_never_need_gradio():
     r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(root)})
     assert r.returncode == 0, r.stderr
+
+
+def test_proposal_shows_log_p_and_the_fit_verdict(session, image_path):
+    p = session.start(image_path, INSTRUCTION, seed=3)
+    fit = p.candidates.fit
+    assert fit is not None and fit.where == "on the left" and 0 <= fit.mass <= 1
+    assert fit.message[1:] in p.note                           # the verdict is on the page, under the picture
+    assert f"log p {float(p.candidates.log_p[0]):.2f}" in p.label(0)
+    assert p.candidates.log_q is not None and not torch.equal(p.candidates.log_q, p.candidates.log_p)
+    session.apply(0)
+    record = session.applied[-1].to_dict(64, 64)
+    assert record["log_p"] == round(float(p.candidates.log_p[0]), 4) and record["fit"]["where"] == "on the left"

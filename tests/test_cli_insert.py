@@ -35,8 +35,8 @@ def test_propose_writes_json_and_overlay(image_path, tmp_path, capsys):
     rec = json.loads((out / "room_proposals.json").read_text())
     assert (rec["width"], rec["height"], rec["object"], rec["untrained"]) == (64, 48, "cup", True)
     boxes = torch.tensor(rec["boxes"])
-    assert boxes.shape == (5, 4) and len(rec["logprobs"]) == 5
-    assert rec["logprobs"] == sorted(rec["logprobs"], reverse=True)
+    assert boxes.shape == (5, 4) and len(rec["log_p"]) == 5 and len(rec["log_q"]) == 5
+    assert rec["log_p"] == sorted(rec["log_p"], reverse=True)
     assert ((boxes[:, 0] + boxes[:, 2]) / 2 <= 32.01).all()       # centres in the left half
     assert rec["region"]["rect"] == [0.0, 0.0, 32.0, 48.0]
     assert Image.open(out / "room_proposals.png").size == (64, 48)

@@ -45,17 +45,19 @@ IMAGE = (np.random.default_rng(1).random((40, 40, 3)) * 255).astype(np.uint8)
 
 
 @pytest.mark.parametrize("region", [None, (0.0, 0.0, 30.0, 40.0)])
-def test_sample_frequencies_match_exact_probabilities(small_model, region):
+def test_masked_sample_frequencies_match_exact_probabilities(small_model, region):
+    """The step-wise masked sampler draws from q(box), which ``score(likelihood="log_q")`` computes."""
     m = small_model
     boxes = m.tokens_to_boxes(torch.tensor(list(itertools.product(range(4), repeat=4))), 40, 40)
     valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     boxes = boxes[valid]
-    logp = m.score(IMAGE, "dog", boxes, region=region)
+    logp = m.score(IMAGE, "dog", boxes, region=region, likelihood="log_q")
     probs = logp.exp()
     assert abs(float(probs.sum()) - 1.0) < 1e-4  # the constrained distribution is normalised
     assert probs.max() > 3 * probs[probs > 0].min()  # far from uniform: the test has teeth
     n = 6000
-    s = m.sample(IMAGE, "dog", num_samples=n, region=region, generator=torch.Generator().manual_seed(0))
+    s = m.sample(IMAGE, "dog", num_samples=n, region=region, sampler="masked",
+                 generator=torch.Generator().manual_seed(0))
     index = {tuple(t): i for i, t in enumerate(m.boxes_to_tokens(boxes, 40, 40).tolist())}
     counts = np.bincount([index[tuple(t)] for t in s.tokens.tolist()], minlength=len(boxes))
     p = probs.double().numpy()
@@ -66,8 +68,8 @@ def test_sample_frequencies_match_exact_probabilities(small_model, region):
     expected = n * p[support]
     stat = ((counts[support] - expected) ** 2 / expected).sum()
     assert stat < chi2.ppf(0.9999, support.sum() - 1), stat
-    # and the reported log-probs are those of the sampled boxes
-    torch.testing.assert_close(s.logprobs[:50], logp[[index[tuple(t)] for t in s.tokens[:50].tolist()]],
+    # and the reported log q are those of the sampled boxes
+    torch.testing.assert_close(s.log_q[:50], logp[[index[tuple(t)] for t in s.tokens[:50].tolist()]],
                                atol=1e-4, rtol=1e-4)
 
 
@@ -95,7 +97,7 @@ def test_forced_decoding_scores_given_tokens():
     forced = torch.tensor([[[1, 2, 3, 4], [0, 0, 7, 7]]])
     with torch.no_grad():
         cache = prefix_forward(gpt, prefix)
-        tok, lp, _, _ = decode_boxes(gpt, head, cache, 2, forced=forced)
+        tok, lp = decode_boxes(gpt, head, cache, 2, forced=forced)[:2]
         seq = torch.cat([prefix.expand(2, -1, -1), gpt.wte(forced[0, :, :3])], 1)
         logits = head(gpt(inputs_embeds=seq).last_hidden_state[:, 4:])
         ref = torch.log_softmax(logits, -1).gather(-1, forced[0][..., None])[..., 0].sum(-1)
@@ -111,7 +113,7 @@ def test_resample_tends_to_the_exact_conditional(small_model):
     region = Region((0.0, 0.0, 0.5, 1.0), mode="center")
     boxes = m.tokens_to_boxes(torch.tensor(list(itertools.product(range(4), repeat=4))), 40, 40)
     boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
-    q = m.score(IMAGE, "dog", boxes, region=region).exp().double().numpy()
+    q = m.score(IMAGE, "dog", boxes, region=region, likelihood="log_q").exp().double().numpy()
     p = m.score(IMAGE, "dog", boxes, constrained=False).exp().double().numpy() * (q > 0)
     p /= p.sum()  # the exact conditional, by enumeration
     assert 0.5 * np.abs(p - q).sum() > 0.15  # masked decoding is off the exact conditional: the test has teeth
@@ -123,8 +125,10 @@ def test_resample_tends_to_the_exact_conditional(small_model):
     assert counts[p == 0].sum() == 0
     tv_exact, tv_masked = 0.5 * np.abs(counts / n - p).sum(), 0.5 * np.abs(counts / n - q).sum()
     assert tv_exact < 0.06 and tv_exact < tv_masked, (tv_exact, tv_masked)
-    # reported log-probs are still score()'s
-    torch.testing.assert_close(s.logprobs[:20], m.score(IMAGE, "dog", s.boxes[:20], region=region),
+    # reported likelihoods are still score()'s
+    torch.testing.assert_close(s.log_q[:20], m.score(IMAGE, "dog", s.boxes[:20], region=region, likelihood="log_q"),
+                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(s.log_p[:20], m.score(IMAGE, "dog", s.boxes[:20], region=region),
                                atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="temperature=1"):
         m.sample(IMAGE, "dog", num_samples=4, region=region, resample=2, temperature=0.5)

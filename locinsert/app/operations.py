@@ -55,7 +55,7 @@ class Proposal:
     heatmap: torch.Tensor | None = None   # (H, W) summing to 1, or None
     region: Region | None = None          # the region the candidates obey (with avoid boxes)
     note: str = ""
-    labels: list[str] | None = None       # one per candidate; default: object and log p
+    labels: list[str] | None = None       # one per candidate; default: object and the model's log p
     extra: dict = field(default_factory=dict)   # what the operation needs to apply a candidate (masks, ...)
 
     def __len__(self) -> int:
@@ -65,7 +65,15 @@ class Proposal:
         """The page's label for candidate ``i`` (1-based, with its log-probability or description)."""
         if self.labels is not None:
             return f"{i + 1}: {self.labels[i]}"
-        return f"{i + 1}: {self.step.object}  (log p {float(self.candidates.logprobs[i]):.2f})"
+        return f"{i + 1}: {self.step.object}  (log p {float(self.candidates.log_p[i]):.2f})"
+
+
+def _fit_note(cands: Candidates) -> str:
+    """The fit verdict for the page: ". A cup hardly fits ... (0.4 % ...); it fits best on the right (71 %)"."""
+    if cands.fit is None:
+        return ""
+    text = cands.fit.message
+    return f". {'' if cands.fit.fits else '**'}{text[0].upper()}{text[1:]}{'' if cands.fit.fits else '**'}"
 
 
 def plan_steps(instruction: str) -> list[Step]:
@@ -154,9 +162,7 @@ class AddObject(Operation):
         if avoid is not None and len(avoid):
             region = (region or Region(None)).with_avoid(avoid)
         cls = self.object_class(step)
-        cands = self.inserter.propose(image, cls, region, None, generator, num_candidates)
-        order = torch.argsort(cands.logprobs, descending=True)
-        cands = Candidates(cands.boxes[order], cands.logprobs[order])
+        cands = self.inserter.propose(image, cls, region, None, generator, num_candidates).by_likelihood()
         heat = None
         if heatmap_samples > 0 and hasattr(self.model, "heatmap"):
             heat = self.model.heatmap(image, cls, region=region, num_samples=heatmap_samples,
@@ -165,7 +171,7 @@ class AddObject(Operation):
         what = f"your reference (as a {cls})" if step.extra.get("reference") is not None else step.object
         note = f"{len(cands)} places for **{what}** ({where}" + \
                (f", away from {len(avoid)} object(s) added before)" if avoid is not None and len(avoid) else ")")
-        return Proposal(step, cands, heat, region, note)
+        return Proposal(step, cands, heat, region, note + _fit_note(cands))
 
     def apply(self, image, proposal, index, generator) -> Image.Image:
         """Draw the object in the chosen candidate box; pixels outside it are unchanged."""
@@ -289,15 +295,13 @@ class MoveObject(_FindsObjects):
         keep_free = torch.cat([old[None], avoid.reshape(-1, 4).float()]) if avoid is not None else old[None]
         region = region.with_avoid(keep_free)
         inserter = self.editor.inserter
-        cands = inserter.propose(filled, step.object, region, None, generator, num_candidates)
-        order = torch.argsort(cands.logprobs, descending=True)
-        cands = Candidates(cands.boxes[order], cands.logprobs[order])
+        cands = inserter.propose(filled, step.object, region, None, generator, num_candidates).by_likelihood()
         heat = None
         if heatmap_samples > 0 and hasattr(inserter.model, "heatmap"):
             heat = inserter.model.heatmap(filled, step.object, region=region, num_samples=heatmap_samples,
                                           generator=generator, **inserter.sample_kwargs)
         note = f"{len(cands)} new places for **{step.object}** ({region.name or 'target'}, away from where it was)"
-        return Proposal(step, cands, heat, region, note, None,
+        return Proposal(step, cands, heat, region, note + _fit_note(cands), None,
                         {"mask": mask, "filled": filled, "source_box": old})
 
     def apply(self, image, proposal, index, generator) -> Image.Image:

@@ -46,8 +46,10 @@ class AppliedStep:
              "reference": p.step.extra.get("reference") is not None,
              "region": region_json(p.step.region, width, height),
              "chosen": self.index, "box": [round(float(v), 2) for v in self.box],
-             "logprob": round(float(p.candidates.logprobs[self.index]), 4),
+             ("score" if p.step.verb == "remove" else "log_p"): round(float(p.candidates.log_p[self.index]), 4),
              "candidates": p.candidates.to_dict()}
+        if p.candidates.fit is not None:
+            d["fit"] = p.candidates.fit.to_dict()
         if "masks" in p.extra:     # remove: the chosen part's pixels were filled
             d["mask_pixels"] = int(p.extra["masks"][self.index].sum())
         if "source_box" in p.extra:   # move: where the object was

@@ -186,7 +186,9 @@ def run_edit(args, steps, command: str) -> int:
                           move_by="redraw" if redraw else "cutout",
                           num_candidates=getattr(args, "num_candidates", 16),
                           selection=getattr(args, "selection", "logprob"),
-                          **sampling)
+                          **(insert.inserter_kwargs(args, strict=False) if needs_model else {}), **sampling)
+    if editor.inserter is not None:
+        editor.inserter.strict = bool(getattr(args, "strict", False))  # --strict: refuse regions that do not fit
     result = editor(image, steps, generator=torch.Generator().manual_seed(args.seed), mask=mask)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -202,6 +204,8 @@ def run_edit(args, steps, command: str) -> int:
         elif s.box is not None:
             b = s.box.tolist()
             print(f"{s.verb} {s.object}: box [{b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f}]")
+            if s.fit is not None:
+                print(f"  {s.fit.message}")
     print(f"edited image -> {out / f'{stem}_edited.png'}; overlay -> {out / f'{stem}_overlay.png'}")
     return 0 if result.found else 1
 

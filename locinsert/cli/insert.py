@@ -42,7 +42,7 @@ from pathlib import Path
 from . import options
 from .common import check_device, check_output_dir
 from .options import INPAINTER_CHOICES as INPAINTERS, REFERENCE_INPAINTER_CHOICES as REFERENCE_INPAINTERS
-from .propose import add_model_arguments, load_location_model, sample_kwargs
+from .propose import add_model_arguments, inserter_kwargs, load_location_model, sample_kwargs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_location_model(args.model, args.device, args.seed)
     inserter = ObjectInserter(model, inpainter, num_candidates=args.num_candidates, selection=args.selection,
                               reference=reference, reference_class=args.reference_class, classifier=classifier,
-                              vocabulary=vocabulary,
+                              vocabulary=vocabulary, **inserter_kwargs(args),
                               **kwargs)
     result = inserter(image, steps, generator=torch.Generator().manual_seed(args.seed))
 
@@ -230,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
               "height": image.height, "inpainter": args.inpainter, "model": args.model, "box_format": "xyxy pixels",
               "reference": None if reference is None else str(args.reference),
               "steps": [{"object": s.object, "reference": s.reference, "region": region_json(s.region, *image.size),
-                         "box": [round(float(v), 2) for v in s.box], "logprob": round(s.logprob, 4),
+                         "box": [round(float(v), 2) for v in s.box], "log_p": round(s.log_p, 4),
+                         "fit": None if s.fit is None else s.fit.to_dict(),
                          "candidates": s.candidates.to_dict()} for s in result.steps]}
     if inserter.reference_zero_shot is not None:
         record["reference_zero_shot"] = inserter.reference_zero_shot.top(5)
@@ -238,7 +239,9 @@ def run(args: argparse.Namespace) -> int:
     for s in result.steps:
         b = s.box.tolist()
         what = f"{s.object} (the reference)" if s.reference else s.object
-        print(f"{what}: box [{b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f}] (log p = {s.logprob:.2f})")
+        print(f"{what}: box [{b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f}] (log p = {s.log_p:.2f})")
+        if s.fit is not None:
+            print(f"  {s.fit.message}")
     if inserter.reference_zero_shot is not None:
         z = inserter.reference_zero_shot
         print(f"reference class by CLIP zero-shot: {z.label} (p = {z.probs[z.label]:.2f}); "

@@ -2,8 +2,14 @@
 
 The location model draws -n boxes from p(box | image, object), optionally only where --where
 allows ("left", "top right", "near the bottom", "center", ...). Writes into --out:
-<image>_proposals.json (boxes in xyxy pixels, log-probabilities, image size, region) and
-<image>_proposals.png (the boxes drawn on the image, brighter = more likely, best in red).
+<image>_proposals.json (boxes in xyxy pixels, the model's log p and the masked sampler's log q,
+image size, region, fit verdict) and <image>_proposals.png (the boxes drawn on the image, brighter
+= more likely by log p, best in red).
+
+Under --where the boxes follow p(box | box in the region) (--sampler smc, the default) and the
+command says whether the object fits there: the share of the model's probability in the region
+and, when it hardly fits (below --fit-threshold), the phrase where it fits best. --strict then
+refuses with exit code 2 instead of proposing boxes.
 --heatmap PNG also draws where the model would put the object: the density of box centres from
 --heatmap-samples samples (default 256), over the image.
 
@@ -15,6 +21,7 @@ examples:
   locinsert propose room.jpg --object dog --model runs/finetune
   locinsert propose room.jpg --object "red mug" --where "top left" -n 20 --model runs/dpo --out props
   locinsert propose room.jpg --object cup --where left --model runs/dpo --heatmap cup_heat.png
+  locinsert propose room.jpg --object cup --where "top left" --strict --model runs/dpo
   locinsert propose room.jpg --object cup --model tiny        # offline smoke test, random boxes
 """
 
@@ -29,7 +36,8 @@ from . import options
 from .common import (RANDOM_PRESETS, check_device, check_output_dir, check_output_file, check_sampling_options,
                      load_location_model)
 
-__all__ = ["add_model_arguments", "load_location_model", "sample_kwargs", "RANDOM_PRESETS"]
+__all__ = ["add_model_arguments", "load_location_model", "sample_kwargs", "inserter_kwargs", "fit_threshold",
+           "RANDOM_PRESETS"]
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,6 +56,15 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="smallest box width and height in pixels (>= 0)")
     g.add_argument("--seed", type=options.seed, default=0, help="seed: same seed, same boxes (default: 0)")
     g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    g.add_argument("--sampler", default="smc", choices=("smc", "lookahead", "masked"),
+                   help="how boxes obey --where: 'smc' follows p(box | box in region) (default); 'masked' "
+                        "renormalises each coordinate without looking ahead (the older, biased sampler)")
+    f = p.add_argument_group("fit verdict (with --where)")
+    f.add_argument("--strict", action="store_true",
+                   help="refuse (exit code 2) when the object hardly fits --where, naming where it fits best")
+    f.add_argument("--fit-threshold", type=options.probability, default=None, metavar="P",
+                   help="share of the model's probability below which the object 'hardly fits' "
+                        "(default: the calibrated locinsert.fit.DEFAULT_FIT_THRESHOLD)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,10 +88,31 @@ def sample_kwargs(args) -> dict:
     return check_sampling_options(args)
 
 
+def inserter_kwargs(args, strict: bool = True) -> dict:
+    """``ObjectInserter`` keywords from --sampler, --fit-threshold and (``strict``) --strict."""
+    kw = dict(sampler=args.sampler, fit_threshold=fit_threshold(args))
+    if strict:
+        kw["strict"] = bool(args.strict)
+    return kw
+
+
+def fit_threshold(args) -> float:
+    """--fit-threshold checked (default: the calibrated threshold)."""
+    from ..fit import DEFAULT_FIT_THRESHOLD
+
+    t = getattr(args, "fit_threshold", None)
+    if t is None:
+        return DEFAULT_FIT_THRESHOLD
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"--fit-threshold must be a probability in [0, 1], got {t}")
+    return float(t)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..images import load_image
+    from ..fit import RegionDoesNotFit, fit_verdict
     from ..inserter import Candidates, overlay
     from ..io import save_image_atomic, write_text_atomic
     from ..regions import Region, region_json
@@ -93,21 +131,27 @@ def run(args: argparse.Namespace) -> int:
     region = Region.parse(args.where) if args.where else None
     if region is not None:
         region.resolve(*image.size)   # an impossible region fails here, before loading the model
+    threshold = fit_threshold(args)
     model = load_location_model(args.model, args.device, args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    verdict = fit_verdict(model, image, args.object.strip(), region, threshold=threshold,
+                          min_size=kwargs.get("min_size"), generator=generator)
+    if verdict is not None and args.strict and not verdict.fits:
+        raise RegionDoesNotFit(verdict)
     s = model.sample(image, args.object.strip(), num_samples=args.num_samples, region=region,
-                     generator=torch.Generator().manual_seed(args.seed), **kwargs)
-    cands = Candidates(s.boxes.float().cpu(), s.logprobs.float().cpu())
-    order = torch.argsort(cands.logprobs, descending=True)
-    cands = Candidates(cands.boxes[order], cands.logprobs[order])
+                     generator=generator, sampler=args.sampler, **kwargs)
+    cands = Candidates(s.boxes.float().cpu(), s.log_p.float().cpu(), s.log_q.float().cpu(), verdict).by_likelihood()
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem
     record = {"image": str(args.image), "width": image.width, "height": image.height, "object": args.object.strip(),
               "region": region_json(region, *image.size), "model": args.model,
               "untrained": args.model in RANDOM_PRESETS and not os.path.exists(args.model),
-              "box_format": "xyxy pixels", **cands.to_dict()}
+              "box_format": "xyxy pixels", "sampler": args.sampler, **cands.to_dict()}
     write_text_atomic(out / f"{stem}_proposals.json", json.dumps(record, indent=2))
     save_image_atomic(overlay(image, cands, chosen=cands.boxes[0], region=region), out / f"{stem}_proposals.png")
     print(f"{len(cands)} boxes for {args.object!r} -> {out / f'{stem}_proposals.json'}, {out / f'{stem}_proposals.png'}")
+    if verdict is not None:
+        print(verdict.message)
     if heatmap_path is not None:
         from ..modeling.heatmap import heatmap_overlay
 

@@ -1,7 +1,8 @@
 """The location model: p(box | image, class) as four coordinate tokens.
 
 ``LocationModelConfig`` (presets "tiny", "synthetic", "base"), ``LocationModel`` (a transformers
-``PreTrainedModel`` with ``sample`` / ``score`` / ``heatmap``), ``BoxSamples``, the decoding
+``PreTrainedModel`` with ``sample`` / ``score`` / ``region_mass`` / ``heatmap``), ``BoxSamples``
+(boxes with the model's ``log_p`` and the masked sampler's ``log_q``), ``MassEstimate``, the decoding
 constraints, and placement heatmaps (``placement_heatmap``, ``heatmap_overlay``).
 Both classes are registered with ``AutoConfig`` / ``AutoModel`` under model type "locinsert" (by
 ``checkpoint_io.CheckpointMixin``, as every model class of the library).
@@ -10,7 +11,8 @@ Both classes are registered with ``AutoConfig`` / ``AutoModel`` under model type
 from .config import PRESETS, LocationModelConfig
 from .constraints import BoxConstraints
 from .heatmap import boxes_heatmap, heatmap_overlay, placement_heatmap
-from .model import BoxSamples, LocationModel, LocationModelOutput
+from .model import LIKELIHOODS, SAMPLERS, BoxSamples, LocationModel, LocationModelOutput, MassEstimate
 
-__all__ = ["LocationModelConfig", "LocationModel", "BoxSamples", "LocationModelOutput", "BoxConstraints", "PRESETS",
+__all__ = ["LocationModelConfig", "LocationModel", "BoxSamples", "MassEstimate", "SAMPLERS", "LIKELIHOODS",
+           "LocationModelOutput", "BoxConstraints", "PRESETS",
            "placement_heatmap", "boxes_heatmap", "heatmap_overlay"]

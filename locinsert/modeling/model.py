@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -28,12 +29,13 @@ from transformers.utils import ModelOutput
 from .. import boxes as box_ops
 from ..images import load_image
 from ..regions import Region
-from ..validation import check_bool, check_box_count, check_float, check_int
+from ..validation import check_bool, check_box_count, check_choice, check_float, check_int
 from .checkpoint_io import CheckpointMixin
 from .config import LocationModelConfig
 from .constraints import BoxConstraints
 from .encoders import ImagePreprocessor, build_class_encoder, build_image_encoder
-from .sampling import PrefixCache, compiled_decode_step, decode_boxes, prefix_forward, shared_prefix_forward
+from .sampling import (DECODE_SAMPLERS, PrefixCache, compiled_decode_step, decode_boxes, prefix_forward,
+                       shared_prefix_forward)
 
 MAX_REDRAWS = 20  # rounds of redrawing dead-ended rows for inexact constraint sets
 #: Working memory of one decoding pass; larger requests are decoded in chunks of rows.
@@ -41,22 +43,60 @@ DECODE_CHUNK_BYTES = 2**30
 _REGION_TYPES = (str, list, tuple, np.ndarray, torch.Tensor, Region, Image.Image)
 
 
+class MassEstimate(float):
+    """A probability estimated by Monte Carlo: a ``float`` in [0, 1] that also carries its error.
+
+    ``stderr``: the standard error of the estimate (``nan`` where the estimator gives none, e.g.
+    sequential Monte Carlo); ``num_samples``: how many weighted boxes it averages.
+    """
+
+    stderr: float
+    num_samples: int
+
+    def __new__(cls, value: float, stderr: float = float("nan"), num_samples: int = 0) -> "MassEstimate":
+        obj = super().__new__(cls, min(max(float(value), 0.0), 1.0))
+        obj.stderr, obj.num_samples = float(stderr), int(num_samples)
+        return obj
+
+    def __repr__(self) -> str:
+        return f"MassEstimate({float(self):.4g} ± {self.stderr:.2g}, n={self.num_samples})"
+
+
 @dataclass
 class BoxSamples:
-    """Boxes sampled for one image: ``boxes`` (N, 4) xyxy pixels, ``logprobs`` (N,), ``tokens`` (N, 4)."""
+    """Boxes sampled for one image, with the two likelihoods named for what they are.
+
+    - ``boxes`` (N, 4) xyxy pixels and ``tokens`` (N, 4) coordinate tokens;
+    - ``log_p`` (N,): the model's own log p(box | image, class), no masks: what "most likely" means,
+      and what ranks boxes (``best``, ``select_box``);
+    - ``log_q`` (N,): the log-probability under the step-wise masked model (every step renormalised
+      over the tokens the region and validity allow, at temperature 1): the proposal the masked
+      sampler draws from, equal to ``score(..., likelihood="log_q")``;
+    - ``region_mass``: the model's estimate of P(box satisfies the region | image, class) from this
+      draw (a :class:`MassEstimate`), ``None`` when the draw was tempered or filtered.
+
+    ``logprobs`` is kept as an alias of ``log_p``.
+    """
 
     boxes: torch.Tensor
-    logprobs: torch.Tensor
+    log_p: torch.Tensor
+    log_q: torch.Tensor
     tokens: torch.Tensor
     width: int = 0
     height: int = 0
+    region_mass: MassEstimate | None = None
 
     def __len__(self) -> int:
         return self.boxes.shape[0]
 
+    @property
+    def logprobs(self) -> torch.Tensor:
+        """Alias of ``log_p`` (the model's own log-likelihood of each box)."""
+        return self.log_p
+
     def best(self, k: int = 1) -> torch.Tensor:
-        """The k most likely boxes, (k, 4)."""
-        return self.boxes[self.logprobs.argsort(descending=True)[:k]]
+        """The k most likely boxes under the model's own log p, (k, 4)."""
+        return self.boxes[self.log_p.argsort(descending=True)[:k]]
 
 
 @dataclass
@@ -90,6 +130,23 @@ def _digest(module: nn.Module, extra: str) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+#: ``LocationModel.score``'s likelihoods (see its docstring).
+LIKELIHOODS = ("log_p", "log_q")
+#: ``LocationModel.sample``'s samplers (see its docstring).
+SAMPLERS = DECODE_SAMPLERS
+
+
+def _check_sampler(sampler, resample) -> str:
+    if sampler is None:
+        return "masked" if resample is not None else "smc"
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if sampler == "smc" and resample is not None:
+        raise ValueError("resample= importance-resamples the 'masked' or 'lookahead' sampler's draws; "
+                         "sampler='smc' already targets the exact conditional")
+    return sampler
 
 
 def _check_generator(generator) -> None:
@@ -431,23 +488,34 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
     @torch.no_grad()
     def sample(self, images, classes, num_samples: int = 100, region=None, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, min_size: float | None = None,
-               generator: torch.Generator | None = None, resample: int | None = None):
+               generator: torch.Generator | None = None, resample: int | None = None,
+               sampler: str | None = None):
         """Sample ``num_samples`` boxes per image from p(box | image, class) under constraints.
 
         ``images``: one image (PIL / path / uint8 array) with one class string -> ``BoxSamples``;
         a list of images with a list of classes (or one class for all) -> list of ``BoxSamples``.
         ``region``: ``Region``, pixel box, normalised box, mask, phrase, or a list (one per image).
         ``min_size``: minimal box width and height in pixels. Every box is valid (x2 > x1,
-        y2 > y1) and satisfies its region. ``logprobs`` are log p(box) under the constrained
-        model at temperature 1 (equal to ``score``), whatever temperature/top-k/top-p sampled it.
+        y2 > y1) and satisfies its region. Each box comes with the model's own ``log_p`` and the
+        masked ``log_q`` (at temperature 1, whatever temperature/top-k/top-p sampled it).
 
-        The logit masks renormalise each step without looking ahead, so under a region the boxes
-        follow q(box) = prod_t p(token_t | prefix) / Z_t, not the exact conditional
-        p(box | box satisfies the constraints) (see ``constraints.py``). ``resample=k`` corrects
-        that by importance resampling: draw ``k * num_samples`` boxes from q, weight each by
-        p(box) / q(box), and keep ``num_samples`` of them drawn by weight. The result tends to the
-        exact conditional as k grows (temperature 1 without top-k/top-p only). ``logprobs`` stay
-        log q, as ``score`` reports.
+        ``sampler`` says how the region is enforced (``SAMPLERS``):
+
+        - ``"smc"`` (default): the boxes follow the exact conditional p(box | box satisfies the
+          constraints), up to the error of sequential Monte Carlo with ``num_samples`` particles:
+          x1 is drawn from its exact one-step lookahead, and before x2 and y2 the rows are
+          resampled by the mass their next coordinate's mask keeps. Costs about as much as masked
+          decoding (``locinsert bench sampling`` reports the ratio).
+        - ``"masked"``: the step-wise renormalised q(box) = prod_t p(token_t | prefix) / Z_t,
+          which does not look ahead: a region that cuts off most of the model's favourite x1
+          values pushes boxes to its edge (see ``constraints.py``).
+        - ``"lookahead"``: x1 from its exact lookahead, then masked (importance weighted).
+
+        ``resample=k`` importance-resamples: draw ``k * num_samples`` boxes with the masked (or
+        lookahead) sampler, weight each by p / proposal and keep ``num_samples`` drawn by weight
+        (temperature 1 without top-k/top-p only; ``sampler`` then defaults to ``"masked"``).
+        With another temperature the target is the tempered model under the constraints;
+        top-k/top-p filter after masking and make every sampler approximate.
         """
         single = not isinstance(images, (list, tuple))
         pil = self.load_images(images)
@@ -462,6 +530,7 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         top_p = check_float(top_p, "top_p", minimum=0, maximum=1, low_open=True, optional=True)
         min_size = check_float(min_size, "min_size", minimum=0, optional=True)
         resample = check_int(resample, "resample", minimum=1, optional=True)
+        sampler = _check_sampler(sampler, resample)
         _check_generator(generator)
         if resample is not None and (temperature != 1.0 or top_k is not None or top_p is not None):
             raise ValueError("resample= targets the model's own conditional: use temperature=1 "
@@ -470,23 +539,39 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         check_box_count(len(pil) * num_samples, "num_samples" + (" x resample" if resample else ""))
         constraints = self._constraints(pil, region, min_size, single)  # impossible regions fail here
         cache = self.encode_prefix(pil, classes)
-        opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, raw=resample is not None,
-                    step_fn=self._step_fn)
+        opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+                    step_fn=self._step_fn, sampler=sampler)
         allowed = self._allowed_fn(constraints)
         chunk = self._rows_per_pass(cache)
         parts = [self._draw(cache, min(chunk, num_samples - start), allowed, opts)
                  for start in range(0, num_samples, chunk)]
-        tokens, logps = torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
-        raw = torch.cat([p[2] for p in parts], 1) if resample is not None else None
+        tokens, log_q, log_p = (torch.cat([p[i] for p in parts], 1) for i in range(3))
+        masses = self._mass_estimates([p[3] for p in parts], sampler != "smc")
         if resample is not None:
-            tokens, logps = self._importance_resample(tokens, logps, raw, final_samples, generator)
+            weights = torch.cat([p[4] for p in parts], 1)
+            tokens, log_q, log_p = self._importance_resample(tokens, log_q, log_p, weights, final_samples,
+                                                             generator)
         out = []
         for i, im in enumerate(pil):
             boxes = box_ops.tokens_to_boxes(tokens[i].cpu(), im.width, im.height, self.config.num_bins)
             if not constraints[i].satisfied(boxes).all():  # a guard: the masks make this impossible
                 raise RuntimeError("internal error: a sampled box breaks its constraints")
-            out.append(BoxSamples(boxes, logps[i].cpu(), tokens[i].cpu(), im.width, im.height))
+            out.append(BoxSamples(boxes, log_p[i].cpu(), log_q[i].cpu(), tokens[i].cpu(), im.width, im.height,
+                                  masses[i] if masses is not None else None))
         return out[0] if single else out
+
+    @staticmethod
+    def _mass_estimates(first_weights: list, with_stderr: bool) -> list | None:
+        """Per image, the mean importance weight of the first draws of every chunk (dead rows count 0)."""
+        if any(w is None for w in first_weights):
+            return None
+        w = torch.cat(first_weights, 1).double().exp().cpu()  # (B, N)
+        n = w.shape[1]
+        out = []
+        for row in w:
+            err = float(row.std(unbiased=True) / math.sqrt(n)) if with_stderr and n > 1 else float("nan")
+            out.append(MassEstimate(float(row.mean()), err, n))
+        return out
 
     def _rows_per_pass(self, cache: PrefixCache) -> int:
         """Samples per image that one decoding pass may hold within ``DECODE_CHUNK_BYTES``.
@@ -502,43 +587,53 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         return max(1, DECODE_CHUNK_BYTES // (cache.values[0].shape[0] * per_row))
 
     def _draw(self, cache: PrefixCache, num_samples: int, allowed, opts: dict):
-        """One decoding pass of ``num_samples`` rows per image, rows that dead-ended redrawn."""
-        tokens, logps, dead, raw = decode_boxes(self.decoder, self.lm_head, cache, num_samples, allowed, **opts)
+        """One decoding pass of ``num_samples`` rows per image, rows that dead-ended redrawn.
+
+        Returns tokens, log q, log p, the first draw's log weights (for the mass estimate: dead rows
+        count as zero there) and the final rows' log weights (for importance resampling).
+        """
+        d = decode_boxes(self.decoder, self.lm_head, cache, num_samples, allowed, **opts)
+        tokens, log_q, log_p, dead = d.tokens, d.log_q, d.log_p, d.dead.clone()
+        first = d.log_w
+        weights = d.log_w.clone() if d.log_w is not None else None
         rounds = 0
         while dead.any():
             if rounds == MAX_REDRAWS:
                 raise ValueError(f"could not draw boxes that satisfy the region after {MAX_REDRAWS} redraws; "
                                  "this region (centre mode with avoid boxes) leaves very little room")
             need = int(dead.sum(1).max())
-            t2, l2, d2, r2 = decode_boxes(self.decoder, self.lm_head, cache, need, allowed, **opts)
+            d2 = decode_boxes(self.decoder, self.lm_head, cache, need, allowed, **opts)
             for i in range(tokens.shape[0]):
                 slots = dead[i].nonzero().flatten()
-                fresh = (~d2[i]).nonzero().flatten()[: len(slots)]
-                tokens[i, slots[: len(fresh)]] = t2[i, fresh]
-                logps[i, slots[: len(fresh)]] = l2[i, fresh]
-                if raw is not None:
-                    raw[i, slots[: len(fresh)]] = r2[i, fresh]
-                dead[i, slots[: len(fresh)]] = False
+                fresh = (~d2.dead[i]).nonzero().flatten()[: len(slots)]
+                put = slots[: len(fresh)]
+                tokens[i, put], log_q[i, put], log_p[i, put] = d2.tokens[i, fresh], d2.log_q[i, fresh], d2.log_p[i, fresh]
+                if weights is not None:
+                    weights[i, put] = d2.log_w[i, fresh]
+                dead[i, put] = False
             rounds += 1
-        return tokens, logps, raw
+        return tokens, log_q, log_p, first, weights
 
     @staticmethod
-    def _importance_resample(tokens, logps, raw, n: int, generator):
-        """Keep ``n`` of the drawn boxes per image, drawn with weights p(box) / q(box) (``raw`` = log p)."""
-        weights = torch.softmax((raw - logps).double(), dim=1)  # log p - log q = sum_t log Z_t
+    def _importance_resample(tokens, log_q, log_p, log_w, n: int, generator):
+        """Keep ``n`` of the drawn boxes per image, drawn with their importance weights ``exp(log_w)``."""
+        weights = torch.softmax(log_w.double(), dim=1)
         device = generator.device if generator is not None else weights.device
         pick = torch.multinomial(weights.to(device).float(), n, replacement=True, generator=generator)
         pick = pick.to(tokens.device)
-        return tokens.gather(1, pick[..., None].expand(-1, -1, 4)), logps.gather(1, pick)
+        return tokens.gather(1, pick[..., None].expand(-1, -1, 4)), log_q.gather(1, pick), log_p.gather(1, pick)
 
     @torch.no_grad()
     def score(self, image, cls: str, boxes, region=None, min_size: float | None = None,
-              constrained: bool = True) -> torch.Tensor:
-        """Exact log p of the given pixel boxes, (N,): the sum of their 4 token log-probs.
+              likelihood: str | None = None, *, constrained: bool | None = None) -> torch.Tensor:
+        """Exact log-likelihoods of the given pixel boxes, (N,): the sum of their 4 token log-probs.
 
-        With ``constrained=True`` (default) the distribution is the one ``sample`` draws from:
-        validity, ``min_size`` and ``region`` masks renormalise each step, and a box that breaks
-        them gets -inf. ``constrained=False`` gives the raw model log-probability (as ``forward``).
+        ``likelihood="log_p"`` (default): the model's own log p(box | image, class), as ``forward``
+        and ``BoxSamples.log_p``: what ranks boxes. ``likelihood="log_q"``: the step-wise masked
+        model, every step renormalised over the tokens validity, ``min_size`` and ``region``
+        allow (``BoxSamples.log_q``, the masked sampler's proposal). Under both, a box that breaks
+        the region or ``min_size`` gets -inf. ``constrained=True`` / ``False`` is the older spelling
+        of ``"log_q"`` / ``"log_p"``.
         """
         im = self.load_images(image)
         if len(im) != 1:
@@ -550,17 +645,59 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         if boxes is None:
             raise TypeError("boxes must be xyxy pixel boxes, (N, 4) or one (4,), got None")
         min_size = check_float(min_size, "min_size", minimum=0, optional=True)
-        constrained = check_bool(constrained, "constrained")
+        if constrained is not None:
+            old = "log_q" if check_bool(constrained, "constrained") else "log_p"
+            if likelihood is not None and likelihood != old:
+                raise ValueError(f"constrained={constrained} contradicts likelihood={likelihood!r}; pass one of them")
+            likelihood = old
+        likelihood = check_choice(likelihood or "log_p", "likelihood", LIKELIHOODS)
         b = box_ops.check_boxes(boxes, im.width, im.height)
         check_box_count(b.shape[0], "boxes")
         tokens = box_ops.boxes_to_tokens(b, im.width, im.height, self.config.num_bins)
-        allowed = self._allowed_fn(self._constraints([im], region, min_size)) if constrained else None
+        constraints = self._constraints([im], region, min_size)
+        allowed = self._allowed_fn(constraints) if likelihood == "log_q" else None
         cache = self.encode_prefix([im], cls)
         chunk = self._rows_per_pass(cache)
-        logps = torch.cat([decode_boxes(self.decoder, self.lm_head, cache, len(part), allowed,
-                                        forced=part[None].to(self.device), step_fn=self._step_fn)[1]
-                           for part in tokens.split(chunk)], 1)
-        return logps[0].cpu()
+        parts = [decode_boxes(self.decoder, self.lm_head, cache, len(part), allowed,
+                              forced=part[None].to(self.device), step_fn=self._step_fn)
+                 for part in tokens.split(chunk)]
+        logps = torch.cat([d.log_q if likelihood == "log_q" else d.log_p for d in parts], 1)[0].cpu()
+        if likelihood == "log_p" and (region is not None or min_size):
+            decoded = box_ops.tokens_to_boxes(tokens, im.width, im.height, self.config.num_bins)
+            logps = logps.masked_fill(~constraints[0].satisfied(decoded), float("-inf"))
+        return logps
+
+    @torch.no_grad()
+    def region_mass(self, image, cls: str, region, num_samples: int = 256, min_size: float | None = None,
+                    generator: torch.Generator | None = None) -> MassEstimate:
+        """The model's estimate of P(box satisfies ``region`` | image, class): a float in [0, 1].
+
+        Importance sampling: ``num_samples`` boxes drawn with x1 from its exact one-step lookahead
+        and the other coordinates under the region's masks, each weighted by p(box) / proposal(box)
+        (a product of the masses the masks keep, so every weight lies in [0, 1]). The mean weight is
+        an unbiased estimate; the result is a :class:`MassEstimate` whose ``stderr`` is the
+        standard error (it falls as 1 / sqrt(num_samples)). The arguments are checked as in
+        ``sample``; an impossible region raises ``ValueError``.
+        """
+        pil = self.load_images(image)
+        if len(pil) != 1:
+            raise ValueError("region_mass() takes one image; call it once per image")
+        cls = _check_class_names(cls)
+        if len(cls) != 1:
+            raise ValueError("region_mass() takes one class name")
+        if region is None:
+            raise ValueError("region_mass() needs a region: a phrase, an xyxy box, a mask or a Region")
+        num_samples = check_int(num_samples, "num_samples", minimum=1)
+        min_size = check_float(min_size, "min_size", minimum=0, optional=True)
+        _check_generator(generator)
+        check_box_count(num_samples, "num_samples")
+        allowed = self._allowed_fn(self._constraints(pil, region, min_size))
+        cache = self.encode_prefix(pil, cls)
+        chunk = self._rows_per_pass(cache)
+        weights = [decode_boxes(self.decoder, self.lm_head, cache, min(chunk, num_samples - start), allowed,
+                                generator=generator, step_fn=self._step_fn, sampler="lookahead").log_w
+                   for start in range(0, num_samples, chunk)]
+        return self._mass_estimates(weights, True)[0]
 
     def heatmap(self, image, cls: str, region=None, num_samples: int = 256, generator: torch.Generator | None = None,
                 **kwargs) -> torch.Tensor:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -212,38 +213,155 @@ def _filter(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: 
     return logits
 
 
+class Decoded(NamedTuple):
+    """What :func:`decode_boxes` returns (all per image ``B`` and row ``N``).
+
+    ``tokens`` (B, N, 4); ``log_q`` (B, N): the boxes' log-probability under the step-wise masked
+    model at temperature 1 (what ``score(likelihood="log_q")`` computes), -inf for a forced box that
+    breaks a constraint; ``dead`` (B, N) bool: rows whose mask emptied (inexact constraints);
+    ``log_p`` (B, N): the same boxes' log-probability under the model itself, no masks;
+    ``log_w`` (B, N): each row's log importance weight, so that ``exp(log_w).mean(1)`` estimates the
+    mass the constraints keep, P(box satisfies them) (``None`` when forced or filtered).
+    """
+
+    tokens: torch.Tensor
+    log_q: torch.Tensor
+    dead: torch.Tensor
+    log_p: torch.Tensor
+    log_w: torch.Tensor | None
+
+
+#: ``decode_boxes``' samplers: "masked" draws from the step-wise renormalised q(box); "lookahead"
+#: draws x1 from its exact one-step lookahead and the rest masked (importance weights carry the
+#: difference); "smc" is "lookahead" (where cheap) plus resampling the rows by their next
+#: coordinate's allowed mass before x2 and y2 (sequential Monte Carlo; before y1 too without the
+#: lookahead), so that the boxes follow p(box | region).
+DECODE_SAMPLERS = ("masked", "lookahead", "smc")
+#: "smc" looks ahead on x1 (one decode row per bin) when the bins are at most this many, or at most
+#: twice the samples: below that the lookahead costs little next to the samples' own decode rows.
+LOOKAHEAD_FREE_ROWS = 64
+
+
+def lookahead_is_cheap(num_bins: int, num_samples: int) -> bool:
+    """Whether "smc" looks ahead on x1 (see :data:`LOOKAHEAD_FREE_ROWS`)."""
+    return num_bins <= max(2 * num_samples, LOOKAHEAD_FREE_ROWS)
+
+
+def _systematic(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """(B, N) non-negative weights -> (B, N) row indices drawn by systematic resampling per image.
+
+    An image whose weights are all zero keeps its rows (the caller marks them dead).
+    """
+    b, n = weights.shape
+    total = weights.sum(1, keepdim=True)
+    w = torch.where(total > 0, weights / total.clamp(min=1e-300), torch.full_like(weights, 1.0 / n))
+    dev = generator.device if generator is not None else w.device
+    u = torch.rand(b, 1, generator=generator, device=dev, dtype=torch.float64).to(w.device)
+    positions = (torch.arange(n, device=w.device, dtype=torch.float64)[None] + u) / n
+    cdf = w.double().cumsum(1)
+    cdf[:, -1] = 1.0 + 1e-12
+    return torch.searchsorted(cdf, positions).clamp(max=n - 1)
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` (B, M) of ``x`` (B, N, ...) per image."""
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], index.to(x.device)]
+
+
 def decode_boxes(decoder, lm_head, cache: PrefixCache, num_samples: int, allowed_fn=None, *,
                  forced: torch.Tensor | None = None, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, generator: torch.Generator | None = None, raw: bool = False,
-                 step_fn=None):
+                 top_p: float | None = None, generator: torch.Generator | None = None, step_fn=None,
+                 sampler: str = "masked") -> Decoded:
     """Sample (or score, with ``forced``) 4 coordinate tokens for each of N rows per prefix.
 
     ``allowed_fn(step, prefix (B, N, step)) -> (B, N, V) bool`` gives the constraint masks.
-    Returns ``tokens`` (B, N, 4), ``logps`` (B, N) — the log-probability of each box under the
-    *constrained* model at temperature 1 (what ``score`` computes), -inf for a forced box that
-    breaks a constraint —, ``dead`` (B, N) bool for rows whose mask emptied (inexact constraints),
-    and, with ``raw=True``, the same boxes' *unconstrained* log p (B, N) (else ``None``), from the
-    same pass (what importance resampling weighs against). ``step_fn``: the decode step
-    (:func:`decode_step`, or :func:`compiled_decode_step`'s result).
+    ``sampler`` (see :data:`DECODE_SAMPLERS`) only matters with ``allowed_fn`` and without
+    ``forced``. The exact lookahead on x1 runs all V candidate x1 tokens through one decode step
+    (V rows, shared by every sample) and reads, for each, the mass its y1 mask keeps; the samples
+    then copy that step's state instead of computing it, so it costs V rows once instead of N.
+    With "smc", before x2 and before y2 every image's rows are resampled (systematically) in
+    proportion to the mass their next mask keeps, which is the incremental importance weight of
+    p(box | constraints) against the masked proposal; the survivors carry equal weights.
+    The weights use the temperature-scaled distribution, so the target is the tempered model under
+    the constraints; top-k/top-p filter after masking and make the result approximate.
+    ``step_fn``: the decode step (:func:`decode_step`, or :func:`compiled_decode_step`'s result).
     """
+    if sampler not in DECODE_SAMPLERS:
+        raise ValueError(f"sampler must be one of {DECODE_SAMPLERS}, got {sampler!r}")
     b, n = cache.values[0].shape[0], num_samples
     device = cache.values[0].device
     tokens = torch.zeros(b, n, NUM_COORDS, dtype=torch.long, device=device)
-    logps = torch.zeros(b, n, device=device)
+    log_q = torch.zeros(b, n, device=device)
+    log_p = torch.zeros(b, n, device=device)
     dead = torch.zeros(b, n, dtype=torch.bool, device=device)
-    raw_logps = torch.zeros(b, n, device=device) if raw else None
-    raw_all = None
+    weighted = forced is None and top_k is None and top_p is None and temperature == 1.0
+    log_w = torch.zeros(b, n, device=device, dtype=torch.float64) if weighted else None
+    guided = allowed_fn is not None and forced is None and sampler != "masked"
+    v = lm_head.out_features
+    # The x1 lookahead decodes one row per bin; SMC uses it only where that is cheap next to the
+    # samples' own rows, and otherwise resamples before y1 too.
+    lookahead = guided and (sampler == "lookahead" or lookahead_is_cheap(v, n))
     if step_fn is not None and step_fn is not decode_step:
         torch.compiler.cudagraph_mark_step_begin()  # a new decode: earlier CUDA-graph outputs are dead
     stepper = SharedPrefixDecoder(decoder, cache, n, step_fn)
     hidden = cache.last_hidden[:, None, :]  # (B, 1, D): x1 depends on the prefix only
+    look_logits = None
     for step in range(NUM_COORDS):
-        logits = lm_head(hidden).float()
-        logits = logits.expand(b, n, logits.shape[-1]) if logits.shape[1] == 1 else logits
-        if raw:
-            raw_all = torch.log_softmax(logits, -1)
+        if step == 1 and look_logits is not None:
+            logits = _take(look_logits, tokens[:, :, 0])
+        else:
+            logits = lm_head(hidden).float()
+            logits = logits.expand(b, n, logits.shape[-1]) if logits.shape[1] == 1 else logits
+        raw_all = torch.log_softmax(logits, -1)
+        ok = None
         if allowed_fn is not None:
             ok = allowed_fn(step, tokens[:, :, :step]).to(device)
+        if lookahead and step == 0:
+            # exact one-step lookahead: every x1 token through one decode step, shared by all rows
+            look = SharedPrefixDecoder(decoder, cache, v, step_fn)
+            every = torch.arange(v, device=device)[None].expand(b, v)
+            look_hidden = look.step(every)                                      # (B, V, D)
+            look_logits = lm_head(look_hidden).float()                          # (B, V, V)
+            ok1 = allowed_fn(1, every[..., None]).to(device)                    # (B, V, V)
+            kept1 = (torch.softmax(look_logits / temperature, -1) * ok1).sum(-1)  # (B, V)
+            first = torch.softmax(logits[:, :1] / temperature, -1)[:, 0] * ok[:, 0]  # (B, V)
+            joint = first * kept1
+            mass0 = joint.sum(-1)                                               # (B,)
+            empty = mass0 <= 0
+            dead |= empty[:, None]
+            probs = torch.where(empty[:, None], ok[:, 0].float(), joint)
+            probs = probs / probs.sum(-1, keepdim=True)
+            flat = probs[:, None].expand(b, n, v).reshape(b * n, v)
+            if generator is not None and generator.device != flat.device:
+                flat = flat.to(generator.device)
+            tok = torch.multinomial(flat, 1, generator=generator).view(b, n).to(device)
+            masked = logits.masked_fill(~ok, float("-inf"))
+            tokens[:, :, 0] = tok
+            log_q += torch.log_softmax(masked, -1).gather(-1, tok[..., None])[..., 0]
+            log_p += raw_all.gather(-1, tok[..., None])[..., 0]
+            if log_w is not None:
+                log_w += mass0.double().clamp(min=1e-300).log()[:, None]
+            # the rows take their x1's decode state from the lookahead instead of recomputing it
+            stepper.own_k = tuple(_take(k, tok) for k in look.own_k)
+            stepper.own_v = tuple(_take(x, tok) for x in look.own_v)
+            stepper.t = 1
+            continue
+        if ok is not None:
+            kept = (torch.softmax(logits / temperature, -1) * ok).sum(-1)   # (B, N): mass the mask keeps
+            if lookahead and step == 1:
+                pass  # y1's kept mass is already in x1's lookahead weight
+            elif sampler == "smc" and guided:
+                idx = _systematic(kept.double(), generator)
+                if log_w is not None:  # every row of an image carries the same weight here
+                    log_w = (log_w[:, :1] + kept.double().mean(1, keepdim=True).clamp(min=1e-300).log()
+                             ).expand(b, n).clone()
+                dead |= (kept.sum(1) <= 0)[:, None]
+                tokens, log_q, log_p, dead = (_take(x, idx) for x in (tokens, log_q, log_p, dead))
+                logits, raw_all, ok = _take(logits, idx), _take(raw_all, idx), _take(ok, idx)
+                stepper.own_k = tuple(_take(k, idx) for k in stepper.own_k)
+                stepper.own_v = tuple(_take(x, idx) for x in stepper.own_v)
+            elif log_w is not None:
+                log_w += kept.double().clamp(min=1e-300).log()
             empty = ~ok.any(-1)
             dead |= empty
             ok = ok | empty[..., None]  # keep dead rows numerically alive; they are redrawn later
@@ -258,9 +376,10 @@ def decode_boxes(decoder, lm_head, cache: PrefixCache, num_samples: int, allowed
                 flat = flat.to(generator.device)
             tok = torch.multinomial(flat, 1, generator=generator).view(b, n).to(device)
         tokens[:, :, step] = tok
-        logps += logp_all.gather(-1, tok[..., None])[..., 0]
-        if raw:
-            raw_logps += raw_all.gather(-1, tok[..., None])[..., 0]
+        log_q += logp_all.gather(-1, tok[..., None])[..., 0]
+        log_p += raw_all.gather(-1, tok[..., None])[..., 0]
         if step < NUM_COORDS - 1:
             hidden = stepper.step(tok)
-    return tokens, logps, dead, raw_logps
+    if log_w is not None:
+        log_w = log_w.masked_fill(dead, float("-inf"))
+    return Decoded(tokens, log_q, dead, log_p, log_w)
