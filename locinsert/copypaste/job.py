@@ -301,7 +301,7 @@ def _coco_output(dataset: DetectionDataset, markers: list[dict], copies: int) ->
             if raw is not None and not changed and e["copy"] == 0:
                 annotations.append(raw)
                 continue
-            a = dict(raw) if raw is not None else {"iscrowd": 0}
+            a = dict(raw) if raw is not None else {"iscrowd": 0, "pasted": 1}
             a["id"], next_ann = next_ann, next_ann + 1
             a["image_id"], a["category_id"] = entry["id"], cat_id[d["category"]]
             a["bbox"] = [round(float(v), 2) for v in d["bbox"]]
