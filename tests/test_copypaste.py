@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("pycocotools")
-
-from locinsert.copypaste import AugmentOptions, augment, read_coco, read_dataset, read_yolo  # noqa: E402
-from locinsert.copypaste.blending import blend  # noqa: E402
-from locinsert.copypaste.core import _State  # noqa: E402
-from locinsert.copypaste.formats import Annotation, ImageRecord, decode_segmentation, encode_mask  # noqa: E402
-from locinsert.copypaste.sources import DatasetInstances, FolderInstances  # noqa: E402
+from locinsert.copypaste import AugmentOptions, augment, read_coco, read_dataset, read_yolo
+from locinsert.copypaste.blending import blend
+from locinsert.copypaste.core import _State
+from locinsert.copypaste.formats import Annotation, ImageRecord, decode_segmentation, encode_mask
+from locinsert.copypaste.sources import DatasetInstances, FolderInstances
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -393,6 +393,10 @@ def run_job(job: AugmentJob, *, engine: str = "local", address: str | None = Non
     from ..validation import check_choice, check_int
 
     t0 = time.time()
+    try:
+        import pycocotools  # noqa: F401
+    except ImportError:
+        raise ValueError("augment needs pycocotools: pip install 'locinsert[augment]'") from None
     engine = check_choice(engine, "engine", ENGINES)
     workers = check_int(workers, "workers", minimum=1)
     if engine == "ray" and (model is not None or inpainter is not None or scene_of is not None):
