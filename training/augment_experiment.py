@@ -16,6 +16,33 @@ import os
 import sys
 
 
+def blending_figure(path: str) -> None:
+    """One object pasted three ways (hard, feather, harmonize) into a synthetic room, 4x enlarged."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from locinsert.copypaste.blending import blend, resize_cutout
+    from locinsert.data.synthetic import make_scene, sprite
+
+    scene = make_scene(3, size=96)
+    image = scene.render()
+    cut = np.asarray(sprite("plant", (18, 34)))
+    # a greener, brighter plant than the room: harmonisation has something to do
+    cut = cut.copy()
+    cut[..., :3] = np.clip(cut[..., :3].astype(int) * [0.6, 1.4, 0.6] + [0, 40, 0], 0, 255).astype(np.uint8)
+    y2 = int(scene.horizon) + 18
+    box = (8, y2 - 34, 26, y2)
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
+    for ax, mode in zip(axes, ("hard", "feather", "harmonize")):
+        out, _ = blend(image, resize_cutout(cut, 18, 34), box, mode, sigma=1.0, strength=0.6)
+        ax.imshow(out[max(box[1] - 14, 0):box[3] + 14, 0:box[2] + 26], interpolation="nearest")
+        ax.set_title(mode)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="the location model for the learned arm (a checkpoint folder)")
@@ -29,7 +56,11 @@ def main(argv=None) -> int:
                    help="learned arm: most likely of 16 candidates, or a plain draw")
     p.add_argument("--arms", default="none,random,learned,oracle")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--blending-figure", default=None, help="only draw the blending picture to this PNG and stop")
     args = p.parse_args(argv)
+    if args.blending_figure:
+        blending_figure(args.blending_figure)
+        return 0
 
     import torch
 

@@ -91,7 +91,17 @@ def blend(image: np.ndarray, cutout: np.ndarray, box: tuple[int, int, int, int],
         outer[max(cy1 - r, 0):cy2 + r, max(cx1 - r, 0):cx2 + r] = True
         outer[cy1:cy2, cx1:cx2] = False
         rgb = _harmonize(rgb, hard, image[outer], strength)
-    a = hard.astype(np.float32) if mode == "hard" else _feather(alpha, sigma)
+    if mode == "hard":
+        a = hard.astype(np.float32)
+    else:
+        a = _feather(alpha, sigma)
+        if hard.any() and not hard.all():
+            # the feathered edge reaches past the mask, where a cut-out's colour means nothing:
+            # give those pixels the colour of the nearest object pixel
+            from scipy.ndimage import distance_transform_edt
+
+            _, (iy, ix) = distance_transform_edt(~hard, return_indices=True)
+            rgb = rgb[iy, ix]
     region = out[cy1:cy2, cx1:cx2].astype(np.float32)
     out[cy1:cy2, cx1:cx2] = np.clip(a[..., None] * rgb + (1 - a[..., None]) * region + 0.5, 0, 255).astype(np.uint8)
     return out, mask

@@ -266,7 +266,8 @@ def _run_ray(job: AugmentJob, pending: list[int], address: str | None, workers: 
         ctx.execution_options.preserve_order = False
         use_gpu = job.device == "cuda" or (job.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
         ds = ray.data.from_items([{"shard": i} for i in pending], override_num_blocks=max(1, len(pending)))
-        ds = ds.map_batches(_ShardWorker, batch_size=1, concurrency=workers, fn_constructor_kwargs={"job": job.to_dict()},
+        ds = ds.map_batches(_ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
+                            fn_constructor_kwargs={"job": job.to_dict()},
                             num_gpus=1 if use_gpu else 0, num_cpus=0 if use_gpu else 1)
         for batch in ds.iter_batches(batch_size=1):
             progress.update(len(batch["shard"]))
