@@ -25,7 +25,7 @@ _EXPORTS = {
 }
 _SUBMODULES = {"boxes", "data", "evaluation", "inpainting", "metrics", "modeling", "training", "regions",
                "images", "instructions", "inserter", "bench", "demo", "reference_class", "segmentation",
-               "editor"}
+               "editor", "copypaste"}
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 

@@ -57,7 +57,7 @@ def make_yolo(folder, n=3):
     texts = {}
     for i in range(n):
         _image(os.path.join(folder, "images", f"y{i}.png"), seed=10 + i)
-        text = f"0 0.25 0.3 0.2 0.25\n1 0.6 0.6 0.7 0.6 0.7 0.8 0.6 0.8\n"
+        text = "0 0.25 0.3 0.2 0.25\n1 0.6 0.6 0.7 0.6 0.7 0.8 0.6 0.8\n"
         texts[f"y{i}.txt"] = text
         with open(os.path.join(folder, "labels", f"y{i}.txt"), "w") as f:
             f.write(text)

@@ -97,3 +97,19 @@ def test_ray_two_workers_write_the_same_dataset(world, tiny_model, tmp_path):
     assert names == sorted(os.listdir(tmp_path / "ray" / "images"))
     for n in names:
         assert (tmp_path / "ray" / "images" / n).read_bytes() == (tmp_path / "local" / "images" / n).read_bytes()
+
+
+def test_bench_augment_rejects_bad_options():
+    from locinsert.bench.augment import main
+
+    with pytest.raises(ValueError, match="--workers must be at least 1"):
+        main(["--workers", "0"])
+
+
+@pytest.mark.slow
+def test_bench_augment_measures_both_engines():
+    from locinsert.bench.augment import bench, format_results
+
+    r = bench(num_images=6, per_image=1, workers=2, placement="random", shard_size=2)
+    assert r["same_output"] is True and r["local_images_per_s"] > 0 and r["ray_images_per_s"] > 0
+    assert "Ray, 2 local workers" in format_results(r)

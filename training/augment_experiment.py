@@ -11,7 +11,6 @@ Design and results: docs/experiments/augmentation.md. About 12 minutes on one CP
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -52,8 +51,8 @@ def main(argv=None) -> int:
     p.add_argument("--copies", type=int, default=4, help="augmented versions of each labelled image")
     p.add_argument("--n-test", type=int, default=400, help="test images (shared by all arms and seeds)")
     p.add_argument("--steps", type=int, default=200, help="detector training steps (every arm)")
-    p.add_argument("--selection", choices=["best", "sample"], default="best",
-                   help="learned arm: most likely of 16 candidates, or a plain draw")
+    p.add_argument("--selection", choices=["best", "sample"], default="sample",
+                   help="learned arm: a plain draw from the model (default), or the most likely of 16")
     p.add_argument("--arms", default="none,random,learned,oracle")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--blending-figure", default=None, help="only draw the blending picture to this PNG and stop")
