@@ -292,3 +292,16 @@ def test_rerun_with_other_options_is_refused(tmp_path):
     assert again.shards_resumed == again.shards == 1
     with pytest.raises(ValueError, match="other options"):
         augment(src, tmp_path / "o", per_image=2, progress=False)
+
+
+def test_covered_originals_keep_their_ids(tmp_path):
+    src, data = make_coco(tmp_path / "src")
+    report = augment(src, tmp_path / "out", per_image=3, seed=1, progress=False, blend="hard")
+    with open(report.annotations) as f:
+        out = json.load(f)
+    originals = {a["id"]: a for a in data["annotations"]}
+    kept = [a for a in out["annotations"] if not a.get("pasted")]
+    assert {a["id"] for a in kept} <= set(originals)
+    changed = [a for a in kept if a != originals[a["id"]]]
+    assert changed and all(a["category_id"] == originals[a["id"]]["category_id"] for a in changed)
+    assert len(data["annotations"]) - len(kept) <= report.dropped

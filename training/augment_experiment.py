@@ -56,6 +56,8 @@ def main(argv=None) -> int:
     p.add_argument("--arms", default="none,random,learned,oracle")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--blending-figure", default=None, help="only draw the blending picture to this PNG and stop")
+    p.add_argument("--failures", action="store_true",
+                   help="only report where learned placement goes wrong (per class; <out>/augment_failures.png)")
     args = p.parse_args(argv)
     if args.blending_figure:
         blending_figure(args.blending_figure)
@@ -68,6 +70,15 @@ def main(argv=None) -> int:
     from locinsert.io import write_json_atomic, write_text_atomic
 
     os.makedirs(args.out, exist_ok=True)
+    if args.failures:
+        from locinsert.copypaste.experiment import placement_report
+
+        report = placement_report(args.model, n=args.n_train, selection=args.selection,
+                                  figure=os.path.join(args.out, "augment_failures.png"))
+        for cls, counts in report.items():
+            print(f"{cls:9s} {counts}")
+        write_json_atomic(os.path.join(args.out, "augment_failures.json"), report)
+        return 0
     result = run_experiment(args.model, seeds=args.seeds, n_train=args.n_train, copies=args.copies,
                             n_test=args.n_test, steps=args.steps, arms=tuple(args.arms.split(",")),
                             selection=args.selection, figure=os.path.join(args.out, "augment_arms.png"),

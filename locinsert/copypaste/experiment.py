@@ -324,3 +324,93 @@ def format_table(result: dict) -> str:
         share = f"{s['plausible']:.0%}" if "plausible" in s else "-"
         lines.append(f"| {labels.get(arm, arm)} | " + " | ".join(cells) + f" | {share} |")
     return "\n".join(lines)
+
+
+def why_implausible(scene, cls: str, box) -> str | None:
+    """The first rule of the synthetic oracle that ``box`` breaks for ``cls`` (None if plausible):
+    ``"outside"``, ``"aspect"``, ``"overlap"`` (covers a thing the class must avoid) or ``"support"``
+    (wrong place or size for what it stands on: floor, table top, wall, window)."""
+    from ..data.synthetic.oracle import OVERLAP_TOL, RULES, _overlap_share, _support, plausible_np
+
+    b = np.asarray(box, np.float64).reshape(1, 4)
+    if plausible_np(scene, cls, b)[0]:
+        return None
+    rule = RULES[cls]
+    w, h = b[0, 2] - b[0, 0], b[0, 3] - b[0, 1]
+    if b[0, 0] < 0 or b[0, 1] < 0 or b[0, 2] > scene.size or b[0, 3] > scene.size:
+        return "outside"
+    if not rule.aspect[0] <= w / max(h, 1e-9) <= rule.aspect[1]:
+        return "aspect"
+    avoid = np.concatenate([getattr(scene, a) for a in rule.avoid], 0)
+    if _overlap_share(b, avoid)[0] > OVERLAP_TOL:
+        return "overlap"
+    return "support" if not _support(scene, rule, b)[0] else "size"
+
+
+def placement_report(model: str, n: int = 40, seed: int = 0, copies: int = 2, selection: str = "sample",
+                     figure: str | None = None) -> dict:
+    """Where learned placement goes wrong: per class, the share of pasted objects at true places and
+    the broken rule of the others (:func:`why_implausible`); optionally a picture of failures."""
+    import json
+    from collections import Counter
+
+    from . import augment
+    from .synthetic import SCENE_KEY, export_coco, make_world, scene_from_dict
+
+    tmp = tempfile.mkdtemp(prefix="locinsert-augment-report-")
+    try:
+        ann = export_coco(make_world(n, seed=seed, stream="augment-train"), os.path.join(tmp, "src"))
+        out = os.path.join(tmp, "learned")
+        augment(ann, out, placement="learned", model=model, selection=selection, per_image=(1, 2), copies=copies,
+                seed=seed, progress=False, batch_size=16)
+        with open(os.path.join(out, "annotations.json")) as f:
+            data = json.load(f)
+        images = {im["id"]: im for im in data["images"]}
+        names = {c["id"]: c["name"] for c in data["categories"]}
+        per_class: dict = {}
+        failures = []
+        for a in data["annotations"]:
+            if not a.get("pasted"):
+                continue
+            im = images[a["image_id"]]
+            x, y, w, h = a["bbox"]
+            cls = names[a["category_id"]]
+            why = why_implausible(scene_from_dict(im[SCENE_KEY]), cls, [x, y, x + w, y + h])
+            c = per_class.setdefault(cls, Counter())
+            c["pasted"] += 1
+            c[why or "plausible"] += 1
+            if why:
+                failures.append((im["file_name"], cls, (x, y, x + w, y + h), why))
+        if figure and failures:
+            _failure_figure(out, failures, figure)
+        return {cls: dict(c) for cls, c in sorted(per_class.items())}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _failure_figure(out: str, failures: list, path: str, count: int = 8) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    # one of each (class, reason) first, so the picture shows the kinds of mistakes
+    seen, picked = set(), []
+    for f in failures:
+        if (f[1], f[3]) not in seen:
+            seen.add((f[1], f[3]))
+            picked.append(f)
+    picked += [f for f in failures if f not in picked][: max(0, count - len(picked))]
+    picked = picked[:count]
+    cols = min(4, len(picked))
+    rows = (len(picked) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, cls, box, why) in zip(axes.flat, picked):
+        with Image.open(os.path.join(out, "images", name)) as im:
+            ax.imshow(np.asarray(im.convert("RGB")), interpolation="nearest")
+        ax.add_patch(Rectangle((box[0] - 0.5, box[1] - 0.5), box[2] - box[0], box[3] - box[1], fill=False,
+                               edgecolor="red", linewidth=1.2))
+        ax.set_title(f"{cls}: {why}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

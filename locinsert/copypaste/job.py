@@ -303,7 +303,8 @@ def _coco_output(dataset: DetectionDataset, markers: list[dict], copies: int) ->
                 annotations.append(raw)
                 continue
             a = dict(raw) if raw is not None else {"iscrowd": 0, "pasted": 1}
-            a["id"], next_ann = next_ann, next_ann + 1
+            if raw is None or e["copy"] > 0 or not isinstance(raw.get("id"), int):
+                a["id"], next_ann = next_ann, next_ann + 1  # a covered original of copy 0 keeps its id
             a["image_id"], a["category_id"] = entry["id"], cat_id[d["category"]]
             a["bbox"] = [round(float(v), 2) for v in d["bbox"]]
             flags = d.get("flags") or {}
