@@ -247,12 +247,14 @@ def run_experiment(model: str, seeds: int = 5, n_train: int = 40, copies: int = 
                     placed[arm][0] += p
                     placed[arm][1] += ok
                     if seed == 0:
-                        examples[arm] = [s.image for s in aug[::copies][:3]]
+                        examples[arm] = os.path.join(out, "annotations.json")
                 elif seed == 0:
-                    examples[arm] = [s.image for s in base[:3]]
+                    examples[arm] = ann
                 det = train_detector(samples, steps, seed)
                 ap = coco_ap(gt, detect(det, test_images))
                 results[arm].append(ap)
+                if seed == 0 and figure and arm == arms[-1]:
+                    _figure(examples, figure, copies=copies)
                 log(f"seed {seed} {arm:8s} mAP {ap['mAP']:.3f} AP50 {ap['AP50']:.3f} AP75 {ap['AP75']:.3f} "
                     f"({time.time() - t:.0f} s)")
     finally:
@@ -265,8 +267,6 @@ def run_experiment(model: str, seeds: int = 5, n_train: int = 40, copies: int = 
                         for k in ("mAP", "AP50", "AP75")}
         if arm != "none" and placed[arm][0]:
             summary[arm]["plausible"] = placed[arm][1] / placed[arm][0]
-    if figure and examples:
-        _figure(examples, figure)
     return {"results": results, "summary": summary, "seconds": round(time.time() - t0, 1),
             "config": {"seeds": seeds, "n_train": n_train, "copies": copies, "per_image": list(per_image),
                        "n_test": n_test, "steps": steps, "selection": selection, "model": os.path.basename(
@@ -295,20 +295,34 @@ def _plausible_share(augmented: str) -> tuple[int, int]:
     return n, ok
 
 
-def _figure(examples: dict, path: str) -> None:
+def _figure(examples: dict, path: str, count: int = 3, copies: int = 1) -> None:
+    """One row per arm: ``count`` images of its COCO file (``examples[arm]``), labelled boxes in
+    green, pasted objects in yellow; distractors are the unboxed look-alikes."""
+    import json
+
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     arms = list(examples)
-    cols = max(len(v) for v in examples.values())
-    fig, axes = plt.subplots(len(arms), cols, figsize=(2.2 * cols, 2.3 * len(arms)), squeeze=False)
+    fig, axes = plt.subplots(len(arms), count, figsize=(2.2 * count, 2.3 * len(arms)), squeeze=False)
     for i, arm in enumerate(arms):
-        for j in range(cols):
+        with open(examples[arm]) as f:
+            data = json.load(f)
+        root = os.path.join(os.path.dirname(examples[arm]), "images")
+        step = 1 if arm == "none" else copies
+        for j, im in enumerate(data["images"][::step][:count]):
             ax = axes[i, j]
             ax.axis("off")
-            if j < len(examples[arm]):
-                ax.imshow(examples[arm][j], interpolation="nearest")
+            with Image.open(os.path.join(root, im["file_name"])) as pic:
+                ax.imshow(np.asarray(pic.convert("RGB")), interpolation="nearest")
+            for a in data["annotations"]:
+                if a["image_id"] == im["id"]:
+                    x, y, w, h = a["bbox"]
+                    ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, linewidth=1.1,
+                                           edgecolor="yellow" if a.get("pasted") else "lime"))
             if j == 0:
                 ax.set_title(arm, fontsize=10, loc="left")
+    fig.suptitle("green: labelled, yellow: pasted (labelled); unboxed look-alikes are distractors", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
