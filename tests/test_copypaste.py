@@ -305,3 +305,36 @@ def test_covered_originals_keep_their_ids(tmp_path):
     changed = [a for a in kept if a != originals[a["id"]]]
     assert changed and all(a["category_id"] == originals[a["id"]]["category_id"] for a in changed)
     assert len(data["annotations"]) - len(kept) <= report.dropped
+
+
+def test_an_inpainter_draws_the_objects(tmp_path):
+    from locinsert.data.synthetic import sprite
+    from locinsert.inpainting import CutoutCompositor
+
+    src, _ = make_coco(tmp_path / "src")
+    painter = CutoutCompositor(lambda prompt, size: sprite("cup" if prompt == "cup" else "plant", size), fit="stretch")
+    report = augment(src, tmp_path / "out", inpainter=painter, per_image=1, seed=0, progress=False,
+                     avoid_existing=False)
+    assert report.pasted == 4
+    with open(report.annotations) as f:
+        out = json.load(f)
+    pasted = [a for a in out["annotations"] if a.get("pasted")]
+    assert len(pasted) >= 1 and all("segmentation" not in a for a in pasted)  # an inpainter's object: its box
+    for im in out["images"]:
+        before = np.asarray(Image.open(tmp_path / "src" / "images" / im["file_name"]))
+        after = np.asarray(Image.open(tmp_path / "out" / "images" / im["file_name"]))
+        assert (before != after).any()
+
+
+def test_yolo_insertions_add_lines_in_the_input_style(tmp_path):
+    src, texts = make_yolo(str(tmp_path / "y"))
+    # plants have polygon masks: their pasted copies are polygon lines, as the input's are
+    report = augment(src, tmp_path / "out", per_image=1, seed=2, progress=False, blend="hard", classes=["plant"])
+    assert report.pasted == 3
+    ds = read_yolo(tmp_path / "out")
+    total = sum(len(r.annotations) for r in ds.records)
+    assert total == 6 + report.pasted - report.dropped
+    old = {t for text in texts.values() for t in text.splitlines()}
+    new = [a.raw for r in ds.records for a in r.annotations if a.raw not in old]
+    plants = [ln for ln in new if ln.startswith("1 ")]  # (a covered cup is rewritten as a box line)
+    assert plants and all(len(ln.split()) >= 7 for ln in plants)
