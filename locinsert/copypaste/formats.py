@@ -70,6 +70,7 @@ class Annotation:
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
+        """The box as (x1, y1, x2, y2) pixels."""
         x, y, w, h = self.bbox
         return (x, y, x + w, y + h)
 

@@ -55,6 +55,12 @@ class Placement:
     needs_shape = False
 
     def place(self, requests: Sequence[PlaceRequest], generator: torch.Generator | None = None) -> list:
+        """One xyxy pixel box (or ``None``: no room) per request, in order.
+
+        Args:
+            requests: one :class:`PlaceRequest` per image of the batch.
+            generator: the batch's torch generator (the location model samples with it).
+        """
         raise NotImplementedError
 
 
