@@ -65,6 +65,17 @@ def test_learned_placement_avoids_existing_boxes(world, tiny_model, tmp_path):
                 assert _overlap(pb, ob) == 0
 
 
+def test_a_model_object_gives_what_its_folder_gives(world, tiny_model, tmp_path):
+    from locinsert import LocationModel
+
+    kw = dict(placement="learned", per_image=(1, 2), seed=7, progress=False, batch_size=3)
+    augment(world, tmp_path / "path", model=tiny_model, **kw)
+    augment(world, tmp_path / "object", model=LocationModel.from_pretrained(tiny_model).eval(), **kw)
+    assert (tmp_path / "path" / "annotations.json").read_text() == (tmp_path / "object" / "annotations.json").read_text()
+    with pytest.raises(ValueError, match="give the model as a folder"):
+        augment(world, tmp_path / "ray", model=LocationModel.from_pretrained(tiny_model), engine="ray", **kw)
+
+
 def test_oracle_placement_pastes_at_true_places(world, tmp_path):
     report = augment(world, tmp_path / "out", placement="oracle", per_image=(1, 2), seed=0, progress=False,
                      blend="hard")
