@@ -65,6 +65,17 @@ def test_learned_placement_avoids_existing_boxes(world, tiny_model, tmp_path):
                 assert _overlap(pb, ob) == 0
 
 
+def test_learned_placement_keeps_to_a_region(world, tiny_model, tmp_path):
+    report = augment(world, tmp_path / "out", placement="learned", model=tiny_model, per_image=1, seed=0,
+                     region="bottom", progress=False)
+    assert report.pasted >= 4
+    _, images, pasted = _pasted(tmp_path / "out")
+    for a in pasted:  # centre mode: the placed box's centre is in the bottom half (the mask's, within a pixel)
+        assert a["bbox"][1] + a["bbox"][3] / 2 >= images[a["image_id"]]["height"] / 2 - 1
+    with pytest.raises(ValueError, match="unknown position"):
+        augment(world, tmp_path / "bad", placement="learned", model=tiny_model, region="sideways", progress=False)
+
+
 def test_a_model_object_gives_what_its_folder_gives(world, tiny_model, tmp_path):
     from locinsert import LocationModel
 

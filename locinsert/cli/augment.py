@@ -66,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-candidates", type=int, default=16, help="learned: boxes sampled per object (default: 16)")
     parser.add_argument("--selection", choices=["sample", "best"], default="sample",
                         help="learned: a plain draw, or the most likely of the candidates (default: sample)")
+    parser.add_argument("--region", default=None,
+                        help="learned: a position phrase every box keeps to, e.g. 'bottom' or 'top left'")
     parser.add_argument("--scale-range", default="0.5,1.5", help="random: scale jitter LOW,HIGH (default: 0.5,1.5)")
     parser.add_argument("--seed", type=int, default=0, help="the job's seed (default: 0)")
     parser.add_argument("--shard-size", type=int, default=64, help="images per shard, the unit of resume (default: 64)")
@@ -92,6 +94,7 @@ def run(args) -> int:
     report = augment(args.input, args.out, placement=args.placement, model=args.model, paste=args.paste,
                      format=args.format, images=args.images, engine=args.engine, address=args.address,
                      workers=args.workers, num_candidates=args.num_candidates, selection=args.selection,
+                     region=args.region,
                      scale_range=_range(args.scale_range, "--scale-range", float), shard_size=args.shard_size,
                      batch_size=args.batch_size, device=args.device, strict=args.strict,
                      per_image=_range(args.per_image, "--per-image"), classes=classes, rare_boost=args.rare_boost,

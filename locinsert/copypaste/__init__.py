@@ -32,7 +32,7 @@ _OPTION_NAMES = {f for f in AugmentOptions.__dataclass_fields__}
 
 def augment(input, output, *, placement: str = "random", model=None, paste: str = "dataset", inpainter=None,
             format: str | None = None, images=None, engine: str = "local", address: str | None = None,
-            workers: int = 2, num_candidates: int = 16, selection: str = "sample",
+            workers: int = 2, num_candidates: int = 16, selection: str = "sample", region: str | None = None,
             scale_range: tuple[float, float] = (0.5, 1.5), shard_size: int = 64, batch_size: int = 8,
             device: str = "cpu", strict: bool = False, scene_of=None, progress: bool = True,
             **options) -> AugmentReport:
@@ -50,6 +50,7 @@ def augment(input, output, *, placement: str = "random", model=None, paste: str 
         images: COCO's image folder.
         engine: ``"local"`` or ``"ray"``; ``address`` and ``workers`` are Ray's.
         num_candidates, selection: learned placement (see ``LearnedPlacement``).
+        region: learned placement: a position phrase every box keeps to (``"bottom"``).
         scale_range: random placement's scale jitter.
         shard_size, batch_size: the units of resume and of model calls.
         device: the location model's device.
@@ -75,7 +76,8 @@ def augment(input, output, *, placement: str = "random", model=None, paste: str 
         model_obj, model = model, "<object>"
     job = AugmentJob(input=input, output=output, format=format, images=None if images is None else str(images),
                      placement=placement, model=None if model is None else str(model), paste=str(paste),
-                     num_candidates=num_candidates, selection=selection, scale_range=tuple(scale_range),
+                     num_candidates=num_candidates, selection=selection, region=region,
+                     scale_range=tuple(scale_range),
                      options=options, shard_size=shard_size, batch_size=batch_size, device=device, strict=strict)
     return run_job(job, engine=engine, address=address, workers=workers, model=model_obj, inpainter=inpainter,
                    scene_of=scene_of, progress=progress)

@@ -55,6 +55,8 @@ class AugmentJob:
             cut-outs per class, or ``"inpainter:NAME"`` (a ``locinsert.inpainting.BACKENDS`` name).
         num_candidates: boxes the model samples per object.
         selection: ``"sample"`` (a plain draw) or ``"best"`` (most likely of the candidates).
+        region: learned placement: a position phrase every box keeps to (``"bottom"``,
+            ``"top left"``: ``Region.parse``, centre mode), on top of the avoided boxes.
         scale_range: random placement's scale jitter.
         options: the per-image :class:`~locinsert.copypaste.core.AugmentOptions` as a dict.
         shard_size: images per shard (the unit of resume and of work).
@@ -72,6 +74,7 @@ class AugmentJob:
     paste: str = "dataset"
     num_candidates: int = 16
     selection: str = "sample"
+    region: str | None = None
     scale_range: tuple[float, float] = (0.5, 1.5)
     options: dict = field(default_factory=dict)
     shard_size: int = 64
@@ -91,6 +94,12 @@ class AugmentJob:
         self.num_candidates = check_int(self.num_candidates, "num_candidates", minimum=1)
         self.scale_range = tuple(float(v) for v in self.scale_range)
         AugmentOptions(**self.options)  # bad options fail here, before any work
+        if self.region is not None:
+            from ..regions import Region
+
+            Region.parse(self.region)  # an unknown phrase fails here
+            if self.placement != "learned":
+                raise ValueError("region= constrains learned placement only")
         if self.placement == "learned" and not self.model:
             raise ValueError("placement='learned' needs a location model (model=)")
 
@@ -156,7 +165,7 @@ def build_augmenter(job: AugmentJob, dataset: DetectionDataset, model=None, inpa
     options = AugmentOptions(**job.options)
     if job.placement == "learned":
         placement = LearnedPlacement(model if model is not None else _load_model(job.model, job.device),
-                                     job.num_candidates, job.selection)
+                                     job.num_candidates, job.selection, region=job.region)
     elif job.placement == "oracle":
         placement = OraclePlacement(scene_of)
     else:
