@@ -48,8 +48,8 @@ def _block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequen
 class TinyCenterNet(nn.Module):
     """A small CenterNet: heat map per class, box size and centre offset at stride 4.
 
-    The stride-8 branch with dilated convolutions sees about 60 px around each cell, enough to
-    see the table under a cup or the window around a bird in a 64 px scene.
+    The stride-8 branch with dilated convolutions gives a receptive field wider than a 64 px
+    scene, so each cell can see the table under a cup or the window around a bird.
     """
 
     def __init__(self, num_classes: int, width: int = 24):
