@@ -48,11 +48,15 @@ def augment(input, output, *, placement: str = "random", model=None, paste: str 
         inpainter: an inpainter object instead (``locinsert.inpainting``; local engine).
         format: ``"coco"`` or ``"yolo"`` (default: guessed from ``input``).
         images: COCO's image folder.
-        engine: ``"local"`` or ``"ray"``; ``address`` and ``workers`` are Ray's.
-        num_candidates, selection: learned placement (see ``LearnedPlacement``).
+        engine: ``"local"`` or ``"ray"``.
+        address: Ray: the cluster to join (``None``: start a local one).
+        workers: Ray: actors, each holding the model.
+        num_candidates: learned placement: boxes sampled per object.
+        selection: learned placement: ``"sample"`` (a plain draw) or ``"best"`` of the candidates.
         region: learned placement: a position phrase every box keeps to (``"bottom"``).
         scale_range: random placement's scale jitter.
-        shard_size, batch_size: the units of resume and of model calls.
+        shard_size: images per shard, the unit of resume and of work.
+        batch_size: images placed together in one model call.
         device: the location model's device.
         strict: stop at the first bad record.
         scene_of: the oracle's ``record -> Scene`` (default: read from the COCO image entry).

@@ -390,7 +390,9 @@ def run_job(job: AugmentJob, *, engine: str = "local", address: str | None = Non
         engine: ``"local"`` (in this process) or ``"ray"`` (Ray Data actors).
         address: the Ray cluster to join (``None``: start a local one).
         workers: Ray actors (each loads the model once).
-        model, inpainter, scene_of: live objects for the local engine (see :func:`build_augmenter`).
+        model: a live ``LocationModel`` for the local engine (instead of ``job.model``).
+        inpainter: a live inpainter for the local engine (instead of ``job.paste``).
+        scene_of: the oracle's ``record -> Scene`` (see :func:`build_augmenter`).
         dataset: an already read dataset (default: read ``job.input``).
         progress: show a progress bar.
 

@@ -96,6 +96,7 @@ class RandomPlacement(Placement):
         self.scale_range = (lo, hi)
 
     def place(self, requests, generator=None) -> list:
+        """A jittered box of each request's object ``shape`` at a uniform position."""
         out = []
         for r in requests:
             H, W = r.image.shape[:2]
@@ -148,6 +149,8 @@ class LearnedPlacement(Placement):
         return tuple(float(v) for v in box)
 
     def place(self, requests, generator=None) -> list:
+        """One ``sample`` call for the batch (falling back to one image at a time when an image's
+        avoided boxes leave no room; such an image gets ``None``)."""
         if not requests:
             return []
         from PIL import Image
@@ -190,6 +193,7 @@ class OraclePlacement(Placement):
         self.max_overlap = float(max_overlap)
 
     def place(self, requests, generator=None) -> list:
+        """A uniform draw among each scene's true placements of the class that avoid the given boxes."""
         from ..data.synthetic import dense_positives
 
         out = []
