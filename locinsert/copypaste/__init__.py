@@ -15,6 +15,9 @@ the same format, in shards that a rerun resumes, in process or on Ray Data (:mod
 
 from __future__ import annotations
 
+import os
+from typing import Any, Callable
+
 from .blending import BLENDS, blend
 from .core import AugmentOptions, Augmenter, image_seed
 from .formats import Annotation, DetectionDataset, ImageRecord, read_coco, read_dataset, read_yolo
@@ -30,12 +33,13 @@ __all__ = ["augment", "AugmentJob", "AugmentReport", "AugmentOptions", "Augmente
 _OPTION_NAMES = {f for f in AugmentOptions.__dataclass_fields__}
 
 
-def augment(input, output, *, placement: str = "random", model=None, paste: str = "dataset", inpainter=None,
-            format: str | None = None, images=None, engine: str = "local", address: str | None = None,
+def augment(input: str | os.PathLike, output: str | os.PathLike, *, placement: str = "random", model: Any = None,
+            paste: str = "dataset", inpainter: Any = None, format: str | None = None,
+            images: str | os.PathLike | None = None, engine: str = "local", address: str | None = None,
             workers: int = 2, num_candidates: int = 16, selection: str = "sample", region: str | None = None,
             scale_range: tuple[float, float] = (0.5, 1.5), shard_size: int = 64, batch_size: int = 8,
-            device: str = "cpu", strict: bool = False, scene_of=None, progress: bool = True,
-            **options) -> AugmentReport:
+            device: str = "cpu", strict: bool = False, scene_of: Callable | None = None, progress: bool = True,
+            **options: Any) -> AugmentReport:
     """Augment a COCO or YOLO dataset into ``output`` (resumes a killed run of the same job).
 
     Args:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -131,8 +132,8 @@ class Augmenter:
         inpainter: anything with ``inpaint(image, box, prompt, generator=None)`` (``locinsert.inpainting``).
     """
 
-    def __init__(self, dataset: DetectionDataset, placement: Placement, bank=None, options: AugmentOptions | None = None,
-                 inpainter=None):
+    def __init__(self, dataset: DetectionDataset, placement: Placement, bank: Any = None,
+                 options: AugmentOptions | None = None, inpainter: Any = None):
         if (bank is None) == (inpainter is None):
             raise ValueError("give exactly one paste source: an instance bank or an inpainter")
         self.placement, self.bank, self.inpainter = placement, bank, inpainter

@@ -381,7 +381,7 @@ def _write_yolo(dataset: DetectionDataset, markers: list[dict], layout: dict) ->
 # -- the job ----------------------------------------------------------------------------------------------
 
 def run_job(job: AugmentJob, *, engine: str = "local", address: str | None = None, workers: int = 2,
-            model=None, inpainter=None, scene_of=None, dataset: DetectionDataset | None = None,
+            model: Any = None, inpainter: Any = None, scene_of: Any = None, dataset: DetectionDataset | None = None,
             progress: bool = True) -> AugmentReport:
     """Run (or resume) ``job``; returns its :class:`AugmentReport`.
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -124,7 +124,7 @@ class LearnedPlacement(Placement):
 
     name = "learned"
 
-    def __init__(self, model, num_candidates: int = 16, selection: str = "sample", region=None,
+    def __init__(self, model: Any, num_candidates: int = 16, selection: str = "sample", region: Any = None,
                  min_size: float | None = 4.0):
         from ..validation import check_choice, check_int
 
