@@ -90,29 +90,28 @@ def format_results(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``locinsert bench augment [options]``."""
+    from ..cli.augment import checked
+    from ..validation import check_int
+
+    positive = checked(check_int, minimum=1)
     p = argparse.ArgumentParser(prog="locinsert bench augment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--num-images", type=int, default=96, help="images in the job (default: 96)")
-    p.add_argument("--per-image", type=int, default=2, help="objects pasted per image (default: 2)")
-    p.add_argument("--workers", type=int, default=2, help="Ray actors (default: 2)")
+    p.add_argument("--num-images", type=positive, default=96, help="images in the job (default: 96)")
+    p.add_argument("--per-image", type=positive, default=2, help="objects pasted per image (default: 2)")
+    p.add_argument("--workers", type=positive, default=2, help="Ray actors (default: 2)")
     p.add_argument("--placement", choices=["learned", "random"], default="learned", help="(default: learned)")
     p.add_argument("--preset", default="tiny", help="location model preset, random weights (default: tiny)")
-    p.add_argument("--shard-size", type=int, default=8, help="images per shard (default: 8)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's choice)")
+    p.add_argument("--shard-size", type=positive, default=8, help="images per shard (default: 8)")
+    p.add_argument("--batch-size", type=positive, default=8, help="images per model call (default: 8)")
+    p.add_argument("--threads", type=positive, default=None, help="torch threads per process (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     if argv and argv[0] == "--":
         argv = argv[1:]
     args = p.parse_args(argv)
-    from ..cli.common import check_output_file, check_threads
+    from ..cli.common import check_output_file
 
-    check_threads(args.threads)
     if args.json:
         check_output_file(args.json, "--json")
-    for flag, v in (("--num-images", args.num_images), ("--workers", args.workers), ("--shard-size", args.shard_size),
-                    ("--batch-size", args.batch_size)):
-        if v < 1:
-            raise ValueError(f"{flag} must be at least 1")
     if args.threads:
         import torch
 
