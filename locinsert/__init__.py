@@ -13,8 +13,8 @@ from .lazy import lazy_exports
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # the public names: static tools read them here, lazy_exports loads each on first use
-    from . import (bench, boxes, data, demo, editor, evaluation, fit, images, inpainting, inserter, instructions,
-                   metrics, modeling, reference_class, registry, regions, segmentation, training)
+    from . import (bench, boxes, copypaste, data, demo, editor, evaluation, fit, images, inpainting, inserter,
+                   instructions, metrics, modeling, reference_class, registry, regions, segmentation, training)
     from .modeling import LocationModelConfig, LocationModel, BoxSamples
     from .regions import Region
     from .instructions import parse_instruction

@@ -220,7 +220,8 @@ def test_policy_holds_for_every_command(name, monkeypatch, capsys):
     module = build_parser()._subparsers._group_actions[0].choices[name].get_default("_module")
     argv = {"train": [name, "synthetic"], "bench": [name, "sampling"], "propose": [name, "x", "--object", "o"],
             "insert": [name, "x", "add a cup"], "eval": [name, "--model", "random"],
-            "remove": [name, "x", "the cup"], "edit": [name, "x", "remove the cup"]}.get(name, [name])
+            "remove": [name, "x", "the cup"], "edit": [name, "x", "remove the cup"],
+            "augment": [name, "x.json", "--out", "o"]}.get(name, [name])
 
     def user_error(args):
         raise FileNotFoundError("no such file: x.png")

@@ -6,6 +6,7 @@ subcommands:
               our shared-prefix decoding, and the arithmetic floor (FLOPs / measured GEMM rate)
   training    training samples/s with and without cached encoder features (locinsert.bench.training)
   evaluation  evaluation throughput (locinsert.bench.evaluation)
+  augment     locinsert augment images/s: in process vs Ray Data with local workers (locinsert.bench.augment)
 
 examples:
   locinsert bench sampling
@@ -13,6 +14,7 @@ examples:
   locinsert bench sampling --device cuda --dtype bf16 --skip-generate --sweep 1,10,100,1000 \
       --images-per-call 1,8 --compile none,cudagraphs
   locinsert bench training --help
+  locinsert bench augment --workers 2 --threads 1
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--threads", type=options.positive_int, default=None, help="torch threads (default: torch's choice)")
     s.add_argument("--json", default=None, help="also write the figures to this JSON file")
     for name, text in (("training", "training samples/s (locinsert.bench.training)"),
-                       ("evaluation", "evaluation throughput (locinsert.bench.evaluation)")):
+                       ("evaluation", "evaluation throughput (locinsert.bench.evaluation)"),
+                     ("augment", "augment images/s: in process vs local Ray workers (locinsert.bench.augment)")):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to that benchmark")
 
@@ -88,10 +91,10 @@ def _counts(text: str, flag: str) -> list[int]:
 
 
 def run(args) -> int:
-    if args.bench in ("training", "evaluation"):
+    if args.bench in ("training", "evaluation", "augment"):
         return _delegate(args.bench, list(args.rest))
     if args.bench != "sampling":
-        print("choose a benchmark: sampling, training or evaluation (see locinsert bench --help)")
+        print("choose a benchmark: sampling, training, evaluation or augment (see locinsert bench --help)")
         return 1
     import torch
 

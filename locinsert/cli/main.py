@@ -36,6 +36,7 @@ COMMANDS = [
     ("edit", "add, remove and move objects: 'remove the cup, then move the chair to the left'"),
     ("app", "web app: upload, instruct (add, remove, move), see candidates and a heatmap, click, download (needs [app])"),
     ("train", "train a location model: pretrain, finetune or dpo, from a YAML config"),
+    ("augment", "augment a COCO/YOLO detection dataset: paste objects at learned or random places, labelled"),
     ("eval", "TPR/FPR curves of a model or a baseline on synthetic or OPA data"),
     ("bench", "speed benchmarks: sampling, training, evaluation"),
 ]
