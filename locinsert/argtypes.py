@@ -112,5 +112,6 @@ class Parser(argparse.ArgumentParser):
     """
 
     def error(self, message: str):
+        """Print ``message`` as one line and exit with code 2."""
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 

@@ -104,7 +104,7 @@ def exported_entries(module_name: str) -> list[Entry]:
         obj = getattr(module, name)
         if inspect.ismodule(obj):
             continue  # a submodule has its own page
-        if inspect.isclass(obj) or inspect.isfunction(obj):
+        if (inspect.isclass(obj) or inspect.isfunction(obj)) and "<locals>" not in obj.__qualname__:
             path, kind = f"{obj.__module__}.{obj.__qualname__}", "class" if inspect.isclass(obj) else "function"
         else:
             path, kind = f"{_defining_module(module, name, obj)}.{name}", "attribute"

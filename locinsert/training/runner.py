@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
-from transformers import Trainer, TrainerCallback, set_seed
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ..io import check_output_dir
 from .checkpoints import (AtomicCheckpointCallback, SafeCheckpointMixin, checkpoint_step,
@@ -69,6 +69,7 @@ class ModelLossTrainer(SafeCheckpointMixin, Trainer):
         self.model_accepts_loss_kwargs = False  # else the Trainer passes num_items_in_batch (forward takes **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's own ``loss`` output (and the outputs, when ``return_outputs``)."""
         outputs = model(**inputs)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
@@ -211,7 +212,7 @@ def _finished_at(checkpoint: str, args) -> bool:
     return state.get("max_steps", 0) > 0 and step >= state["max_steps"]
 
 
-def run_training(stage: str, args, build: Callable[[], RunParts], callbacks: Sequence[TrainerCallback] = ()
+def run_training(stage: str, args: TrainingArguments, build: Callable[[], RunParts], callbacks: Sequence[TrainerCallback] = ()
                  ) -> RunSummary:
     """Run one stage's training life cycle (see the module docstring) and return its summary.
 
