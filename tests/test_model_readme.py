@@ -1,5 +1,6 @@
 """The Python quickstart (README and the site's home page) runs as written."""
 
+import torch
 from helpers_docs import snippet
 
 
@@ -13,3 +14,5 @@ def test_quickstart_snippet_runs(capsys, tmp_path, monkeypatch):
     assert s.boxes.shape == (10, 4)
     assert (s.boxes[:, 0] + s.boxes[:, 2] <= 128 + 1e-4).all()  # region "left" (centre mode): centre x <= 64
     assert "torch.Size([10, 4])" in capsys.readouterr().out
+    score = namespace["model"].score(namespace["image"], "dog", s.boxes)
+    assert torch.allclose(score, s.log_p, atol=1e-4)  # "exactly what score returns"
