@@ -8,3 +8,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# The library's thread policy (locinsert/threads.py), before any test imports torch: idle OpenMP
+# threads sleep instead of spinning, and torch takes only the cores that are free.
+from locinsert.threads import configure_threads  # noqa: E402
+
+configure_threads()

@@ -21,6 +21,7 @@ from typing import Sequence
 
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from ..progress import BoundedLogsMixin
 from ..training.checkpoints import (AtomicCheckpointCallback, SafeCheckpointMixin, discard_incomplete_checkpoints,
                                     resolve_resume, save_final_model, write_json_atomic)
 
@@ -95,7 +96,7 @@ class TextMaskTrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
-class TextMaskTrainer(SafeCheckpointMixin, Trainer):
+class TextMaskTrainer(BoundedLogsMixin, SafeCheckpointMixin, Trainer):
     """``Trainer`` whose loss is the model's own (BCE + Dice, a per-batch mean); resumes from pickle-free
     checkpoints. The Trainer divides that mean by the accumulation steps, as for ``BoxSFTTrainer``."""
 

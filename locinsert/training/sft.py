@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from transformers import Trainer
 
+from ..progress import BoundedLogsMixin
 from .checkpoints import SafeCheckpointMixin
 
 
-class BoxSFTTrainer(SafeCheckpointMixin, Trainer):
+class BoxSFTTrainer(BoundedLogsMixin, SafeCheckpointMixin, Trainer):
     """``transformers.Trainer`` for ``LocationModel``; overrides only ``compute_loss`` (and, through
     ``SafeCheckpointMixin``, reads the pickle-free checkpoint state on resume).
 
