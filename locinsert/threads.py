@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["WAIT_POLICY_ENV", "set_wait_policy", "usable_cores", "free_cores", "configure_threads"]
+__all__ = ["WAIT_POLICY_ENV", "set_wait_policy", "usable_cores", "free_cores", "configure_threads", "cpu_seconds"]
 
 #: Environment defaults that make idle OpenMP threads sleep rather than spin.
 WAIT_POLICY_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
@@ -90,3 +90,12 @@ def configure_threads(threads: int | None = None) -> int:
 
     torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) used so far by this process and its finished child processes
+    (e.g. DataLoader workers), in seconds: what a stage costs, whatever else the machine runs."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime

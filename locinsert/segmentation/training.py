@@ -21,7 +21,7 @@ from typing import Sequence
 
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from ..progress import BoundedLogsMixin
+from ..training.trainer_logs import BoundedLogsMixin
 from ..training.checkpoints import (AtomicCheckpointCallback, SafeCheckpointMixin, discard_incomplete_checkpoints,
                                     resolve_resume, save_final_model, write_json_atomic)
 

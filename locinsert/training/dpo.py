@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from ..progress import BoundedLogsMixin
+from .trainer_logs import BoundedLogsMixin
 from .checkpoints import SafeCheckpointMixin
 from .losses import preference_loss
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import Trainer
 
-from ..progress import BoundedLogsMixin
+from .trainer_logs import BoundedLogsMixin
 from .checkpoints import SafeCheckpointMixin
 
 

@@ -132,6 +132,7 @@ class SyntheticReport:
     results: dict = field(default_factory=dict)
     table: list = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
+    cpu_seconds: dict = field(default_factory=dict)   # user + system, this process and its workers
 
 
 def budget_stages(budget: str) -> tuple[str, ...]:
@@ -152,6 +153,7 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
     """
     from tqdm.auto import tqdm
 
+    from ..threads import cpu_seconds
     from .stages import run_stage
 
     overrides = overrides or {}
@@ -165,9 +167,10 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
             bar.set_postfix_str(stage)
             model_args, data_args, train_args = synthetic_stage_args(
                 stage, out_dir, budget, seed, disable_tqdm=not progress, **overrides.get(stage, {}))
-            t0 = time.time()
+            t0, c0 = time.time(), cpu_seconds()
             report.results[stage] = run_stage(stage, model_args, data_args, train_args)
             report.seconds[stage] = round(time.time() - t0, 1)
+            report.cpu_seconds[stage] = round(cpu_seconds() - c0, 1)
     finally:
         from ..data.synthetic.background import cancel_all
 
