@@ -8,8 +8,10 @@ the same work costs far more CPU time. Two settings avoid that (measured in the 
 - **wait policy**: ``OMP_WAIT_POLICY=PASSIVE`` makes an OpenMP thread sleep instead of spinning
   when it has nothing to do (and ``KMP_BLOCKTIME=0`` the same for Intel's OpenMP). The OpenMP
   runtime reads these when torch is first imported, so :func:`set_wait_policy` must run before that;
-- **thread count**: as many threads as there are cores free now (the cores this process may use
-  minus the other work running, from the 1-minute load average), at least one.
+- **thread count**: one thread per core this process may use (its CPU affinity). Measured against
+  "only the cores free now" (fewer threads under load): with passive waiting an extra thread costs
+  no CPU time, and under load it wins the process a larger share of the machine, so it finishes
+  sooner for the same CPU seconds.
 
 A value the user set (``OMP_NUM_THREADS``, ``OMP_WAIT_POLICY``, ``torch.set_num_threads`` with
 ``threads=``) always wins.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["WAIT_POLICY_ENV", "set_wait_policy", "usable_cores", "free_cores", "configure_threads", "cpu_seconds"]
+__all__ = ["WAIT_POLICY_ENV", "set_wait_policy", "usable_cores", "configure_threads", "cpu_seconds"]
 
 #: Environment defaults that make idle OpenMP threads sleep rather than spin.
 WAIT_POLICY_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
@@ -45,29 +47,12 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def free_cores(load: float | None = None) -> int:
-    """Usable cores minus the work already running (the 1-minute load average, rounded), at least 1.
-
-    Args:
-        load: the load to subtract; default ``os.getloadavg()[0]`` (0 where the system has none).
-
-    Returns:
-        The number of threads that can each have a core of their own right now.
-    """
-    if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):
-            load = 0.0
-    return max(1, min(usable_cores(), usable_cores() - int(load + 0.5)))
-
-
 def configure_threads(threads: int | None = None) -> int:
     """Apply the policy of the module docstring and return the torch thread count chosen.
 
     Args:
         threads: the number of threads to use; default ``OMP_NUM_THREADS`` when set, else
-            :func:`free_cores`.
+            :func:`usable_cores`.
 
     Returns:
         The thread count now in effect (``torch.get_num_threads()``).
@@ -83,7 +68,7 @@ def configure_threads(threads: int | None = None) -> int:
         except ValueError:
             raise ValueError(f"OMP_NUM_THREADS must be a positive integer, got {value!r}") from None
     if threads is None:
-        threads = free_cores()
+        threads = usable_cores()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     import torch

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from locinsert.progress import LOG_INTERVAL_S, interactive, quiet_progress_bars
-from locinsert.threads import configure_threads, cpu_seconds, free_cores, set_wait_policy, usable_cores
+from locinsert.threads import configure_threads, cpu_seconds, set_wait_policy, usable_cores
 
 
 class _Terminal(io.StringIO):
@@ -15,16 +15,11 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_free_cores_subtracts_the_running_load():
-    assert free_cores(load=0.0) == usable_cores()
-    assert free_cores(load=usable_cores() + 5.0) == 1          # never below one thread
-    if usable_cores() >= 2:
-        assert free_cores(load=1.2) == usable_cores() - 1
-
-
 def test_configure_threads_sets_torch_and_refuses_nonsense(monkeypatch):
     before = torch.get_num_threads()
     try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert configure_threads() == usable_cores() == torch.get_num_threads()   # one per usable core
         assert configure_threads(1) == 1 == torch.get_num_threads()
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
         assert configure_threads() == 1
