@@ -152,7 +152,7 @@ def test_browser_upload_propose_click_insert_download(tmp_path):
                      and len(found(driver, "#choice input[type=radio]")) == 6, what="candidates and heatmap")
             status = first(driver, "#status").text
             assert "Step 1 of 2" in status and "plant" in status, status
-            assert first(driver, "#insert").text == "Add at the chosen box"     # labelled for what it does
+            wait_for(lambda: first(driver, "#insert").text == "Add at the chosen box", what="the button's label")     # labelled for what it does
 
             labels = [r.find_element("xpath", "..").text for r in found(driver, "#choice input[type=radio]")]
             assert labels[0].startswith("1: plant") and f"{float(expected.candidates.logprobs[0]):.2f}" in labels[0]
@@ -193,11 +193,12 @@ def test_browser_upload_propose_click_insert_download(tmp_path):
             click_image_pixel(driver, first(driver, "#cands img"), 48 * k * scale, 44 * k * scale)
             wait_for(lambda: "Candidate 2 is chosen" in first(driver, "#status").text,
                      what="the small cup to be chosen by the click")
-            assert first(driver, "#insert").text == "Remove the chosen part"
+            wait_for(lambda: first(driver, "#insert").text == "Remove the chosen part", what="the button's label")
             first(driver, "#insert").click()
             wait_for(lambda: "Done" in first(driver, "#status").text, what="the removal")
             # Done: the heatmap pane keeps the last step's map, captioned as such.
-            assert img_src(driver, "#heat img") and "last step" in first(driver, "#heat_caption").text
+            wait_for(lambda: img_src(driver, "#heat img") and "last step" in first(driver, "#heat_caption").text,
+                     what="the last step's heatmap, kept")
             assert "Traceback" not in driver.page_source
 
             # And moves, by instruction: new places on the left, the object drawn at the chosen one.
@@ -207,7 +208,7 @@ def test_browser_upload_propose_click_insert_download(tmp_path):
             instr.send_keys("move the cup to the left")
             first(driver, "#propose").click()
             wait_for(lambda: "new places for" in first(driver, "#status").text, what="the places to move to")
-            assert first(driver, "#insert").text == "Move to the chosen box"
+            wait_for(lambda: first(driver, "#insert").text == "Move to the chosen box", what="the button's label")
             assert found(driver, "#move_by input[type=radio]")            # the CLI's --move-by, on the page
             first(driver, "#insert").click()
             wait_for(lambda: "Done" in first(driver, "#status").text
