@@ -3,9 +3,10 @@
 Upload a scene, type an instruction, propose, click a candidate on the picture, insert, download
 the PNG and the JSON, and check that only the chosen box changed; then remove one of two objects the
 segmenter finds by clicking it, and move an object by instruction. The page is the default app
-(``locinsert app`` with no flags after ``locinsert demo``); the objects it finds are a given mask. A screenshot of the finished
-page is saved (``LOCINSERT_SCREENSHOT=path`` keeps a copy; ``LOCINSERT_APP_MODEL=checkpoint`` uses
-a trained model instead of a tiny random one: that is how the README's picture was made).
+(``locinsert app`` with no flags after ``locinsert demo``); the objects it finds are a given mask.
+A screenshot of the finished page is saved (``LOCINSERT_SCREENSHOT=path`` keeps a copy;
+``LOCINSERT_APP_MODEL=checkpoint`` uses a trained model instead of a tiny random one: that is how
+the README's picture was made).
 CI installs the browser (``.ci/run``) and requires it; elsewhere, without one, the test is skipped.
 """
 
@@ -152,7 +153,8 @@ def test_browser_upload_propose_click_insert_download(tmp_path):
                      and len(found(driver, "#choice input[type=radio]")) == 6, what="candidates and heatmap")
             status = first(driver, "#status").text
             assert "Step 1 of 2" in status and "plant" in status, status
-            wait_for(lambda: first(driver, "#insert").text == "Add at the chosen box", what="the button's label")     # labelled for what it does
+            # the action button says what it does
+            wait_for(lambda: first(driver, "#insert").text == "Add at the chosen box", what="the button's label")
 
             labels = [r.find_element("xpath", "..").text for r in found(driver, "#choice input[type=radio]")]
             assert labels[0].startswith("1: plant") and f"{float(expected.candidates.logprobs[0]):.2f}" in labels[0]
