@@ -33,7 +33,12 @@ BoxLike = "torch.Tensor | Sequence[float] | Sequence[Sequence[float]]"
 
 def as_boxes(boxes, name: str = "boxes") -> torch.Tensor:
     """Turn a box or a list of boxes into a float tensor of shape (N, 4); check for NaN/inf."""
-    t = torch.as_tensor(boxes, dtype=torch.float32) if not isinstance(boxes, torch.Tensor) else boxes.float()
+    if boxes is None or isinstance(boxes, (str, bytes)):
+        raise TypeError(f"{name} must be xyxy pixel boxes, (N, 4) or one (4,) numbers, got {type(boxes).__name__}")
+    try:
+        t = torch.as_tensor(boxes, dtype=torch.float32) if not isinstance(boxes, torch.Tensor) else boxes.float()
+    except (TypeError, ValueError, RuntimeError) as e:  # strings, None, ragged lists inside
+        raise TypeError(f"{name} must be xyxy pixel boxes made of numbers, got {boxes!r:.80}") from e
     if t.ndim == 1:
         t = t.unsqueeze(0)
     if t.ndim != 2 or t.shape[-1] != 4:
@@ -46,21 +51,25 @@ def as_boxes(boxes, name: str = "boxes") -> torch.Tensor:
 # -- formats ----------------------------------------------------------------------------------
 
 def xyxy_to_xywh(b: torch.Tensor) -> torch.Tensor:
+    """Corner boxes ``(..., 4)`` x1, y1, x2, y2 to x, y, width, height."""
     x1, y1, x2, y2 = b.unbind(-1)
     return torch.stack([x1, y1, x2 - x1, y2 - y1], -1)
 
 
 def xywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
+    """Boxes ``(..., 4)`` x, y, width, height to corners x1, y1, x2, y2."""
     x, y, w, h = b.unbind(-1)
     return torch.stack([x, y, x + w, y + h], -1)
 
 
 def xyxy_to_cxcywh(b: torch.Tensor) -> torch.Tensor:
+    """Corner boxes ``(..., 4)`` to centre x, centre y, width, height."""
     x1, y1, x2, y2 = b.unbind(-1)
     return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)
 
 
 def cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
+    """Boxes ``(..., 4)`` centre x, centre y, width, height to corners x1, y1, x2, y2."""
     cx, cy, w, h = b.unbind(-1)
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
 
@@ -120,6 +129,7 @@ def quantization_iou(boxes: torch.Tensor, width, height, num_bins: int) -> torch
 # -- geometry ----------------------------------------------------------------------------------
 
 def area(b: torch.Tensor) -> torch.Tensor:
+    """The area of xyxy boxes ``(..., 4)``; a box with x2 < x1 or y2 < y1 has area 0."""
     return (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
 
 

@@ -33,10 +33,11 @@ import torch
 from PIL import Image
 
 from .boxes import mask_box
-from .images import as_mask, load_image
+from .images import as_mask, check_threshold, load_image
 from .inserter import Candidates, ObjectInserter, overlay, select_box
 from .instructions import Instruction, MoveInstruction, Near, RemoveInstruction, parse_instructions
 from .regions import Region, as_region
+from .validation import check_bool, check_non_negative_int
 
 __all__ = ["ObjectEditor", "EditResult", "EditStep", "ObjectNotFound", "MOVE_BY", "edit_overlay", "cutout"]
 
@@ -72,6 +73,7 @@ class EditStep:
 
     @property
     def logprob(self) -> float | None:
+        """The log-probability of the chosen candidate, or ``None`` for a step without candidates."""
         return None if self.candidates is None else float(self.candidates.logprobs[self.index])
 
     def to_dict(self) -> dict:
@@ -108,6 +110,7 @@ class EditResult:
 
     @property
     def not_found(self) -> list[str]:
+        """The objects of the steps that found nothing."""
         return [s.object for s in self.steps if not s.found]
 
     @property
@@ -132,6 +135,7 @@ class EditResult:
         return torch.stack(boxes) if boxes else torch.zeros(0, 4)
 
     def to_dict(self) -> dict:
+        """A JSON-ready record: image size, found or not, and every step."""
         return {"width": self.image.width, "height": self.image.height, "box_format": "xyxy pixels",
                 "found": self.found, "not_found": self.not_found, "steps": [s.to_dict() for s in self.steps]}
 
@@ -158,8 +162,7 @@ class ObjectEditor:
             raise TypeError(f"remover must have a remove(image, mask, generator) method, got {type(remover).__name__}")
         if threshold is None:
             threshold = getattr(segmenter, "threshold", 0.5)
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        threshold = check_threshold(threshold)
         if move_by not in MOVE_BY:
             raise ValueError(f"move_by must be one of {MOVE_BY}, got {move_by!r}")
         if move_by == "redraw" and inpainter is None:
@@ -167,8 +170,8 @@ class ObjectEditor:
         self.inserter = (ObjectInserter(model, inpainter, num_candidates=num_candidates, selection=selection,
                                         **sample_kwargs) if model is not None else None)
         self.segmenter, self.remover = segmenter, remover
-        self.threshold, self.min_pixels = float(threshold), int(min_pixels)
-        self.move_by, self.strict = move_by, bool(strict)
+        self.threshold, self.min_pixels = threshold, check_non_negative_int(min_pixels, "min_pixels")
+        self.move_by, self.strict = move_by, check_bool(strict, "strict")
 
     # -- finding ---------------------------------------------------------------------------------
 

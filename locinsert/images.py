@@ -16,6 +16,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .validation import check_probability
+
 ImageInput = Union[Image.Image, str, os.PathLike, np.ndarray]
 
 #: Smallest side we accept: a box needs at least two distinct coordinates per axis.
@@ -105,12 +107,9 @@ def image_size(image: ImageInput) -> tuple[int, int]:
 MASK_THRESHOLD = 0.5
 
 
-def check_threshold(threshold) -> float:
-    """A mask threshold as a float in [0, 1), or a clear error."""
-    t = float(threshold)
-    if not 0.0 <= t < 1.0:
-        raise ValueError(f"threshold must lie in [0, 1), got {threshold!r}")
-    return t
+def check_threshold(threshold, name: str = "threshold") -> float:
+    """A mask threshold in (0, 1), or a clear error: at 0 every pixel would be the object, at 1 none."""
+    return check_probability(threshold, name, low_open=True, high_open=True)
 
 
 def hard_mask(mask, threshold: float = MASK_THRESHOLD) -> np.ndarray:

@@ -45,6 +45,7 @@ class Candidates:
         return int(self.boxes.shape[0])
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict of the boxes and log-probabilities."""
         return {"boxes": [[round(float(v), 2) for v in b] for b in self.boxes],
                 "logprobs": [round(float(v), 4) for v in self.logprobs]}
 
@@ -62,10 +63,12 @@ class InsertionStep:
 
     @property
     def box(self) -> torch.Tensor:
+        """The chosen candidate box, xyxy pixels."""
         return self.candidates.boxes[self.index]
 
     @property
     def logprob(self) -> float:
+        """The log-probability of the chosen candidate."""
         return float(self.candidates.logprobs[self.index])
 
 
@@ -79,6 +82,7 @@ class InsertionResult:
 
     @property
     def box(self) -> torch.Tensor:
+        """The box chosen for the last object, xyxy pixels."""
         return self.steps[-1].box
 
     @property
@@ -88,14 +92,17 @@ class InsertionResult:
 
     @property
     def candidates(self) -> Candidates:
+        """The candidates proposed for the last object."""
         return self.steps[-1].candidates
 
     @property
     def object(self) -> str:
+        """The last object inserted."""
         return self.steps[-1].object
 
     @property
     def region(self) -> Region | None:
+        """The region of the last object, or ``None``."""
         return self.steps[-1].region
 
 

@@ -13,8 +13,12 @@ Rules (and what they decide):
   **not** an error: ``region`` is ``None`` and the phrase stays in the object text
   ("cup behind the sofa"), so a text-guided inpainter still sees it. ``strict=True`` raises instead
   when the object text still holds a spatial preposition.
-- No object ("add on the left", "", "add a") -> ``ValueError``. An object is any text with a letter
-  or digit of any script ("add a 狗 on the left" -> "狗").
+- No object ("add on the left", "", "add a") -> ``ValueError``. An object is any text with a letter,
+  digit or pictograph of any script ("add a 狗 on the left" -> "狗", "add a 🐶 on the left" -> "🐶").
+- Remove and move name an object that is already in the image, so a location phrase there must be
+  understood: "remove the cup on the moon" is a ``ValueError``, as "move the cup to the moon" is.
+- ``parse_step`` reads exactly one step: a sequence ("remove the cup, then remove the plant") is a
+  ``ValueError`` that says so, and a sentence without a verb takes the expected one ("the cup").
 - ``parse_instructions`` splits a sequence on "then", ";", ", and", and on "and" before a new
   article or verb ("a cup and a lamp", not "salt and pepper shaker"), and parses each part.
 
@@ -33,12 +37,13 @@ Other verbs (the type of the result says which; each has ``.verb``):
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import NamedTuple
 
 from .regions import LOCATION_PATTERN, Region, phrase_to_box
 
 __all__ = ["Instruction", "RemoveInstruction", "MoveInstruction", "Near", "parse_instruction", "parse_instructions",
-           "has_verb"]
+           "parse_step", "has_verb"]
 
 _VERB = re.compile(r"^(?:please\s+)?(?:(?:add|insert|put|place|draw|paint|generate|create|make|include|"
                    r"show|render|drop|position|there\s+should\s+be)\b\s*)?", re.IGNORECASE)
@@ -58,6 +63,11 @@ _REMOVE = re.compile(r"^(?:please\s+)?(?:remove|erase|delete|eliminate|take\s+(?
 _MOVE = re.compile(r"^(?:please\s+)?(?:move|shift|relocate|drag|slide)\b\s*", re.IGNORECASE)
 _NEAR = re.compile(r"\s*\b(?:to\s+)?(?:next\s+to|near(?:\s+to)?|beside|close\s+to|by)\s+(?:the\s+|a\s+|an\s+)?"
                    r"(?P<anchor>[^,;]+?)\s*$", re.IGNORECASE)
+
+
+def _names_something(text: str) -> bool:
+    """A letter or digit of any script, or a pictograph (emoji are Unicode symbols, category So)."""
+    return any(ch.isalnum() or unicodedata.category(ch) == "So" for ch in text)
 
 
 def _typed_eq(a, b) -> bool:
@@ -136,7 +146,7 @@ def parse_instruction(text: str, *, strict: bool = False) -> Instruction | Remov
     for verb, parse in ((_REMOVE, _parse_remove), (_MOVE, _parse_move)):
         m = verb.match(s)
         if m:
-            return parse(text, s[m.end():], strict)
+            return parse(text, s[m.end():])
     s = _VERB.sub("", s, count=1)
     s = _TAIL.sub("", s).rstrip(".!?,;: ")
     region = None
@@ -147,7 +157,7 @@ def parse_instruction(text: str, *, strict: bool = False) -> Instruction | Remov
             region = Region.parse(phrase)
             s = _DANGLING.sub("", s[:m.start()].rstrip(" ,"))
     s = _ARTICLE.sub("", s.strip()).strip(" ,")
-    if not s or not re.search(r"[^\W_]", s):  # any letter or digit of any script: "狗", "Hund", "chien"
+    if not _names_something(s):  # "狗", "Hund", "chien", "🐶"
         raise ValueError(f"no object in instruction {text!r}: say what to add, e.g. 'add a red mug on the left'")
     if strict and region is None and _SPATIAL.search(s):
         raise ValueError(f"location in {text!r} is not understood; use left/right/top/bottom, a corner, "
@@ -174,6 +184,38 @@ def parse_instructions(text: str, *, strict: bool = False) -> list[Instruction |
     return out
 
 
+def parse_step(text: str, *, verb: str | None = None, strict: bool = False, hint: str = ""
+               ) -> Instruction | RemoveInstruction | MoveInstruction:
+    """Exactly one step, read by the rules of ``parse_instructions``.
+
+    Args:
+        text: the instruction.
+        verb: "add", "remove" or "move": the step must be this one; a sentence without a verb
+            ("the cup") is read as this verb ("remove the cup").
+        strict: as in ``parse_instruction``.
+        hint: appended to the error for a sequence (say what takes several steps).
+
+    Raises:
+        ValueError: a sequence of steps, another verb, or an instruction ``parse_instructions`` refuses.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"instruction must be a str, got {type(text).__name__}")
+    if verb is not None and not text.strip(" ,.;"):
+        raise ValueError(f"no object in instruction {text!r}: say what to {verb}, e.g. '{verb} the cup'")
+    if verb is not None and not has_verb(text):
+        steps = parse_instructions(f"{verb} {text.strip()}", strict=strict)
+    else:
+        steps = parse_instructions(text, strict=strict)
+    if len(steps) > 1:
+        listing = ", then ".join(f"{s.verb} {s.object!r}" for s in steps)
+        raise ValueError(f"{text!r} is a sequence of {len(steps)} steps ({listing}), but one step is expected"
+                         + (f"; {hint}" if hint else ""))
+    if verb is not None and steps[0].verb != verb:
+        raise ValueError(f"{text!r} asks to {steps[0].verb} {steps[0].object!r}, but only {verb} is possible here"
+                         + (f"; {hint}" if hint else ""))
+    return steps[0]
+
+
 def has_verb(text: str) -> bool:
     """True when ``text`` starts with an editing verb: ``"add a cup"``, ``"move the cup"``, ``"remove it"``
     (but not ``"the cup"``, which a caller may read as a continuation of the previous verb)."""
@@ -181,24 +223,31 @@ def has_verb(text: str) -> bool:
     return any((m := v.match(s)) and m.group(0) for v in (_VERB, _REMOVE, _MOVE))
 
 
-def _what_and_where(text: str, rest: str, strict: bool, verb: str, example: str) -> Instruction:
-    """The object and its region in ``rest``, read by the add rules, with errors that name ``verb``."""
+def _what_and_where(text: str, rest: str, verb: str, example: str) -> Instruction:
+    """The object and where it is in ``rest``, read by the add rules, with errors that name ``verb``.
+
+    The object is already in the image, so a location phrase must be understood (``strict``): the
+    words would otherwise become part of the name the segmenter looks for ("cup on the moon").
+    """
     if not rest.strip():
         raise ValueError(f"no object in instruction {text!r}: say what to {verb}, e.g. {example!r}")
     try:
-        return parse_instruction(rest, strict=strict)
+        return parse_instruction(rest, strict=True)
     except ValueError as e:
+        if str(e).startswith("location"):
+            raise ValueError(f"location in {text!r} is not understood: say where the object is with left/right/"
+                             "top/bottom, a corner, 'center' or 'near the top', or leave the location out") from e
         if not str(e).startswith("no object"):
             raise
         raise ValueError(f"no object in instruction {text!r}: say what to {verb}, e.g. {example!r}") from e
 
 
-def _parse_remove(text: str, rest: str, strict: bool) -> RemoveInstruction:
-    obj, region = _what_and_where(text, rest, strict, "remove", "remove the cup on the left")
+def _parse_remove(text: str, rest: str) -> RemoveInstruction:
+    obj, region = _what_and_where(text, rest, "remove", "remove the cup on the left")
     return RemoveInstruction(obj, region)
 
 
-def _parse_move(text: str, rest: str, strict: bool) -> MoveInstruction:
+def _parse_move(text: str, rest: str) -> MoveInstruction:
     example = "move the chair to the right"
     target, m = None, LOCATION_PATTERN.search(rest)
     if m and m.group(0).strip() and phrase_to_box(m.group(0)) is not None:
@@ -213,5 +262,5 @@ def _parse_move(text: str, rest: str, strict: bool) -> MoveInstruction:
         raise ValueError(f"no destination in instruction {text!r}: say where to move it, e.g. {example!r} "
                          "or 'move the chair next to the window'")
     rest = re.sub(r"\s+(?:to|towards?|into|onto)$", "", rest.rstrip(" ,"), flags=re.IGNORECASE)
-    obj, region = _what_and_where(text, rest, strict, "move", example)
+    obj, region = _what_and_where(text, rest, "move", example)
     return MoveInstruction(obj, region, target)

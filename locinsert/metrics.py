@@ -105,6 +105,7 @@ class CLIPScorer:
 
     @classmethod
     def from_pretrained(cls, model_id: str = DEFAULT_CLIP, *, device=None, dtype=None, **kwargs) -> "CLIPScorer":
+        """Load a transformers ``CLIPModel`` and ``CLIPProcessor`` (a hub id or a folder)."""
         from transformers import CLIPModel, CLIPProcessor
 
         model = CLIPModel.from_pretrained(model_id, **({"dtype": dtype} if dtype is not None else {}))

@@ -81,6 +81,7 @@ class ZeroShotResult:
     probs: dict[str, float] = field(default_factory=dict)
 
     def top(self, k: int = 5) -> dict[str, float]:
+        """The ``k`` most likely classes with their probabilities."""
         return dict(list(self.probs.items())[:k])
 
 
@@ -102,6 +103,7 @@ class ZeroShotClassifier:
     @classmethod
     def from_pretrained(cls, name: str = DEFAULT_ZERO_SHOT, pretrained: str | None = DEFAULT_ZERO_SHOT_PRETRAINED,
                         *, device=None, **kwargs) -> "ZeroShotClassifier":
+        """Load an open_clip model (a name with its tag, ``hf-hub:`` or ``local-dir:``)."""
         import open_clip
 
         schema = name.startswith(("hf-hub:", "local-dir:"))
@@ -115,6 +117,7 @@ class ZeroShotClassifier:
         return cls(model, preprocess, open_clip.get_tokenizer(name), **kwargs)
 
     def text_features(self, vocabulary: tuple[str, ...]):
+        """Normalised text embeddings of the vocabulary's prompts, cached per vocabulary."""
         import torch
 
         if vocabulary not in self._text_cache:
@@ -126,6 +129,7 @@ class ZeroShotClassifier:
         return self._text_cache[vocabulary]
 
     def image_features(self, images: Sequence[Image.Image]):
+        """Normalised image embeddings of the images."""
         import torch
 
         device = next(self.model.parameters()).device

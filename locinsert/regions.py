@@ -180,6 +180,7 @@ class Region:
         return cls(box, normalized=True, mode=mode, avoid=avoid, name=phrase.strip())
 
     def with_avoid(self, boxes) -> "Region":
+        """The same region with more boxes to avoid."""
         extra = as_boxes(boxes, "avoid boxes") if boxes is not None and len(boxes) else torch.zeros(0, 4)
         return Region(self, avoid=torch.cat([self.avoid, extra]) if len(extra) else self.avoid)
 

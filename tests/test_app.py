@@ -276,7 +276,7 @@ def test_cli_app_help_and_bad_numbers(capsys):
     assert "--demo-dir" in capsys.readouterr().out
     pytest.importorskip("gradio")
     assert main(["app", "--model", "tiny", "-n", "0"]) == 2
-    assert "-n must be at least 1" in capsys.readouterr().err
+    assert "argument -n/--num-samples/--num-candidates: must be an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_session_step_without_room_keeps_the_edit_and_says_why(parts, image_path):

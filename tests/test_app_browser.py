@@ -6,7 +6,7 @@ segmenter finds by clicking it, and move an object by instruction. The page is t
 (``locinsert app`` with no flags after ``locinsert demo``); the objects it finds are a given mask.
 A screenshot of the finished page is saved (``LOCINSERT_SCREENSHOT=path`` keeps a copy;
 ``LOCINSERT_APP_MODEL=checkpoint`` uses a trained model instead of a tiny random one: that is how
-the README's picture was made).
+the picture in docs/guides/app.md was made).
 CI installs the browser (``.ci/run``) and requires it; elsewhere, without one, the test is skipped.
 """
 

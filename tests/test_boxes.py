@@ -100,7 +100,7 @@ def _opa_test_boxes():
 
 
 def test_default_bin_count_measurement():
-    """The README's table: quantisation loss over all OPA test boxes (background sizes >= 640x480)."""
+    """The table of docs/guides/model.md: quantisation loss over all OPA test boxes (background sizes >= 640x480)."""
     b = _opa_test_boxes()
     assert len(b) == 11396
     width = torch.clamp(b[:, 2], min=640).ceil()

@@ -73,7 +73,8 @@ def test_remove_with_a_diffusers_pipeline_folder_and_lora(scene_files, tmp_path)
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["remove", "{image}", "remove the cup", "--segmenter-model", "{tmp}/nothing-here"], "cannot load the clipseg"),
+    (["remove", "{image}", "remove the cup", "--segmenter-model", "{tmp}/nothing-here"],
+     "--segmenter-model {tmp}/nothing-here: checkpoint folder not found"),
     (["remove", "{image}", "remove the cup", "--segmenter", "textmask"], "needs --segmenter-model"),
     (["remove", "{image}", "", "--box", "1,1,5,5"], "no object"),
     (["remove", "{image}", "add a cup", "--box", "1,1,5,5"], "use locinsert edit"),
@@ -86,7 +87,7 @@ def test_remove_with_a_diffusers_pipeline_folder_and_lora(scene_files, tmp_path)
     (["remove", "{image}", "the cup", "--box", "1,1,5,5", "--out", "{small}"], "is a file"),
     (["remove", "{image}", "the cup", "--box", "1,1,5,5", "--device", "bogus"], "not a torch device"),
     (["edit", "{image}", "move the cup left", "--box", "1,1,5,5", "--model", "tiny", "--temperature", "-1"],
-     "--temperature must be"),
+     "argument --temperature: must be a finite number > 0, got -1"),
     (["edit", "{image}", "remove the cup, then remove the vase", "--box", "1,1,5,5"], "one object"),
     (["edit", "{image}", "add a cup", "--model", "tiny", "--reference", "{small}"], "option of locinsert insert"),
 ])
@@ -103,7 +104,7 @@ def test_user_mistakes_are_one_line_errors_with_exit_code_2(scene_files, tmp_pat
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("locinsert")]   # progress bars aside
     assert "Traceback" not in err and len(lines) == 1
-    assert lines[0].startswith(f"locinsert {argv[0]}: error:") and message in lines[0]
+    assert lines[0].startswith(f"locinsert {argv[0]}: error:") and message.format(tmp=tmp_path) in lines[0]
 
 
 def test_remove_finds_the_object_by_name_with_clipseg(scene_files, tmp_path):

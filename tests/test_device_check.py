@@ -50,7 +50,7 @@ def test_dry_run_of_the_script_writes_every_part(tmp_path):
         one, eight = p["schedule_s"][source]["1"], p["schedule_s"][source]["8"]
         assert one == pytest.approx(8 * eight) and p["pipe_epoch_s"][source]["1"] == pytest.approx(888_230 / rate)
     md = (out / "summary.md").read_text()
-    for heading in ("## Environment", "## Targets (DESIGN)", "## Sampling", "## Evaluation", "## Training"):
+    for heading in ("## Environment", "## Design targets", "## Sampling", "## Evaluation", "## Training"):
         assert heading in md
     assert "one PIPE epoch" in md
 

@@ -52,7 +52,7 @@ def test_bad_inputs_give_one_clear_error(tmp_path, capsys):
                  "--out", str(tmp_path / "x")]) == 2
     assert "no curve file" in capsys.readouterr().err
     assert main(["eval", "--model", "random", *SMALL, "-k", "0", "--out", str(tmp_path / "x")]) == 2
-    assert "ks must be positive" in capsys.readouterr().err
+    assert "argument -k/--ks: every value must be an integer >= 1, got 0" in capsys.readouterr().err
     assert main(["eval", "--model", "random", "--dataset", str(tmp_path), "--no-progress"]) == 2
     assert "error" in capsys.readouterr().err
 

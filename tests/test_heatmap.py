@@ -120,14 +120,11 @@ def test_cli_propose_writes_a_heatmap(tmp_path, capsys):
                  "--heatmap", str(heat), "--heatmap-samples", "0"]) == 2
 
 
-def test_readme_heatmap_snippet_runs(tmp_path, monkeypatch, capsys):
-    import re
-    from pathlib import Path
+def test_docs_heatmap_snippet_runs(tmp_path, monkeypatch, capsys):
+    from helpers_docs import snippet
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text.split("<!-- section:app -->", 1)[1].split("<!-- /section:app -->", 1)[0]
-    code = next(c for c in re.findall(r"```python\n(.*?)```", section, re.S) if "model.heatmap" in c)
+    code = snippet("guides/app.md", "heatmap")
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README heatmap", "exec"), {})
+    exec(compile(code, "docs/guides/app.md heatmap", "exec"), {})
     assert "torch.Size([96, 128]) 1.0" in capsys.readouterr().out
     assert Image.open(tmp_path / "cup_heat.png").size == (128, 96)

@@ -198,3 +198,74 @@ def test_no_object_still_refused():
         with pytest.raises(ValueError, match="no object"):
             parse_instruction(text)
     assert [i.object for i in parse_instructions("add a 狗 on the left, then a 猫 on the right")] == ["狗", "猫"]
+
+
+@pytest.mark.parametrize("text,obj", [("add a 🐶 on the left", "🐶"), ("remove the ☕ on the right", "☕"),
+                                      ("add a 🐕‍🦺", "🐕‍🦺")])
+def test_pictograph_objects_are_objects(text, obj):
+    """An emoji names a class as well as a word does (``sample()`` takes the same string)."""
+    assert parse_instruction(text).object == obj
+
+
+# -- one grammar for remove and edit: one step where one is taken, locations understood --------------
+
+def test_one_step_and_understood_locations():
+    from locinsert.instructions import RemoveInstruction, parse_step
+
+    assert parse_step("the cup", verb="remove") == RemoveInstruction("cup", None)
+    assert parse_step("please erase the cup on the left.", verb="remove").region.name == "on the left"
+    with pytest.raises(ValueError, match=r"is a sequence of 2 steps \(remove 'cup', then remove 'plant'\), but "
+                                         r"one step is expected; use edit"):
+        parse_step("remove the cup, then remove the plant", verb="remove", hint="use edit")
+    with pytest.raises(ValueError, match="asks to add 'cup', but only remove is possible here"):
+        parse_step("add a cup", verb="remove")
+    for text in ("remove the cup on the moon", "move the cup on the moon to the left"):
+        with pytest.raises(ValueError, match="location in .* is not understood"):
+            parse_instruction(text)
+        with pytest.raises(ValueError, match="location in .* is not understood"):
+            parse_instructions(f"add a plant, then {text}")
+    # adding stays lenient: a text-guided inpainter still reads the phrase
+    assert parse_instruction("add a cup on the moon").object == "cup on the moon"
+
+
+# -- constructors: the same vocabulary, messages that name the argument --------------------------------
+
+def test_constructors_check_their_numbers(model, image):
+    from locinsert.editor import ObjectEditor
+    from locinsert.inpainting import CutoutCompositor
+    from locinsert.inpainting.removal import BiharmonicFill
+    from locinsert.segmentation import CLIPSegSegmenter
+
+    cutout = CutoutCompositor(np.full((4, 4, 4), 255, np.uint8), allow_opaque=True)
+    cases = [
+        (lambda: BiharmonicFill(dilate=math.nan), ValueError, "dilate must be a whole number, got nan"),
+        (lambda: BiharmonicFill(dilate=-1), ValueError, "dilate must be an integer >= 0, got -1"),
+        (lambda: BiharmonicFill(margin=1), ValueError, "margin .* must be an integer >= 2"),
+        (lambda: model.heatmap(image, "dog", num_samples=2.5), ValueError, "num_samples must be a whole number"),
+        (lambda: CLIPSegSegmenter(None, None, threshold=0), ValueError,
+         "threshold must be a finite number > 0 and < 1, got 0"),
+        (lambda: CLIPSegSegmenter(None, None, batch_size=2.5), ValueError, "batch_size must be a whole number"),
+        (lambda: ObjectEditor(min_pixels=-1), ValueError, "min_pixels must be an integer >= 0, got -1"),
+        (lambda: ObjectEditor(threshold="0.5"), TypeError, "threshold must be a number, got str"),
+        (lambda: ObjectEditor(strict="no"), TypeError, "strict must be True or False"),
+        (lambda: model.score(image, "dog", ["a", "b", "c", "d"]), TypeError, "boxes must be xyxy pixel boxes"),
+        (lambda: model.score(image, "dog", [[0, 0, None, 4]]), TypeError, "boxes must be xyxy pixel boxes made of"),
+        (lambda: cutout.inpaint(image, "0,0,4,4", "cup"), TypeError, "box must be xyxy pixel boxes"),
+        (lambda: cutout.inpaint(image, None, "cup"), TypeError, "box must be xyxy pixel boxes"),
+    ]
+    for make, error, message in cases:
+        with pytest.raises(error, match=message):
+            make()
+
+
+def test_diffusion_constructors_check_their_numbers():
+    from helpers_diffusers import tiny_sd_inpaint
+
+    from locinsert.inpainting.repaint import ReferenceRePaintInpainter
+
+    pipe = tiny_sd_inpaint()
+    for kwargs, message in ((dict(eta=math.nan), r"eta \(DDIM noise\) must be a finite number >= 0 and <= 1"),
+                            (dict(jump_length=2.5), "jump_length must be a whole number, got 2.5"),
+                            (dict(jump_n_sample=0), "jump_n_sample must be an integer >= 1")):
+        with pytest.raises(ValueError, match=message):
+            ReferenceRePaintInpainter(pipe, **kwargs)

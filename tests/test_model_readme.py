@@ -1,18 +1,14 @@
-"""The README's Python quickstart runs as written."""
+"""The Python quickstart (README and the site's home page) runs as written."""
 
-import re
-from pathlib import Path
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+from helpers_docs import snippet
 
 
-def test_quickstart_snippet_runs(capsys):
-    text = README.read_text()
-    section = text.split("<!-- section:quickstart -->", 1)[1].split("<!-- /section:quickstart -->", 1)[0]
-    code = re.search(r"```python\n(.*?)```", section, re.S)
-    assert code, "no python block in the quickstart section"
+def test_quickstart_snippet_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the snippet saves its result in the working folder
+    code = snippet("README.md", "quickstart")
+    assert snippet("index.md", "quickstart") == code, "the README's and the site's quickstart differ"
     namespace: dict = {}
-    exec(compile(code.group(1), "README quickstart", "exec"), namespace)
+    exec(compile(code, "README quickstart", "exec"), namespace)
     s = namespace["s"]
     assert s.boxes.shape == (10, 4)
     assert (s.boxes[:, 0] + s.boxes[:, 2] <= 128 + 1e-4).all()  # region "left" (centre mode): centre x <= 64

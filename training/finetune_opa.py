@@ -3,7 +3,7 @@
 
 Runs on a CPU, one GPU, or several GPUs / nodes under `torchrun` / `accelerate launch`. The dataset
 comes from the config (`dataset: synthetic`, a PIPE hub id / parquet folder, or an OPA root);
-any config field can be overridden on the command line (`--learning_rate 1e-4`). See README, Training.
+any config field can be overridden on the command line (`--learning_rate 1e-4`). See docs/guides/training.md.
 """
 
 import sys

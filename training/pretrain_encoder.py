@@ -4,7 +4,7 @@
 Trains the preset's image tower to label every pixel of synthetic scenes (wall, floor, window frame,
 glass, crate, table top, ...), then saves it to `<output_dir>/final`. A location stage starts from
 it, frozen, with `image_encoder_checkpoint: <output_dir>/final`. Any config field can be overridden
-on the command line. See README, Training.
+on the command line. See docs/guides/training.md.
 """
 
 import sys

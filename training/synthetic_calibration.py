@@ -1,11 +1,11 @@
-"""Print the calibration figures of the synthetic placement world (the tables in README § synthetic).
+"""Print the calibration figures of the synthetic placement world (the tables in docs/guides/synthetic-world.md).
 
 How hard is the world for a sampler that looks at nothing (``random``), at the training labels only
 (``prior``: same-class boxes of other scenes), and at the ground truth (``oracle``: uniform draws
 from the dense set of true placements)? Also: how hard the OPA-like negatives are, and how fast
 scenes and splits are generated. Optionally redraws ``docs/images/synthetic_scenes.png``.
 
-    python training/synthetic_calibration.py                    # the README's figures (about a minute)
+    python training/synthetic_calibration.py                    # the figures in docs/guides/synthetic-world.md (about a minute)
     python training/synthetic_calibration.py --figure docs/images/synthetic_scenes.png
 """
 

@@ -42,6 +42,7 @@ class Step:
         return self.verb in ("add", "move")
 
     def describe(self) -> str:
+        """A short label: the verb, the object and the region's phrase."""
         return f"{self.verb} {self.object}" + (f" ({self.region.name})" if self.region is not None else "")
 
 
@@ -61,6 +62,7 @@ class Proposal:
         return len(self.candidates)
 
     def label(self, i: int) -> str:
+        """The page's label for candidate ``i`` (1-based, with its log-probability or description)."""
         if self.labels is not None:
             return f"{i + 1}: {self.labels[i]}"
         return f"{i + 1}: {self.step.object}  (log p {float(self.candidates.logprobs[i]):.2f})"
@@ -88,12 +90,15 @@ class Operation:
 
     def propose(self, image: Image.Image, step: Step, *, avoid: torch.Tensor, generator: torch.Generator,
                 num_candidates: int, heatmap_samples: int) -> Proposal:
+        """Numbered candidates (and optionally a heatmap) for one step of the instruction."""
         raise NotImplementedError
 
     def apply(self, image: Image.Image, proposal: Proposal, index: int, generator: torch.Generator) -> Image.Image:
+        """The image after applying candidate ``index`` of ``proposal``."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
+        """The settings this operation records in the edit's JSON."""
         return {"verb": self.verb}
 
 
@@ -117,9 +122,11 @@ class AddObject(Operation):
 
     @property
     def model(self):
+        """The inserter's location model."""
         return self.inserter.model
 
     def check(self, step: Step) -> None:
+        """Refuse a step this inserter cannot draw (a reference its backend does not take, an unknown object)."""
         ref = step.extra.get("reference")
         if ref is not None:
             from ..inpainting import CutoutCompositor
@@ -142,6 +149,7 @@ class AddObject(Operation):
         return step.object if ref is None else self.inserter.reference_object(step.object, ref)
 
     def propose(self, image, step, *, avoid, generator, num_candidates, heatmap_samples) -> Proposal:
+        """Sample candidate boxes under the step's region, most likely first, with a heatmap of the object's centre."""
         region = step.region
         if avoid is not None and len(avoid):
             region = (region or Region(None)).with_avoid(avoid)
@@ -160,6 +168,7 @@ class AddObject(Operation):
         return Proposal(step, cands, heat, region, note)
 
     def apply(self, image, proposal, index, generator) -> Image.Image:
+        """Draw the object in the chosen candidate box; pixels outside it are unchanged."""
         box = [float(v) for v in proposal.candidates.boxes[index]]
         ref = proposal.step.extra.get("reference")
         if ref is None:
@@ -168,6 +177,7 @@ class AddObject(Operation):
                                                reference=ref)
 
     def describe(self) -> dict[str, Any]:
+        """The settings this operation records in the edit's JSON."""
         return {"verb": self.verb, "inpainter": type(self.inserter.inpainter).__name__}
 
 
@@ -222,6 +232,7 @@ class RemoveObject(_FindsObjects):
     verb = "remove"
 
     def propose(self, image, step, *, avoid, generator, num_candidates, heatmap_samples) -> Proposal:
+        """The found parts of the named object under the region, largest first, as candidates."""
         from ..boxes import mask_box
 
         soft, parts = self.parts(image, step)
@@ -235,6 +246,7 @@ class RemoveObject(_FindsObjects):
                         {"masks": parts})
 
     def apply(self, image, proposal, index, generator) -> Image.Image:
+        """Fill the chosen part's mask with the remover."""
         return self.editor.remover.remove(image, proposal.extra["masks"][index], generator=generator)
 
 
@@ -255,11 +267,13 @@ class MoveObject(_FindsObjects):
             raise ValueError("MoveObject needs an ObjectEditor with a location model")
 
     def check(self, step: Step) -> None:
+        """Refuse a move without a destination."""
         super().check(step)
         if step.extra.get("target") is None:
             raise ValueError(f"say where to move the {step.object}, e.g. 'move the {step.object} to the right'")
 
     def propose(self, image, step, *, avoid, generator, num_candidates, heatmap_samples) -> Proposal:
+        """Find the object, fill its place, and sample new boxes under the target region away from the old one."""
         from ..boxes import mask_box
         from ..instructions import Near
 
@@ -288,6 +302,7 @@ class MoveObject(_FindsObjects):
                         {"mask": mask, "filled": filled, "source_box": old})
 
     def apply(self, image, proposal, index, generator) -> Image.Image:
+        """Paste the object into the chosen box, over the filled image."""
         x = proposal.extra
         return self.editor.put_moved(image, x["mask"], x["filled"], proposal.candidates.boxes[index],
                                      proposal.step.object, generator, move_by=proposal.step.extra.get("move_by"))

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from ..images import load_image
+from ..validation import check_bool, check_non_negative_int, check_positive_int
 from .operations import Operation, Proposal, Step, plan_steps
 
 __all__ = ["EditSession", "AppliedStep"]
@@ -33,9 +34,11 @@ class AppliedStep:
 
     @property
     def box(self) -> torch.Tensor:
+        """The chosen candidate box, xyxy pixels."""
         return self.proposal.candidates.boxes[self.index]
 
     def to_dict(self, width: int, height: int) -> dict:
+        """A JSON-ready record of this step for an image of ``width`` x ``height``."""
         from ..cli.propose import region_json
 
         p = self.proposal
@@ -61,13 +64,10 @@ class EditSession:
                  avoid_previous: bool = True):
         if not operations:
             raise ValueError("an EditSession needs at least one operation")
-        if int(num_candidates) < 1:
-            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
-        if int(heatmap_samples) < 0:
-            raise ValueError(f"heatmap_samples must be >= 0 (0 = no heatmap), got {heatmap_samples}")
         self.operations = dict(operations)
-        self.num_candidates, self.heatmap_samples = int(num_candidates), int(heatmap_samples)
-        self.avoid_previous = avoid_previous
+        self.num_candidates = check_positive_int(num_candidates, "num_candidates")
+        self.heatmap_samples = check_non_negative_int(heatmap_samples, "heatmap_samples (0 = no heatmap)")
+        self.avoid_previous = check_bool(avoid_previous, "avoid_previous")
         self.original: Image.Image | None = None
         self.image: Image.Image | None = None
         self.instruction = ""
@@ -82,6 +82,7 @@ class EditSession:
 
     @property
     def done(self) -> bool:
+        """Whether every step of the instruction has been applied."""
         return bool(self.steps) and len(self.applied) == len(self.steps)
 
     @property
@@ -132,9 +133,7 @@ class EditSession:
                 if r is not None and hasattr(r, "resolve"):
                     r.resolve(*img.size)   # an impossible region fails before any sampling
         if num_candidates is not None:
-            if int(num_candidates) < 1:
-                raise ValueError(f"number of candidates must be >= 1, got {num_candidates}")
-            self.num_candidates = int(num_candidates)
+            self.num_candidates = check_positive_int(num_candidates, "number of candidates")
         self.original, self.image, self.instruction, self.steps = img, img, instruction, steps
         self.applied, self.proposal, self.blocked = [], None, ""
         self.seed = int(seed)

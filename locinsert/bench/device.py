@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# the CLI's --dtype says float32 / bfloat16 / float16 (locinsert.validation.DTYPE_NAMES); the bench keys are short
+_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 #: Dense (no sparsity) tensor-core peaks from the vendors' datasheets, FLOP/s, by device-name
 #: substring. A lead for MFU only: the measured GEMM rate is the ceiling this code can reach.
@@ -46,7 +48,9 @@ def resolve_device(name: str | None = "auto") -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """"fp32" | "bf16" | "fp16" -> torch dtype; fp16 needs a GPU, bf16 one that supports it."""
+    """"fp32" | "bf16" | "fp16" (or float32 / bfloat16 / float16) -> torch dtype; fp16 needs a GPU, bf16 one
+    that supports it."""
+    name = _SHORT.get(name, name)
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
     if name == "fp16" and device.type != "cuda":
@@ -124,7 +128,7 @@ def datasheet_peak(device: torch.device, dtype_name: str) -> float | None:
     name = torch.cuda.get_device_name(device)
     for key, peaks in DATASHEET_PEAK.items():
         if key in name:
-            return peaks.get(dtype_name)
+            return peaks.get(_SHORT.get(dtype_name, dtype_name))
     return None
 
 

@@ -60,7 +60,7 @@ def check_dependencies() -> None:
     missing = [f"{k}: {v}" for k, v in _versions().items() if str(v).startswith("missing")]
     if missing:
         raise ValueError(f"packages missing ({'; '.join(missing)}); install them or carry wheels "
-                         "(README, 'GPU device check')")
+                         "(docs/guides/gpu-check.md)")
 
 
 def part_environment(device, cfg) -> dict:
@@ -159,7 +159,7 @@ def _free(device) -> None:
 
 
 def _targets(results: dict) -> list[tuple[str, str, str]]:
-    """(target, measured, verdict) rows for the DESIGN targets this run can speak to."""
+    """(target, measured, verdict) rows for the design targets this run can speak to."""
     rows = []
     s = results.get("sampling", {})
     compiled = results.get("sampling_compiled", {}).get("sweep", [])
@@ -212,7 +212,7 @@ def summary_markdown(results: dict) -> str:
         lines.append(f"\nmeasured copy bandwidth: {env.get('copy_bytes_per_s', 0) / 1e9:,.0f} GB/s (read + write)")
     targets = _targets(results)
     if targets:
-        lines += ["", "## Targets (DESIGN)", "", "| target | measured | |", "|---|---|---|"]
+        lines += ["", "## Design targets", "", "| target | measured | |", "|---|---|---|"]
         lines += [f"| {a} | {b} | {c} |" for a, b, c in targets]
     if "tests" in results:
         t = results["tests"]

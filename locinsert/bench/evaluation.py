@@ -28,6 +28,7 @@ import torch
 
 from ..evaluation.evaluate import DEFAULT_KS
 from ..evaluation.tpr_fpr import match, tpr_fpr, tpr_fpr_loop
+from ..validation import check_positive_int
 from . import write_json
 from .device import describe, machine_line, resolve_device, time_once
 
@@ -72,8 +73,9 @@ def _best_of(fn, repeats: int, device=None) -> tuple[float, object]:
 def bench(num_queries: int = 2000, k: int = 100, labels_per_query: int = 6, seed: int = 0,
           loop_queries: int = 200, ks=DEFAULT_KS, repeats: int = 3, device: str = "cpu") -> dict:
     """Time the batched matcher against the per-query loop on one synthetic OPA-sized problem."""
-    if num_queries < 1 or k < 1 or labels_per_query < 1:
-        raise ValueError("num_queries, k and labels_per_query must be at least 1")
+    for name, value in (("num_queries", num_queries), ("k", k), ("labels_per_query", labels_per_query),
+                        ("repeats", repeats)):
+        check_positive_int(value, name)
     dev = resolve_device(device)
     ks = [kk for kk in ks if kk <= k] or [k]
     preds, pos, neg = make_problem(num_queries, k, labels_per_query, seed)
@@ -136,31 +138,36 @@ def format_results(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``locinsert bench evaluation [options]``."""
-    p = argparse.ArgumentParser(prog="locinsert bench evaluation", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--num-queries", type=int, default=2000, help="queries (default: 2000, about OPA test)")
-    p.add_argument("-k", type=int, default=100, help="samples per query (default: 100)")
-    p.add_argument("--labels-per-query", type=int, default=6, help="mean labelled boxes per query (default: 6)")
-    p.add_argument("--loop-queries", type=int, default=200,
+    from ..cli import options
+
+    p = options.Parser(prog="locinsert bench evaluation", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--num-queries", type=options.positive_int, default=2000,
+                   help="queries (default: 2000, about OPA test)")
+    p.add_argument("-k", type=options.positive_int, default=100, help="samples per query (default: 100)")
+    p.add_argument("--labels-per-query", type=options.positive_int, default=6,
+                   help="mean labelled boxes per query (default: 6)")
+    p.add_argument("--loop-queries", type=options.non_negative_int, default=200,
                    help="queries the slow loop is timed on, scaled up (0: all; default: 200)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs of the batched matcher; best kept")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=options.positive_int, default=3,
+                   help="timed runs of the batched matcher; best kept")
+    p.add_argument("--seed", type=options.seed, default=0, help="seed of the generated queries (default: 0)")
     p.add_argument("--device", default="cpu",
                    help="where the batched matcher runs: cpu, cuda, cuda:N, auto (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=options.positive_int, default=None,
+                   help="torch threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     if argv and argv[0] == "--":  # `locinsert bench evaluation -- --num-queries 100` forwards the separator
         argv = argv[1:]
     args = p.parse_args(argv)
-    from ..cli.common import check_output_file, check_threads
+    from ..cli.common import check_output_file
 
-    check_threads(args.threads)  # outputs and options are checked before the benchmark runs
-    if args.json:
+    if args.json:  # outputs and options are checked before the benchmark runs
         check_output_file(args.json, "--json")
     if args.threads:
         torch.set_num_threads(args.threads)
     r = bench(args.num_queries, args.k, args.labels_per_query, args.seed, args.loop_queries,
-              repeats=max(1, args.repeats), device=args.device)
+              repeats=args.repeats, device=args.device)
     print(format_results(r))
     if args.json:
         write_json(r, args.json)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..validation import check_positive_int
 from .device import (copy_bandwidth, describe, gemm_rate, machine_line, resolve_device, resolve_dtype, time_best,
                      time_median, time_once)
 
@@ -169,10 +170,12 @@ def run_sampling_bench(preset: str = "base", num_samples: int = 100, repeats: in
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    if num_samples < 1 or repeats < 1:
-        raise ValueError("num_samples and repeats must be at least 1")
-    if sweep is not None and (not sweep or min(sweep) < 1 or not images_per_call or min(images_per_call) < 1):
-        raise ValueError("sweep sizes and images per call must be at least 1")
+    check_positive_int(num_samples, "num_samples")
+    check_positive_int(repeats, "repeats")
+    if sweep is not None and (not sweep or not images_per_call):
+        raise ValueError("sweep sizes and images per call must not be empty")
+    for n in [*(sweep or []), *images_per_call]:
+        check_positive_int(n, "sweep sizes and images per call")
     say = print if progress else (lambda *a, **k: None)
     torch.manual_seed(0)
     say(f"building '{preset}' with random weights on {dev} ({dtype}) ...", flush=True)

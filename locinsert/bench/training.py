@@ -35,7 +35,7 @@ import time
 from . import write_json
 from .device import datasheet_peak, describe, gemm_rate, machine_line, resolve_device, resolve_dtype, synchronize
 
-# Dataset sizes behind the projection (research/datasets.md, research/paper.md).
+# Dataset sizes behind the projection (the datasets' cards and the paper).
 PIPE_TRAIN_ROWS = 888_230        # PIPE train split (HF dataset card), one positive box per row
 OPA_TRAIN_POSITIVES = 21_376     # OPA train positives (OPA README, re-counted from the FOPA label files)
 # (background, category) groups with a positive are at most the 5,905 (fg, bg) pairs with a positive,
@@ -508,41 +508,45 @@ def format_results(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="locinsert bench training", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ..cli import options
+
+    p = options.Parser(prog="locinsert bench training", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="base", help="model preset, random weights (default: base)")
     p.add_argument("--batch-size", default="8",
                    help="examples per step, or 'auto': the largest that fits in GPU memory (default: 8)")
-    p.add_argument("--max-batch", type=int, default=4096, help="upper limit of the 'auto' search (default: 4096)")
-    p.add_argument("--steps", type=int, default=4, help="timed optimizer steps per run (default: 4)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed first steps (default: 1)")
-    p.add_argument("--scenes", type=int, default=None,
+    p.add_argument("--max-batch", type=options.positive_int, default=4096,
+                   help="upper limit of the 'auto' search (default: 4096)")
+    p.add_argument("--steps", type=options.positive_int, default=4, help="timed optimizer steps per run (default: 4)")
+    p.add_argument("--warmup", type=options.non_negative_int, default=1, help="untimed first steps (default: 1)")
+    p.add_argument("--scenes", type=options.positive_int, default=None,
                    help="synthetic scenes to draw examples from (default: enough for the timed steps, at most 2000)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto, a GPU if present)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="mixed precision (autocast) of the steps; weights stay fp32 (default: fp32)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
+    p.add_argument("--dtype", default="float32", type=options.dtype_name, choices=options.DTYPE_NAMES,
+                   help="mixed precision (autocast) of the steps: float32, float16 or bfloat16 (fp32, fp16, bf16 "
+                        "also work); weights stay float32 (default: float32)")
+    p.add_argument("--workers", type=options.non_negative_int, default=0,
+                   help="DataLoader worker processes (default: 0)")
     p.add_argument("--model-step", dest="model_step", action="store_true", default=None,
                    help="also time the bare model step (default: on a GPU)")
     p.add_argument("--no-model-step", dest="model_step", action="store_false")
     p.add_argument("--no-trainer", action="store_true", help="skip the Trainer-loop runs (model step only)")
     p.add_argument("--projection", action="store_true",
                    help="project one PIPE epoch and the training/configs schedule on 1 and --gpus GPUs")
-    p.add_argument("--gpus", type=int, default=8, help="GPU count of the multi-GPU projection (default: 8)")
+    p.add_argument("--gpus", type=options.positive_int, default=8,
+                   help="GPU count of the multi-GPU projection (default: 8)")
     p.add_argument("--configs", default="training/configs",
                    help="folder of the stage configs (default: training/configs)")
-    p.add_argument("--boxes-per-image", type=int, default=4,
+    p.add_argument("--boxes-per-image", type=options.positive_int, default=4,
                    help="also time the model step with this many boxes (DPO: pairs) per image against one "
                         "(boxes_per_image / pairs_per_image; 1: skip; default: 4)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=options.positive_int, default=None,
+                   help="torch threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
-    from ..cli.common import check_output_file, check_threads
+    from ..cli.common import check_output_file
 
-    check_threads(args.threads)  # outputs and options are checked before the benchmark runs
-    if args.boxes_per_image < 1:
-        raise ValueError(f"--boxes-per-image must be at least 1, got {args.boxes_per_image}")
-    if args.json:
+    if args.json:  # outputs and options are checked before the benchmark runs
         check_output_file(args.json, "--json")
     batch = args.batch_size if args.batch_size == "auto" else _positive_int(args.batch_size, "--batch-size")
     if args.no_trainer and args.model_step is False:

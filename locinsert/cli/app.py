@@ -35,6 +35,7 @@ import os
 import sys
 import tempfile
 
+from . import options
 from .common import RANDOM_PRESETS, check_device, check_sampling_options, load_location_model
 from .edit import SEGMENTERS, add_remover_arguments, build_remover, build_segmenter
 from .insert import add_inpainter_arguments, build_inpainter
@@ -48,10 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo-dir", default="locinsert-demo",
                    help="where `locinsert demo` wrote its report; its model is used when --model is not given "
                         "(default: %(default)s)")
-    p.add_argument("-n", "--num-candidates", type=int, default=8,
-                   help="candidate boxes per object at start (the page has a slider; default: 8)")
-    p.add_argument("--heatmap-samples", type=int, default=256,
-                   help="boxes sampled for each heatmap; 0 turns the heatmap off (default: 256)")
+    p.add_argument("-n", "--num-samples", "--num-candidates", dest="num_candidates", type=options.positive_int,
+                   default=8, help="boxes sampled for each object, the candidates, at start (the page has a "
+                                   "slider; default: 8)")
+    p.add_argument("--heatmap-samples", type=options.non_negative_int, default=256,
+                   help="boxes sampled for each heatmap; 0 = no heatmap (default: 256)")
     add_inpainter_arguments(p)
     f = p.add_argument_group("finding objects to remove or move")
     f.add_argument("--segmenter", choices=SEGMENTERS, default=None,
@@ -64,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_remover_arguments(p)
     g = p.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
-    g.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    g.add_argument("--port", type=options.port, default=7860, help="port, 1-65535 (default: %(default)s)")
 
 
 def resolve_model_spec(args) -> tuple[str, str]:
@@ -104,10 +106,6 @@ def page_parts(args) -> dict:
     for ``locinsert.app.create_app`` (and ``session_factory``)."""
     from ..data.synthetic import CLASSES
 
-    if args.num_candidates < 1:
-        raise ValueError(f"-n must be at least 1, got {args.num_candidates}")
-    if args.heatmap_samples < 0:
-        raise ValueError(f"--heatmap-samples must be >= 0, got {args.heatmap_samples}")
     sampling = check_sampling_options(args)
     check_device(args.device)
     if args.segmenter_model and not args.segmenter:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
+
 #: ``locinsert bench training ARGS``: ARGS go to that benchmark's own parser (see cli/main.py).
 PASSTHROUGH = "bench"
 
@@ -27,12 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="<benchmark>")
     s = sub.add_parser("sampling", help="box sampling: generate() vs copied cache vs shared prefix vs floor")
     s.add_argument("--preset", default="base", help="model preset, random weights (default: base)")
-    s.add_argument("--num-samples", type=int, default=100, help="boxes per image (default: 100)")
-    s.add_argument("--repeats", type=int, default=3, help="timed runs per fast approach; best is kept (default: 3)")
+    s.add_argument("--num-samples", type=options.positive_int, default=100, help="boxes per image (default: 100)")
+    s.add_argument("--repeats", type=options.positive_int, default=3,
+                   help="timed runs per fast approach; best is kept (default: 3)")
     s.add_argument("--skip-generate", action="store_true", help="skip the slow generate() baseline")
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="weights and activations; the floor uses a GEMM rate measured at this dtype (default: fp32)")
+    s.add_argument("--dtype", default="float32", type=options.dtype_name, choices=options.DTYPE_NAMES,
+                   help="weights and activations: float32, float16 or bfloat16 (fp32, fp16, bf16 also work); the "
+                        "floor uses a GEMM rate measured at this dtype (default: float32)")
     s.add_argument("--sweep", default=None, metavar="N,N,...",
                    help="also time LocationModel.sample for each of these N (e.g. 1,10,100,1000)")
     s.add_argument("--images-per-call", default="1", metavar="B,B,...",
@@ -42,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "max-autotune, cudagraphs (GPU) (default: none)")
     s.add_argument("--skip-compare", action="store_true",
                    help="skip the four-way comparison at --num-samples (sweep and floor only)")
-    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    s.add_argument("--threads", type=options.positive_int, default=None, help="torch threads (default: torch's choice)")
     s.add_argument("--json", default=None, help="also write the figures to this JSON file")
     for name, text in (("training", "training samples/s (locinsert.bench.training)"),
                        ("evaluation", "evaluation throughput (locinsert.bench.evaluation)")):
@@ -76,6 +80,13 @@ def _csv(text: str, kind, flag: str) -> list:
     return values
 
 
+def _counts(text: str, flag: str) -> list[int]:
+    try:
+        return options.int_list(1)(text)
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(f"{flag} takes a comma-separated list of counts: {e}") from None
+
+
 def run(args) -> int:
     if args.bench in ("training", "evaluation"):
         return _delegate(args.bench, list(args.rest))
@@ -87,24 +98,22 @@ def run(args) -> int:
     from locinsert.bench import write_json
     from locinsert.bench.sampling import format_results, run_sampling_bench
 
-    from .common import check_output_file, check_threads
+    from .common import check_output_file
 
-    if check_threads(args.threads):
+    if args.threads:
         torch.set_num_threads(args.threads)
     from locinsert.modeling.sampling import DECODE_COMPILE_MODES
 
-    if args.num_samples < 1 or args.repeats < 1:
-        raise ValueError("--num-samples and --repeats must be at least 1")
     if args.json:
         check_output_file(args.json, "--json")
     modes = _csv(args.compile, str, "--compile")
     bad = [m for m in modes if m not in DECODE_COMPILE_MODES]
     if bad:
         raise ValueError(f"--compile: unknown mode(s) {', '.join(bad)}; choose from {', '.join(DECODE_COMPILE_MODES)}")
-    sweep = _csv(args.sweep, int, "--sweep") if args.sweep else None
+    sweep = _counts(args.sweep, "--sweep") if args.sweep else None
     results = run_sampling_bench(args.preset, args.num_samples, args.repeats, args.skip_generate,
                                  device=args.device, dtype=args.dtype, sweep=sweep,
-                                 images_per_call=_csv(args.images_per_call, int, "--images-per-call"),
+                                 images_per_call=_counts(args.images_per_call, "--images-per-call"),
                                  compile_modes=modes, skip_compare=args.skip_compare)
     print(format_results(results))
     if args.json:

@@ -7,8 +7,7 @@ and exit code 2; ``--debug`` adds the traceback). This module holds the checks a
 - :func:`check_output_dir` / :func:`check_output_file`: the output can be written (not a file where
   a folder is wanted, not a folder where a file is, a writable parent), checked before any work, so a
   long evaluation is never lost to a typo in ``--out``;
-- :func:`check_device`: ``--device`` names a device that exists on this machine (and
-  :func:`check_threads`: ``--threads`` is positive);
+- :func:`check_device`: ``--device`` names a device that exists on this machine;
 - :func:`load_location_model`: a trained checkpoint or a random preset, or one line saying why not;
 - :func:`check_sampling_options`: ``--temperature``/``--top-k``/``--top-p``/``--min-size``.
 
@@ -69,13 +68,6 @@ def check_output_file(path: str | os.PathLike, flag: str) -> Path:
         raise ValueError(f"{flag} {path}: no permission to overwrite this file")
     _check_writable_parent(p, flag)
     return p
-
-
-def check_threads(threads: int | None, flag: str = "--threads") -> int | None:
-    """A positive thread count for ``torch.set_num_threads``, or None (torch's choice)."""
-    if threads is not None and threads < 1:
-        raise ValueError(f"{flag} must be at least 1, got {threads}")
-    return threads
 
 
 def check_device(spec: str, flag: str = "--device") -> str:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="locinsert-demo", help="report folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="small budget, about a minute (what the tests run)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data, training and sampling (default: 0)")
+    p.add_argument("--seed", type=options.seed, default=0, help="seed for data, training and sampling (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

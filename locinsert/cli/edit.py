@@ -39,7 +39,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import insert
+from . import insert, options
 
 REMOVER_NAMES = ("biharmonic", "powerpaint", "diffusers")
 
@@ -58,8 +58,8 @@ def add_object_arguments(p: argparse.ArgumentParser) -> None:
                         "`locinsert train textmask`, given by --segmenter-model)")
     g.add_argument("--segmenter-model", default=None, metavar="ID_OR_FOLDER",
                    help="hub id or local folder of the segmenter's weights")
-    g.add_argument("--threshold", type=float, default=None,
-                   help="binarise soft masks at this value (default: the segmenter's, else 0.5)")
+    g.add_argument("--threshold", type=options.open_probability, default=None,
+                   help="binarise soft masks at this value, in (0, 1) (default: the segmenter's, else 0.5)")
 
 
 def add_remover_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,9 +69,12 @@ def add_remover_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lora", default=None, help="removal LoRA (folder or .safetensors) for --remover diffusers")
     g.add_argument("--remover-base", default=None,
                    help="SD inpainting base for the official PowerPaint-v1 layout (--remover powerpaint)")
-    g.add_argument("--remover-steps", type=int, default=None, help="denoising steps (default: the backend's)")
-    g.add_argument("--remover-guidance", type=float, default=None, help="guidance scale (PowerPaint default: 10)")
-    g.add_argument("--dilate", type=int, default=None, help="grow the mask by this many pixels (default: the backend's)")
+    g.add_argument("--remover-steps", type=options.positive_int, default=None,
+                   help="denoising steps, >= 1 (default: the backend's)")
+    g.add_argument("--remover-guidance", type=options.non_negative_float, default=None,
+                   help="guidance scale, >= 0 (PowerPaint default: 10)")
+    g.add_argument("--dilate", type=options.non_negative_int, default=None,
+                   help="grow the mask by this many pixels, >= 0 (default: the backend's)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -114,6 +117,7 @@ def build_remover(args):
 def build_segmenter(args):
     """The text segmenter named by --segmenter, loaded as the options say."""
     from .. import segmentation
+    from ..modeling.checkpoint_io import CheckpointError, HubUnavailableError
 
     if args.segmenter == "textmask" and not args.segmenter_model:
         raise ValueError("--segmenter textmask needs --segmenter-model FOLDER (a model from locinsert train textmask)")
@@ -121,7 +125,10 @@ def build_segmenter(args):
     load = {"device": args.device}
     try:
         return cls.from_pretrained(args.segmenter_model, **load) if args.segmenter_model else cls.from_pretrained(**load)
-    except OSError as e:   # neither a local folder nor reachable / cached from the hub
+    except (OSError, CheckpointError) as e:
+        if isinstance(e, CheckpointError) and not isinstance(e, HubUnavailableError):   # a broken local folder
+            raise ValueError(f"--segmenter-model {args.segmenter_model}: {e}") from e
+        # neither a local folder nor reachable / cached from the hub
         raise ValueError(f"cannot load the {args.segmenter} segmenter {args.segmenter_model or '(default)'}: {e}; "
                          "offline, pass --segmenter-model FOLDER, or give --mask / --box") from e
 
@@ -206,8 +213,6 @@ def run_edit(args, steps, command: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from ..instructions import parse_instructions
 
-    if args.num_candidates < 1:
-        raise ValueError(f"-n must be at least 1, got {args.num_candidates}")
     if args.reference is not None:
         raise ValueError("--reference (insert *this* object) is an option of locinsert insert, not of edit")
     insert.check_reference_options(args, None)

@@ -20,14 +20,9 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
+
 BASELINE_NAMES = ("random", "prior")
-
-
-def _ks(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers such as '10,20,50', got {text!r}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,29 +38,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--categories", default=None,
                    help="OPA: fg_id -> category name (.json or two-column .csv); else folder names are used")
     g.add_argument("--split", default="test", help="OPA split to evaluate (default: test)")
-    g.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
+    g.add_argument("--max-queries", type=options.positive_int, default=None, help="evaluate only the first N queries")
     g.add_argument("--prior-train", default=None, metavar="PATH",
                    help="OPA: the training labels the 'prior' baseline draws from (a folder or CSV; default: the "
                         "train split beside --dataset)")
 
     s = p.add_argument_group("synthetic world")
-    s.add_argument("--num-scenes", type=int, default=200, help="scenes in the test split (default: 200)")
-    s.add_argument("--train-scenes", type=int, default=1000,
+    s.add_argument("--num-scenes", type=options.positive_int, default=200,
+                   help="scenes in the test split (default: 200)")
+    s.add_argument("--train-scenes", type=options.positive_int, default=1000,
                    help="scenes of the OPA-like training split the 'prior' baseline is fitted on (default: 1000)")
-    s.add_argument("--world-seed", type=int, default=0, help="seed of the synthetic world (default: 0)")
-    s.add_argument("--image-size", type=int, default=64, help="scene size in pixels (default: 64)")
+    s.add_argument("--world-seed", type=options.seed, default=0, help="seed of the synthetic world (default: 0)")
+    s.add_argument("--image-size", type=options.int_in(32, 4096), default=64,
+                   help="scene size in pixels, 32-4096 (default: 64)")
 
     m = p.add_argument_group("protocol")
-    m.add_argument("-k", "--ks", type=_ks, default=list(range(10, 101, 10)),
+    m.add_argument("-k", "--ks", type=options.int_list(1), default=list(range(10, 101, 10)),
                    help="numbers of samples per query, e.g. '10,20,50' (default: 10,20,...,100)")
-    m.add_argument("--iou", type=float, default=0.5, help="IoU a sample must exceed to match a label (default: 0.5)")
+    m.add_argument("--iou", type=options.float_in(0, 1, high_open=True), default=0.5,
+                   help="IoU a sample must exceed to match a label, in [0, 1) (default: 0.5)")
     m.add_argument("--count", choices=("labels", "predictions"), default="labels",
                    help="'labels': labelled boxes hit at least once (paper; default); 'predictions': "
                         "matched samples / labelled boxes")
-    m.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same curve (default: 0)")
-    m.add_argument("--batch-size", type=int, default=16, help="queries per sample() call (default: 16)")
-    m.add_argument("--num-bins", type=int, default=None,
-                   help="'random' baseline grid (default: 32 on the synthetic world, 1024 on OPA)")
+    m.add_argument("--seed", type=options.seed, default=0, help="sampling seed; same seed, same curve (default: 0)")
+    m.add_argument("--batch-size", type=options.positive_int, default=16, help="queries per sample() call (default: 16)")
+    m.add_argument("--num-bins", type=options.int_in(2, 65536), default=None,
+                   help="'random' baseline grid, 2-65536 (default: 32 on the synthetic world, 1024 on OPA)")
     m.add_argument("--device", default="cpu", help="device for a model (default: cpu)")
 
     o = p.add_argument_group("output")
@@ -152,12 +150,6 @@ def run(args: argparse.Namespace) -> int:
     from .common import check_device, check_output_dir, check_output_file
 
     ks = check_ks(args.ks)
-    if args.max_queries is not None and args.max_queries < 1:
-        raise ValueError(f"--max-queries must be >= 1, got {args.max_queries}")
-    if not 0 <= args.iou < 1:
-        raise ValueError(f"--iou must be in [0, 1), got {args.iou}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     # outputs and options are checked before the evaluation, which can take hours
     out = check_output_dir(args.out)
     if args.plot:

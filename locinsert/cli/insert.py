@@ -39,6 +39,7 @@ import argparse
 import json
 from pathlib import Path
 
+from . import options
 from .common import check_device, check_output_dir
 from .propose import add_model_arguments, load_location_model, region_json, sample_kwargs
 
@@ -49,7 +50,8 @@ REFERENCE_INPAINTERS = ("paint-by-example", "repaint", "cutout")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="the image to edit")
     p.add_argument("instruction", help="e.g. 'add a red mug on the left side' or 'add a cup, then a lamp on the right'")
-    p.add_argument("-n", "--num-candidates", type=int, default=16, help="boxes sampled per object (default: 16)")
+    p.add_argument("-n", "--num-samples", "--num-candidates", dest="num_candidates", type=options.positive_int,
+                   default=16, help="boxes sampled for each object, the candidates (default: 16)")
     p.add_argument("--selection", choices=("logprob", "diverse", "random"), default="logprob",
                    help="which candidate to use: the likeliest (default), one of the likeliest distinct "
                         "places at random, or any sample at random")
@@ -68,11 +70,20 @@ def add_inpainter_arguments(p: argparse.ArgumentParser) -> None:
                    help="SD inpainting base for the official PowerPaint-v1 layout "
                         "(default stable-diffusion-v1-5/stable-diffusion-inpainting)")
     g.add_argument("--cutout", default=None, metavar="PNG", help="RGBA cut-out for --inpainter cutout")
-    g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the backend's)")
-    g.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale")
-    g.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
-                   help="weights dtype for diffusion backends (default: the checkpoint's)")
-    g.add_argument("--feather", type=int, default=0, help="soft seam width in pixels, inside the box (default: 0)")
+    g.add_argument("--steps", type=options.positive_int, default=None,
+                   help="denoising steps, >= 1 (default: the backend's)")
+    g.add_argument("--guidance-scale", type=options.non_negative_float, default=None,
+                   help="classifier-free guidance scale, >= 0")
+    add_dtype_argument(g, "weights dtype for diffusion backends")
+    g.add_argument("--feather", type=options.non_negative_int, default=0,
+                   help="soft seam width in pixels, inside the box, >= 0 (default: 0)")
+
+
+def add_dtype_argument(p, what: str) -> None:
+    """--dtype, the same vocabulary in every command (float32 / float16 / bfloat16, or fp32 / fp16 / bf16)."""
+    p.add_argument("--dtype", default=None, type=options.dtype_name, choices=options.DTYPE_NAMES,
+                   help=f"{what}: float32, float16 or bfloat16 (fp32, fp16, bf16 also work; default: the "
+                        "checkpoint's)")
 
 
 def add_reference_arguments(p: argparse.ArgumentParser) -> None:
@@ -94,8 +105,9 @@ def add_reference_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--schedule", default=None, choices=("layout", "linear", "cosine", "paste"),
                    help="repaint: weight of the reference over the steps (default: layout = reference for the "
                         "first half, then the model harmonises)")
-    r.add_argument("--jump-length", type=int, default=None, help="repaint: steps per resampling jump (default: 5)")
-    r.add_argument("--jump-n-sample", type=int, default=None,
+    r.add_argument("--jump-length", type=options.positive_int, default=None,
+                   help="repaint: steps per resampling jump (default: 5)")
+    r.add_argument("--jump-n-sample", type=options.positive_int, default=None,
                    help="repaint: resampling rounds per jump, 1 = none (default: 2)")
 
 
@@ -174,8 +186,6 @@ def run(args: argparse.Namespace) -> int:
     from ..io import save_image_atomic, write_text_atomic
     from ..instructions import parse_instructions
 
-    if args.num_candidates < 1:
-        raise ValueError(f"-n must be at least 1, got {args.num_candidates}")
     out = check_output_dir(args.out)
     kwargs = sample_kwargs(args)
     check_device(args.device)

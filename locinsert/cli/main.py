@@ -5,6 +5,8 @@ Each subcommand lives in its own module ``locinsert/cli/<name>.py`` with two fun
 
 Error policy, the same for every command (new ones get it by being listed in ``COMMANDS``):
 
+- an option value out of its range (``--steps 0``) is refused while the command line is read, by the
+  types of ``cli/options.py``: one line naming the flag and the range, exit code 2;
 - a user's mistake (bad option value, missing or unreadable file, broken checkpoint, unusable
   device, an output path that cannot be written) is one line ``locinsert X: error: ...`` on stderr
   and exit code 2, never a traceback. The library raises ``ValueError``/``TypeError`` for bad input
@@ -40,7 +42,9 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from .options import Parser
+
+    parser = Parser(
         prog="locinsert",
         description="Spatially aware object insertion: sample where an object could go, then draw it there.",
         epilog="Run 'locinsert <command> --help' for the options of each command.",
@@ -76,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     # --threads 1``) declare ``PASSTHROUGH``, the destination of their sub-subcommand; everything
     # after that word goes on untouched (argparse's REMAINDER alone would split leading options off).
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, unknown = parser.parse_known_args(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except SystemExit as e:  # a bad option value: one line already printed (options.Parser); --help is 0
+        if e.code == 2:
+            return 2
+        raise
     dest = getattr(getattr(args, "_module", None), "PASSTHROUGH", None)
     if dest and isinstance(getattr(args, "rest", None), list):
         tail = argv[argv.index(getattr(args, dest)) + 1:]

@@ -25,6 +25,7 @@ import json
 import os
 from pathlib import Path
 
+from . import options
 from .common import (RANDOM_PRESETS, check_device, check_output_dir, check_output_file, check_sampling_options,
                      load_location_model)
 
@@ -37,11 +38,15 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=None,
                    help="trained LocationModel checkpoint (folder or hub id); 'tiny' or 'synthetic' = an "
                         "untrained random model of that preset (offline; its boxes are random)")
-    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
-    g.add_argument("--top-k", type=int, default=None, help="sample only among the k likeliest tokens per step")
-    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
-    g.add_argument("--min-size", type=float, default=None, help="smallest box width and height in pixels")
-    g.add_argument("--seed", type=int, default=0, help="seed: same seed, same boxes (default: 0)")
+    g.add_argument("--temperature", type=options.positive_float, default=1.0,
+                   help="sampling temperature, > 0 (default: 1.0)")
+    g.add_argument("--top-k", type=options.positive_int, default=None,
+                   help="sample only among the k likeliest tokens per step (k >= 1)")
+    g.add_argument("--top-p", type=options.float_in(0, 1, low_open=True), default=None,
+                   help="nucleus sampling threshold, in (0, 1]")
+    g.add_argument("--min-size", type=options.non_negative_float, default=None,
+                   help="smallest box width and height in pixels (>= 0)")
+    g.add_argument("--seed", type=options.seed, default=0, help="seed: same seed, same boxes (default: 0)")
     g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
@@ -51,13 +56,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--where", default=None,
                    help="positional constraint: left, right, top, bottom, 'top left' (any corner), center, "
                         "'near the top', ... (the box centre must lie there)")
-    p.add_argument("-n", "--num-samples", type=int, default=10, help="boxes to sample (default: 10)")
+    p.add_argument("-n", "--num-samples", "--num-candidates", dest="num_samples", type=options.positive_int,
+                   default=10, help="boxes sampled for the object (default: 10)")
     add_model_arguments(p)
     p.add_argument("--out", default="locinsert-propose", help="output folder (default: %(default)s)")
     p.add_argument("--heatmap", default=None, metavar="PNG",
                    help="also write a heatmap of where the model would put the object (box-centre density) here")
-    p.add_argument("--heatmap-samples", type=int, default=256,
-                   help="boxes sampled for --heatmap (default: 256; the error falls as 1/sqrt(samples))")
+    p.add_argument("--heatmap-samples", type=options.non_negative_int, default=256,
+                   help="boxes sampled for each heatmap; 0 = no heatmap (default: 256; the error falls as "
+                        "1/sqrt(samples))")
 
 
 def sample_kwargs(args) -> dict:
@@ -80,8 +87,6 @@ def run(args: argparse.Namespace) -> int:
     from ..io import save_image_atomic, write_text_atomic
     from ..regions import Region
 
-    if args.num_samples < 1:
-        raise ValueError(f"-n must be at least 1, got {args.num_samples}")
     if not args.object.strip():
         raise ValueError("--object is empty: say what to place")
     out = check_output_dir(args.out)
@@ -89,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     heatmap_path = None
     if args.heatmap is not None:
-        if args.heatmap_samples < 1:
-            raise ValueError(f"--heatmap-samples must be at least 1, got {args.heatmap_samples}")
+        if args.heatmap_samples == 0:
+            raise ValueError("--heatmap asks for a heatmap, but --heatmap-samples 0 turns it off")
         heatmap_path = check_output_file(args.heatmap, "--heatmap")
     image = load_image(args.image)
     region = Region.parse(args.where) if args.where else None

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
 from .edit import add_object_arguments, add_remover_arguments, run_edit
+from .insert import add_dtype_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,21 +35,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("instruction", help="e.g. 'remove the cup on the left' or just 'the cup'")
     add_object_arguments(p)
     add_remover_arguments(p)
-    p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
-                   help="weights dtype for diffusion removers (default: the checkpoint's)")
+    add_dtype_argument(p, "weights dtype for diffusion removers")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the diffusion removers (default: 0)")
+    p.add_argument("--seed", type=options.seed, default=0, help="seed of the diffusion removers (default: 0)")
     p.add_argument("--out", default="locinsert-remove", help="output folder (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..instructions import RemoveInstruction, has_verb, parse_instruction
+    from ..instructions import parse_step
 
-    text = args.instruction
-    ins = parse_instruction(text)
-    if not isinstance(ins, RemoveInstruction):
-        if ins.verb != "add" or has_verb(text):     # "move the cup ...", "add a cup"
-            raise ValueError(f"locinsert remove only removes objects, but {text!r} asks to {ins.verb} one; "
-                             "use locinsert edit")
-        ins = parse_instruction(f"remove {text}")                      # "the cup" -> "remove the cup"
-    return run_edit(args, [ins], "remove")
+    # the sentences of `locinsert edit`, one removal: "the cup" -> "remove the cup"; a sequence is an error
+    step = parse_step(args.instruction, verb="remove", hint="use locinsert edit for several steps or other verbs")
+    return run_edit(args, [step], "remove")

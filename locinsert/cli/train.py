@@ -21,7 +21,7 @@ trl's DPOConfig) can be given on the command line as `--name value`; it override
 `locinsert train <stage> --help` lists them all. The final model goes to <output_dir>/final; an
 interrupted run resumes from its last complete checkpoint when started again with the same config.
 Several GPUs / nodes: `torchrun --nproc_per_node N training/pretrain_pipe.py --config ...` or
-`accelerate launch ...` (see README, section Training).
+`accelerate launch ...` (see docs/guides/training.md).
 """
 
 from __future__ import annotations
@@ -39,13 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _synthetic_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="locinsert train synthetic",
-                                description="Pretrain, finetune and DPO on the synthetic world, then print "
-                                            "each stage's figures on the held-out test split.")
+    from .options import Parser, seed
+
+    p = Parser(prog="locinsert train synthetic",
+               description="Pretrain, finetune and DPO on the synthetic world, then print "
+                           "each stage's figures on the held-out test split.")
     p.add_argument("--out", default="runs/synthetic", help="output folder (one subfolder per stage)")
     p.add_argument("--budget", default="default", help="quick (about a minute, a smoke run), default (the demo's, "
                                                        "about 8 minutes) or long (under an hour)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the world and of training")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the world and of training (0 <= seed < 2**31)")
     p.add_argument("--no-eval", action="store_true", help="train only, skip the learning table")
     return p
 

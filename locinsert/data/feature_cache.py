@@ -165,6 +165,7 @@ class FeatureCache:
         return len(self._index)
 
     def keys(self) -> list[str]:
+        """Every key with stored features."""
         return list(self._index)
 
     @property

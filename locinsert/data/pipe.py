@@ -57,12 +57,15 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .report import SkipReport
+
+if TYPE_CHECKING:
+    import datasets
 
 PIPE_ID = "paint-by-inpaint/PIPE"
 PIPE_MASKS_ID = "paint-by-inpaint/PIPE_Masks"
@@ -431,7 +434,8 @@ def _output_features(keep_columns: Sequence[str], pipe_features, with_mask: bool
     return f
 
 
-def load_pipe(source=PIPE_ID, masks=PIPE_MASKS_ID, split: str = "train", streaming: bool = False, *,
+def load_pipe(source: str | os.PathLike | datasets.Dataset | datasets.IterableDataset = PIPE_ID,
+              masks: str | os.PathLike | datasets.Dataset | None = PIPE_MASKS_ID, split: str = "train", streaming: bool = False, *,
               fallback: bool = True, min_box_size: float = 4.0, max_box_fraction: float = 0.95,
               mask_threshold: int = MASK_THRESHOLD, mask_erode: int = 0, diff_threshold: int = 32,
               image_size: tuple[int, int] | None = None, with_mask: bool = False,
@@ -448,9 +452,11 @@ def load_pipe(source=PIPE_ID, masks=PIPE_MASKS_ID, split: str = "train", streami
         fallback: use the image difference for rows without a mask (else they are dropped).
         min_box_size: drop boxes with a side shorter than this, in pixels.
         max_box_fraction: drop boxes covering more than this fraction of the image.
-        mask_threshold / diff_threshold: binarisation thresholds (0-255).
+        mask_threshold: the binarisation threshold of masks (0-255): a pixel above it is the object.
         mask_erode: erode the mask by this many image pixels before taking its box. PIPE's masks are
             the dilated inpainting masks, so their boxes run a few pixels large; erosion tightens them.
+        diff_threshold: the binarisation threshold (0-255) of the source/target difference, for
+            rows without a mask.
         image_size: (width, height) of every ``source_img``; ``None`` reads it once from the first
             readable image (PIPE: 512x512). Masks of another size are resized onto it.
         with_mask: add a ``mask`` column: the binary region whose bbox is ``box``, in the image's

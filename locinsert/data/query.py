@@ -33,6 +33,7 @@ class PlacementQuery:
 
     @property
     def image(self) -> Image.Image:
+        """The background image, loaded on first use; ``ValueError`` for labels-only data."""
         if self._image is None:
             if self.image_source is None:
                 raise ValueError(f"query {self.query_id or self.image_id}: no image is available "

@@ -40,6 +40,7 @@ class SkipReport:
                 ex.append(example)
 
     def keep(self, n: int = 1) -> None:
+        """Count ``n`` kept rows."""
         self.kept += n
 
     def note(self, kind: str, n: int = 1) -> None:

@@ -38,7 +38,7 @@ _PAPER_POINTS = {
         (0.0079, 0.028), (0.0178, 0.048), (0.0250, 0.065), (0.0320, 0.081), (0.0375, 0.089),
         (0.0465, 0.099), (0.0536, 0.108), (0.060, 0.115)]),
 }
-#: The three methods of DESIGN.md's table, overlaid by ``--paper`` / ``paper=True``.
+#: The paper's main comparison (with DPO, without DPO, random), overlaid by ``--paper`` / ``paper=True``.
 PAPER_MAIN = ("dpo", "no_dpo", "random")
 PAPER_SOURCE = "arXiv 2410.13564 v1, Fig. 6 (OPA test), values read off the official figure"
 
@@ -88,17 +88,21 @@ class Curve:
 
     @property
     def ks(self) -> list[int]:
+        """The sample counts K of the curve's points."""
         return [p.k for p in self.points]
 
     @property
     def fpr(self) -> list[float]:
+        """The false-positive rate at each K."""
         return [p.fpr for p in self.points]
 
     @property
     def tpr(self) -> list[float]:
+        """The true-positive rate at each K."""
         return [p.tpr for p in self.points]
 
     def at(self, k: int) -> CurvePoint:
+        """The point for ``k`` samples; ``KeyError`` if the curve has none."""
         for p in self.points:
             if p.k == k:
                 return p
@@ -106,11 +110,13 @@ class Curve:
 
     @property
     def has_oracle(self) -> bool:
+        """Whether the points carry oracle precision or coverage (synthetic queries)."""
         return any(p.oracle_precision is not None or p.coverage is not None for p in self.points)
 
     # -- JSON ---------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict (NaN as ``None``); ``from_dict`` reads it back."""
         return {
             "name": self.name,
             "iou_threshold": self.iou_threshold,
@@ -122,6 +128,7 @@ class Curve:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Curve":
+        """A curve from ``to_dict``'s output; ``ValueError`` if the dict is not a curve."""
         try:
             points = [CurvePoint(**{k: (math.nan if v is None and k in ("fpr", "tpr") else v)
                                     for k, v in p.items()}) for p in d["points"]]
@@ -216,7 +223,7 @@ def _paper_keys(paper) -> list[str]:
 
 
 def plot_curves(curves: Sequence[Curve], ax=None, paper=None, title: str | None = None):
-    """Several curves on one TPR/FPR plot. ``paper``: None, True/"main" (DESIGN.md's three rows),
+    """Several curves on one TPR/FPR plot. ``paper``: None, True/"main" (``PAPER_MAIN``: with DPO, without DPO, random),
     "all", or a list of keys of ``PAPER_CURVES``, drawn dashed with open markers. Returns ax."""
     import matplotlib.pyplot as plt
 

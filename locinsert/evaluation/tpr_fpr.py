@@ -11,7 +11,7 @@ For each query (one image and one category) with labelled positives P and negati
 3. ``count="labels"`` (default, the paper's reading): TPR = positives hit by at least one prediction /
    all positives, FPR = negatives hit / all negatives. A labelled box hit by several predictions
    counts once, so both rates rise with the number of samples K, as in the paper's curves;
-   ``count="predictions"`` (the variant of ``research/paper.md`` §3): TPR = predictions matched to a
+   ``count="predictions"`` (the other reading of the paper's definition): TPR = predictions matched to a
    positive / all positives, FPR = predictions matched to a negative / all negatives; duplicates
    count every time, so these "rates" can exceed 1;
 4. both rates are **pooled** over queries: summed numerators over summed denominators, so a query
@@ -71,11 +71,13 @@ class TprFpr:
 
     @property
     def tpr(self) -> float:
+        """The true-positive rate under this result's ``count`` reading."""
         num = self.matched_positives if self.count == "labels" else self.positive_predictions
         return _ratio(num, self.num_positives)
 
     @property
     def fpr(self) -> float:
+        """The false-positive rate under this result's ``count`` reading."""
         num = self.matched_negatives if self.count == "labels" else self.negative_predictions
         return _ratio(num, self.num_negatives)
 
@@ -172,10 +174,12 @@ class Matches:
 
     @property
     def num_queries(self) -> int:
+        """The number of queries matched."""
         return self.first_hit.shape[0]
 
     @property
     def max_k(self) -> int:
+        """The number of samples per query."""
         return self.pred_kind.shape[1]
 
     def counts(self, k: int | None = None, queries: torch.Tensor | Sequence[int] | None = None,

@@ -282,6 +282,7 @@ class DiffusionInpainter(Inpainter):
             pipe.set_progress_bar_config(disable=True)
 
     def default_multiple(self) -> int:
+        """The grid the context window snaps to: the VAE's scale factor."""
         return int(getattr(self.pipe, "vae_scale_factor", 8))
 
     def default_resolution(self) -> int:
@@ -296,6 +297,7 @@ class DiffusionInpainter(Inpainter):
         return 512
 
     def draw(self, image, box, prompt, generator=None, reference: Reference | None = None):
+        """Crop a context window around the box, generate it, and return the box's patch."""
         crop = ContextCrop.around(image, box, resolution=self.resolution, multiple=self.multiple,
                                   context=self.context, square=self.square)
         if reference is None:
@@ -303,6 +305,7 @@ class DiffusionInpainter(Inpainter):
         return crop.box_patch(self.generate(crop, prompt, generator, reference=reference)), None
 
     def common_kwargs(self, generator) -> dict:
+        """The pipeline call arguments every backend passes (steps, guidance, generator, extras)."""
         kw = dict(num_inference_steps=self.num_inference_steps, generator=generator, output_type="pil")
         if self.guidance_scale is not None:
             kw["guidance_scale"] = self.guidance_scale

@@ -92,6 +92,7 @@ class CutoutCompositor(Inpainter):
                                name=f"cut-out for {prompt!r}"))
 
     def draw(self, image, box, prompt, generator=None, reference=None):
+        """The cut-out (or the reference) fitted into the box, with its alpha."""
         x1, y1, x2, y2 = pixel_box(box, *image.size)
         size = (x2 - x1, y2 - y1)
         if reference is None:

@@ -8,6 +8,7 @@ reads the checkpoint's ``model_index.json`` and picks it directly.
 
 from __future__ import annotations
 
+from ..validation import check_probability
 from .base import DiffusionInpainter, load_pipeline
 
 DEFAULT_INPAINT = "stable-diffusion-v1-5/stable-diffusion-inpainting"
@@ -22,9 +23,10 @@ class DiffusersInpainter(DiffusionInpainter):
 
     def __init__(self, pipe, *, strength: float | None = None, **kwargs):
         super().__init__(pipe, **kwargs)
-        self.strength = strength
+        self.strength = check_probability(strength, "strength", low_open=True, optional=True)
 
     def default_multiple(self) -> int:
+        """The grid the context window snaps to: 8 for SD/SDXL, 16 for Flux, 64 for Kandinsky."""
         vae_scale = int(getattr(self.pipe, "vae_scale_factor", 8))
         if _is_flux(self.pipe):
             return vae_scale * 2          # latents are packed in 2x2 patches
@@ -33,6 +35,7 @@ class DiffusersInpainter(DiffusionInpainter):
         return vae_scale
 
     def generate(self, crop, prompt, generator=None):
+        """Run the inpainting pipeline on the crop and its box mask."""
         kw = self.common_kwargs(generator)
         if self.strength is not None:
             kw["strength"] = self.strength

@@ -8,6 +8,7 @@ wrapper hands it exactly such a square context window and the box normalised to 
 
 from __future__ import annotations
 
+from ..validation import check_probability
 from .base import DiffusionInpainter, load_pipeline
 
 DEFAULT_GLIGEN = "masterful/gligen-1-4-inpainting-text-box"
@@ -27,13 +28,15 @@ class GLIGENInpainter(DiffusionInpainter):
         if getattr(pipe, "unet", None) is not None and pipe.unet.config.in_channels != 9:
             raise ValueError("GLIGEN inpainting needs a 9-channel inpainting UNet (e.g. "
                              f"{DEFAULT_GLIGEN}); this pipeline's UNet has {pipe.unet.config.in_channels}")
-        self.beta = float(beta)
+        self.beta = check_probability(beta, "beta (fraction of steps with box grounding)")
 
     def default_resolution(self) -> int:
+        """The square window side the pipeline needs: its VAE's ``sample_size``."""
         # The pipeline resizes the inpaint image to vae.sample_size and fails unless H = W = that.
         return int(self.pipe.vae.config.sample_size)
 
     def generate(self, crop, prompt, generator=None):
+        """Run GLIGEN on the crop with the box as its grounding input."""
         size = crop.size[0]
         return self.pipe(prompt=prompt, gligen_phrases=[prompt], gligen_boxes=[crop.normalized_box()],
                          gligen_inpaint_image=crop.image, gligen_scheduled_sampling_beta=self.beta,

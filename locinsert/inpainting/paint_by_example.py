@@ -51,10 +51,12 @@ class PaintByExampleInpainter(DiffusionInpainter):
         super().__init__(pipe, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, **kwargs)
 
     def default_multiple(self) -> int:
+        """The grid the context window snaps to: a multiple of 8 and of the VAE's factor."""
         # The pipeline rejects sizes that are not multiples of 8, whatever its VAE factor.
         return math.lcm(8, int(getattr(self.pipe, "vae_scale_factor", 8)))
 
     def generate(self, crop, prompt, generator=None, reference=None):
+        """Run Paint-by-Example on the crop with the reference as its exemplar."""
         example = reference.rgb() if reference.has_alpha else reference.image.convert("RGB")
         return self.pipe(example_image=example, image=crop.image, mask_image=crop.mask,
                          **self.common_kwargs(generator)).images[0]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 
+from ..validation import check_probability
 from .base import DiffusionInpainter, load_pipeline
 
 DEFAULT_POWERPAINT = "JunhaoZhuang/PowerPaint-v1"
@@ -67,9 +68,7 @@ class PowerPaintInpainter(DiffusionInpainter):
                          negative_prompt=negative_prompt, **kwargs)
         if task not in TASKS:
             raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
-        if not 0.0 <= fitting_degree <= 1.0:
-            raise ValueError(f"fitting_degree must be in [0, 1], got {fitting_degree}")
-        self.task, self.fitting_degree = task, float(fitting_degree)
+        self.task, self.fitting_degree = task, check_probability(fitting_degree, "fitting_degree")
         self._token_text = {t: task_token_text(pipe.tokenizer, t) for t in set(TASKS[task])}
 
     def prompts(self, prompt: str) -> tuple[str, str, str, str]:
@@ -95,6 +94,7 @@ class PowerPaintInpainter(DiffusionInpainter):
         return (t * pa + (1 - t) * pb)[None], (t * na + (1 - t) * nb)[None]
 
     def generate(self, crop, prompt, generator=None):
+        """Run the inpainting pipeline on the crop with PowerPaint's task-blended prompt embeddings."""
         prompt_embeds, negative_embeds = self.encode(prompt)
         w, h = crop.size
         return self.pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, image=crop.image,

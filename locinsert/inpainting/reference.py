@@ -45,6 +45,7 @@ class Reference:
 
     @property
     def size(self) -> tuple[int, int]:
+        """The reference image's (width, height)."""
         return self.image.size
 
     def rgb(self, background=(255, 255, 255)) -> Image.Image:

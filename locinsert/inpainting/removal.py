@@ -28,6 +28,7 @@ from PIL import Image, ImageFilter
 
 from ..boxes import mask_box
 from ..images import as_mask, load_image
+from ..validation import check_bool, check_int, check_non_negative_int
 from .base import ContextCrop, paste_inside, pixel_box
 from .diffusers_inpaint import DiffusersInpainter
 from .lora import load_lora
@@ -87,11 +88,12 @@ class BiharmonicFill(Remover):
     """
 
     def __init__(self, *, dilate: int = 1, margin: int = 6, clamp: bool = True):
-        if margin < 2:
-            raise ValueError(f"margin must be >= 2 pixels (the biharmonic stencil's reach), got {margin}")
-        self.dilate, self.margin, self.clamp = int(dilate), int(margin), bool(clamp)
+        self.dilate = check_non_negative_int(dilate, "dilate")
+        self.margin = check_int(margin, "margin (the biharmonic stencil's reach, pixels)", minimum=2)
+        self.clamp = check_bool(clamp, "clamp")
 
     def fill(self, image, mask, box, generator=None):
+        """The biharmonic fill of the mask inside the box's neighbourhood."""
         from skimage.restoration import inpaint_biharmonic
 
         W, H = image.size
@@ -114,7 +116,7 @@ class DiffusionRemover(Remover):
     """A remover that runs a diffusers inpainting pipeline on a context window around the mask."""
 
     def __init__(self, inpainter, *, dilate: int = 4):
-        self.inpainter, self.dilate = inpainter, int(dilate)
+        self.inpainter, self.dilate = inpainter, check_non_negative_int(dilate, "dilate")
 
     @property
     def pipe(self):
@@ -151,6 +153,7 @@ class DiffusersRemover(DiffusionRemover):
         self.adapter = load_lora(pipe, lora, scale=lora_scale) if lora is not None else None
 
     def generate(self, crop, generator=None):
+        """Run the inpainting pipeline on the crop with the removal prompt (empty by default)."""
         return self.inpainter.generate(crop, self.prompt, generator)
 
     @classmethod
@@ -185,6 +188,7 @@ class PowerPaintRemover(DiffusionRemover):
         return " ".join(f"empty scene blur {self.prompt} {self._ctxt}".split()), self._obj
 
     def generate(self, crop, generator=None):
+        """Run PowerPaint's removal task on the crop."""
         positive, negative = self.inpainter.embed(list(self.prompts())).unbind(0)
         w, h = crop.size
         return self.pipe(prompt_embeds=positive[None], negative_prompt_embeds=negative[None], image=crop.image,

@@ -28,7 +28,7 @@ design below is ours:
                                                 only the VAE and the border resampling touch
   ========== ================================== ==============================================
 
-  Any callable ``lambda(s) -> [0, 1]`` works too. ``plot_schedules`` draws them (README picture).
+  Any callable ``lambda(s) -> [0, 1]`` works too. ``plot_schedules`` draws them (docs/guides/reference-images.md).
 - **The UNet.** A 9-channel inpainting UNet gets ``cat([x, hole, masked_image_latents])`` on
   every call, as SD inpainting does; a 4-channel text-to-image UNet gets ``x`` alone (classic
   RePaint with a text prompt). Only epsilon-prediction models fit the scheduler.
@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 import numpy as np
 from PIL import Image
 
+from ..validation import check_float, check_positive_int
 from .base import DiffusionInpainter, load_pipeline
 from .reference import FITS
 
@@ -115,14 +116,14 @@ class ReferenceRePaintInpainter(DiffusionInpainter):
         if pipe.scheduler.config.get("prediction_type", "epsilon") != "epsilon":
             raise ValueError("RePaint's scheduler needs an epsilon-prediction model; this one predicts "
                              f"{pipe.scheduler.config.get('prediction_type')!r}")
-        if int(jump_length) < 1 or int(jump_n_sample) < 1:
-            raise ValueError(f"jump_length and jump_n_sample must be >= 1, got {jump_length}, {jump_n_sample}")
+        self.jump_length = check_positive_int(jump_length, "jump_length")
+        self.jump_n_sample = check_positive_int(jump_n_sample, "jump_n_sample")
+        self.eta = check_float(eta, "eta (DDIM noise)", minimum=0, maximum=1)
         if fit not in FITS:
             raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
         self.schedule = as_schedule(schedule)
         self.schedule_name = schedule if isinstance(schedule, str) else getattr(schedule, "__name__", "custom")
-        self.jump_length, self.jump_n_sample = int(jump_length), int(jump_n_sample)
-        self.eta, self.fit = float(eta), fit
+        self.fit = fit
 
     def scheduler(self):
         """A ``RePaintScheduler`` with the pipeline's betas and no clipping of the predicted latent."""
@@ -136,6 +137,7 @@ class ReferenceRePaintInpainter(DiffusionInpainter):
                                 trained_betas=np.asarray(trained) if trained is not None else None, clip_sample=False)
 
     def generate(self, crop, prompt, generator=None, reference=None):
+        """RePaint-resample the crop, the reference blended into the hole under the λ schedule."""
         import torch
 
         z = self.sample_latents(crop, prompt, generator, reference)

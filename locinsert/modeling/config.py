@@ -42,7 +42,7 @@ PRESETS: dict[str, dict] = {
     # The class tower stays frozen and random: with few
     # classes, distinct random embeddings are all the decoder needs, and frozen features are memoised.
     # Patch 16 (a 4x4 grid): training is example-bound, and 16 image tokens instead of 64 make a
-    # step about 3x cheaper for the same loss per example (README, Training: measured).
+    # step about 3x cheaper for the same loss per example (measured: docs/experiments/synthetic-learning.md).
     "synthetic": dict(
         num_bins=32,
         image_encoder_type="timm", image_encoder="vit_tiny_patch16_224",

@@ -7,8 +7,8 @@ for segmentation). On the synthetic world the labels are the renderer's own part
 (``data.synthetic.labels.label_map``): a dense, free objective that teaches the tower where the
 wall, floor, windows, table tops and crates of *this* image are, which one box per image does not.
 
-``save_pretrained`` writes the whole model (``config.json`` + ``model.safetensors``) and the image
-tower alone in the format its library loads: ``image_encoder.safetensors`` (timm state dict; a
+``save_pretrained`` writes the whole model (``config.json`` + ``model.safetensors``, all-or-nothing)
+and the image tower alone in the format its library loads: ``image_encoder.safetensors`` (timm state dict; a
 ``LocationModelConfig`` takes it as ``image_pretrained=<file>``) or ``image_encoder/`` (a
 transformers ``ViTModel`` folder). :func:`image_encoder_overrides` turns a saved folder into those
 config fields, frozen, for any preset.
@@ -26,6 +26,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .checkpoint_io import CHECKPOINT_FILES, CheckpointMixin
 from .encoders import ImagePreprocessor, build_image_encoder
 
 TIMM_WEIGHTS = "image_encoder.safetensors"
@@ -70,10 +71,16 @@ class DenseEncoderOutput(ModelOutput):
     logits: torch.Tensor | None = None
 
 
-class DenseEncoderModel(PreTrainedModel):
-    """Image tower + per-patch linear head over ``patch x patch x num_labels`` pixel logits."""
+class DenseEncoderModel(CheckpointMixin, PreTrainedModel):
+    """Image tower + per-patch linear head over ``patch x patch x num_labels`` pixel logits.
+
+    Saved and loaded by ``CheckpointMixin`` (``checkpoint_io.py``), as ``LocationModel``; a save also
+    writes the tower alone (``save_extra``).
+    """
 
     config_class = DenseEncoderConfig
+    offline_fields = {"image_pretrained": False}
+    checkpoint_files = CHECKPOINT_FILES + (TIMM_WEIGHTS, HF_FOLDER)
     base_model_prefix = "dense_encoder"
     main_input_name = "pixel_values"
     _no_split_modules: list = []
@@ -124,48 +131,16 @@ class DenseEncoderModel(PreTrainedModel):
             loss = F.cross_entropy(logits.float(), labels.long().to(logits.device))
         return DenseEncoderOutput(loss=loss, logits=logits)
 
-    def save_pretrained(self, save_directory, state_dict: dict | None = None, is_main_process: bool = True,
-                        **kwargs) -> None:
-        """``config.json`` + ``model.safetensors``, and the image tower alone in its library's format.
-
-        Each file is written to a temporary name and renamed. Keywords the ``Trainer`` passes are ignored.
-        """
+    def save_extra(self, folder: str, state: dict) -> None:
+        """The image tower alone, in its library's format, next to the whole model."""
         from safetensors.torch import save_file
 
-        if kwargs.get("push_to_hub"):
-            raise ValueError("push_to_hub is not supported; upload the saved folder with huggingface_hub")
-        if not is_main_process:
-            return
-        os.makedirs(save_directory, exist_ok=True)
-        state = self.state_dict() if state_dict is None else state_dict
-        state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-
-        def write(tensors, name):
-            tmp = os.path.join(save_directory, name + ".tmp")
-            save_file(tensors, tmp, metadata={"format": "pt"})
-            os.replace(tmp, os.path.join(save_directory, name))
-
-        write(state, "model.safetensors")
-        tower = {k[len("image_encoder.model."):]: v for k, v in state.items() if k.startswith("image_encoder.model.")}
+        prefix = "image_encoder.model."
+        tower = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if self.config.image_encoder_type == "timm":
-            write(tower, TIMM_WEIGHTS)
+            save_file(tower, os.path.join(folder, TIMM_WEIGHTS), metadata={"format": "pt"})
         else:
-            folder = os.path.join(save_directory, HF_FOLDER)
-            self.image_encoder.model.save_pretrained(folder, state_dict=tower)
-        self.config.architectures = [type(self).__name__]
-        self.config.save_pretrained(save_directory)
-
-    @classmethod
-    def from_pretrained(cls, path, *args, **kwargs) -> "DenseEncoderModel":
-        """Load a folder written by ``save_pretrained`` (safetensors only; nothing is downloaded)."""
-        from safetensors.torch import load_file
-
-        if args or kwargs:
-            raise TypeError("DenseEncoderModel.from_pretrained takes only a folder")
-        config = DenseEncoderConfig.from_pretrained(path)
-        model = cls(config)
-        model.load_state_dict(load_file(os.path.join(path, "model.safetensors")))
-        return model.eval()
+            self.image_encoder.model.save_pretrained(os.path.join(folder, HF_FOLDER), state_dict=tower)
 
     @torch.no_grad()
     def predict(self, images) -> torch.Tensor:

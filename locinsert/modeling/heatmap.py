@@ -16,7 +16,6 @@ from p(box | image, class, region) and turns them into a density over the image'
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from PIL import Image
 
 from ..boxes import as_boxes
 from ..images import load_image
+from ..validation import check_float, check_positive_int, check_probability
 
 __all__ = ["HEATMAP_KINDS", "boxes_heatmap", "placement_heatmap", "heatmap_overlay", "default_bandwidth"]
 
@@ -76,8 +76,7 @@ def boxes_heatmap(boxes, width: int, height: int, *, kind: str = "center", bandw
     b = as_boxes(boxes)
     if len(b) == 0:
         raise ValueError("no boxes to make a heatmap from")
-    if bandwidth is not None and not (bandwidth > 0 and math.isfinite(bandwidth)):
-        raise ValueError(f"bandwidth must be a positive number of pixels, got {bandwidth!r}")
+    bandwidth = check_float(bandwidth, "bandwidth (pixels)", minimum=0, low_open=True, optional=True)
     if weights is None:
         w = torch.full((len(b),), 1.0 / len(b), dtype=torch.float64)
     else:
@@ -116,9 +115,7 @@ def placement_heatmap(model, image, cls: str, region=None, num_samples: int = 25
     ``bandwidth`` defaults to ``default_bandwidth`` of the image and the model's bins.
     """
     img = load_image(image)
-    num_samples = int(num_samples)
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    num_samples = check_positive_int(num_samples, "num_samples")
     s = model.sample(img, cls, num_samples=num_samples, region=region, generator=generator, **sample_kwargs)
     if kind == "center" and bandwidth is None:
         bandwidth = default_bandwidth(img.width, img.height, getattr(getattr(model, "config", None), "num_bins", None))
@@ -139,8 +136,7 @@ def heatmap_overlay(image, heat, *, alpha: float = 0.65, cmap: str = "inferno") 
         raise ValueError(f"heat must have the image's shape ({img.height}, {img.width}), got {tuple(h.shape)}")
     if not torch.isfinite(h).all() or (h < 0).any():
         raise ValueError("heat must be finite and non-negative")
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    alpha = check_probability(alpha, "alpha")
     v = (h / h.max()).numpy() if h.max() > 0 else np.zeros(h.shape, np.float32)
     colour = colormaps[cmap](v)[..., :3]
     a = (alpha * np.sqrt(v))[..., None]   # sqrt: the tails stay visible next to a sharp peak

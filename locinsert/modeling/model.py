@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,14 +29,12 @@ from .. import boxes as box_ops
 from ..images import load_image
 from ..regions import Region
 from ..validation import check_bool, check_box_count, check_float, check_int
-from .checkpoint_io import CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME
+from .checkpoint_io import CheckpointMixin
 from .config import LocationModelConfig
 from .constraints import BoxConstraints
 from .encoders import ImagePreprocessor, build_class_encoder, build_image_encoder
 from .sampling import PrefixCache, compiled_decode_step, decode_boxes, prefix_forward, shared_prefix_forward
 
-#: what a save replaces in an existing folder, even if it does not write it (stale shards, old formats)
-CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME, "model-*-of-*.safetensors", "pytorch_model*.bin")
 MAX_REDRAWS = 20  # rounds of redrawing dead-ended rows for inexact constraint sets
 #: Working memory of one decoding pass; larger requests are decoded in chunks of rows.
 DECODE_CHUNK_BYTES = 2**30
@@ -100,10 +97,15 @@ def _check_generator(generator) -> None:
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
 
-class LocationModel(PreTrainedModel):
-    """A generative location model. See ``LocationModelConfig`` for the parts and presets."""
+class LocationModel(CheckpointMixin, PreTrainedModel):
+    """A generative location model. See ``LocationModelConfig`` for the parts and presets.
+
+    Saved and loaded by ``CheckpointMixin`` (``checkpoint_io.py``): ``config.json`` +
+    ``model.safetensors``, written all-or-nothing; a load never downloads encoder weights.
+    """
 
     config_class = LocationModelConfig
+    offline_fields = {"image_pretrained": False, "class_pretrained": None, "decoder_pretrained": None}
     base_model_prefix = "locinsert"
     main_input_name = "pixel_values"
     _no_split_modules: list = []
@@ -196,6 +198,7 @@ class LocationModel(PreTrainedModel):
                 nn.init.zeros_(module.bias)
 
     def train(self, mode: bool = True):
+        """Set training mode; frozen encoders stay in eval mode."""
         super().train(mode)
         if self.config.freeze_image_encoder:
             self.image_encoder.eval()
@@ -204,12 +207,14 @@ class LocationModel(PreTrainedModel):
         return self
 
     def get_input_embeddings(self) -> nn.Module:
+        """The decoder's token embedding (coordinate tokens and BOS)."""
         return self.decoder.wte
 
     # -- encoders ------------------------------------------------------------------------------
 
     @property
     def num_bins(self) -> int:
+        """The number of coordinate bins per axis."""
         return self.config.num_bins
 
     def load_images(self, images) -> list:
@@ -236,6 +241,7 @@ class LocationModel(PreTrainedModel):
         return self.image_encoder(pixel_values)
 
     def class_texts(self, classes: Sequence[str]) -> list[str]:
+        """The texts the class encoder reads for these class names."""
         if self.config.class_encoder_type == "embedding":
             return list(classes)
         return [self.config.class_prompt.format(c) for c in classes]
@@ -317,6 +323,7 @@ class LocationModel(PreTrainedModel):
         return image_features, class_features
 
     def check_tokens(self, box_tokens) -> torch.Tensor:
+        """Box tokens as a (B, 4) long tensor on the model's device; a clear error for a wrong shape, dtype or range."""
         t = torch.as_tensor(box_tokens)
         if t.ndim != 2 or t.shape[1] != 4:
             raise ValueError(f"box_tokens must have shape (B, 4), got {tuple(t.shape)}")
@@ -370,6 +377,7 @@ class LocationModel(PreTrainedModel):
         return box_ops.boxes_to_tokens(box_ops.as_boxes(boxes), width, height, self.config.num_bins)
 
     def tokens_to_boxes(self, tokens, width: float, height: float) -> torch.Tensor:
+        """Coordinate tokens (N, 4) to xyxy pixel boxes of a ``width`` x ``height`` image."""
         return box_ops.tokens_to_boxes(torch.as_tensor(tokens), width, height, self.config.num_bins)
 
     # -- sampling and scoring -------------------------------------------------------------------
@@ -571,77 +579,3 @@ class LocationModel(PreTrainedModel):
 
         return placement_heatmap(self, image, cls, region=region, num_samples=num_samples, generator=generator,
                                  **kwargs)
-
-    # -- save / load -----------------------------------------------------------------------------
-
-    def save_pretrained(self, save_directory, state_dict: dict | None = None, is_main_process: bool = True,
-                        **kwargs) -> None:
-        """Write ``config.json`` and ``model.safetensors``, all-or-nothing (no pickle).
-
-        Both files go into a temporary sibling folder that is then swapped in with one rename
-        (``locinsert.io.write_folder_atomic``): after any failure, kill or power cut the folder
-        holds the complete previous checkpoint or the complete new one. Other files already in the
-        folder (a model card, say) are kept; older weights files (shards, ``pytorch_model.bin``)
-        are replaced.
-
-        The state dict is written with the module names as they are in memory: transformers'
-        own ``save_pretrained`` would rename the keys of nested models (e.g. ``ViTModel``) to
-        their legacy checkpoint layout, which ``from_pretrained`` here does not need.
-        Extra keywords that ``Trainer`` passes (``safe_serialization``, ``max_shard_size``...)
-        are accepted and ignored; ``push_to_hub`` is not supported.
-        """
-        from safetensors.torch import save_file
-
-        from ..io import write_folder_atomic
-
-        if kwargs.get("push_to_hub"):
-            raise ValueError("push_to_hub is not supported; upload the saved folder with huggingface_hub")
-        if not is_main_process:
-            return
-        state = self.state_dict() if state_dict is None else state_dict
-        state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-        self.config.architectures = [type(self).__name__]
-
-        def write(folder: str) -> None:
-            save_file(state, os.path.join(folder, WEIGHTS_NAME), metadata={"format": "pt"})
-            self.config.save_pretrained(folder)
-
-        write_folder_atomic(save_directory, write, replaces=CHECKPOINT_FILES)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
-        """Load a saved model (a folder or a hub id) from safetensors.
-
-        The encoders are rebuilt from the saved config with random weights and then filled from the
-        checkpoint, so no encoder weights are ever downloaded. Every way a checkpoint can be wrong
-        gives one error naming the file and the problem (``checkpoint_io.py``): a missing folder or
-        config (``FileNotFoundError``), a file instead of a folder (``NotADirectoryError``), a
-        config that is not JSON or not a LocationModel's, an unreadable weights file, tensors that
-        are missing, unexpected, of the wrong shape or not finite (``ValueError``).
-        """
-        from . import checkpoint_io
-
-        if model_args:
-            raise TypeError("LocationModel.from_pretrained takes no positional model arguments")
-        hub = {k: kwargs.pop(k) for k in ("cache_dir", "force_download", "local_files_only", "token", "revision",
-                                          "subfolder", "proxies") if k in kwargs}
-        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
-        for k in ("trust_remote_code", "_from_auto", "_commit_hash", "adapter_kwargs", "code_revision"):
-            kwargs.pop(k, None)
-        source = checkpoint_io.CheckpointSource(pretrained_model_name_or_path, hub)
-        if config is None:
-            config = checkpoint_io.read_config(source, LocationModelConfig)
-        for k, v in kwargs.items():
-            if not hasattr(config, k):
-                raise TypeError(f"unexpected keyword argument {k!r}")
-            setattr(config, k, v)
-        config.image_pretrained, config.class_pretrained, config.decoder_pretrained = False, None, None
-        model = checkpoint_io.build(cls, config, source)
-        files = checkpoint_io.weight_files(source)
-        state = checkpoint_io.read_weights(files)
-        checkpoint_io.check_state(model.state_dict(), state, files)
-        model.load_state_dict(state, strict=True)
-        if dtype is not None and dtype != "auto":
-            model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
-        model.config.name_or_path = source.name
-        return model.eval()

@@ -71,9 +71,11 @@ class Segmenter(ABC):
         return hard_mask(self.segment(image, text), self.threshold)
 
     def is_empty(self, mask: np.ndarray) -> bool:
+        """Whether nothing in the mask is above this segmenter's threshold."""
         return is_empty(mask, self.threshold)
 
     def box(self, mask: np.ndarray) -> tuple[float, float, float, float] | None:
+        """The xyxy box around the mask above this segmenter's threshold, or ``None``."""
         return mask_box(mask, self.threshold)
 
     @staticmethod

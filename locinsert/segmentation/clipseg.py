@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..images import ImageInput
+from ..validation import check_positive_int
 from .base import Segmenter, check_threshold, resize_probs
 
 DEFAULT_CLIPSEG = "CIDAS/clipseg-rd64-refined"
@@ -26,29 +27,36 @@ class CLIPSegSegmenter(Segmenter):
     """
 
     def __init__(self, model, processor, *, threshold: float = 0.4, device=None, batch_size: int = 8):
+        self.threshold = check_threshold(threshold)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         self.model = model.eval()
         self.processor = processor
-        self.threshold = check_threshold(threshold)
         if device is not None:
             self.model.to(device)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.batch_size = int(batch_size)
 
     @classmethod
     def from_pretrained(cls, model_id: str = DEFAULT_CLIPSEG, *, dtype=None, device=None, **kwargs
                         ) -> "CLIPSegSegmenter":
-        """Load model and processor from a hub id or a saved folder (``save_pretrained`` of both)."""
+        """Load model and processor from a hub id or a saved folder (``save_pretrained`` of both).
+
+        Raises:
+            CheckpointError: a local folder that is not a whole CLIPSeg checkpoint (the named errors
+                of ``locinsert.modeling.checkpoint_io``: missing, another model's, truncated, ...).
+        """
         from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+        from ..modeling.checkpoint_io import loaded
 
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
-        model = CLIPSegForImageSegmentation.from_pretrained(model_id, **({"dtype": dtype} if dtype else {}))
+        model = loaded(lambda: CLIPSegForImageSegmentation.from_pretrained(
+            model_id, **({"dtype": dtype} if dtype else {})), model_id, "clipseg", "CLIPSegForImageSegmentation")
         processor = CLIPSegProcessor.from_pretrained(model_id)
         return cls(model, processor, device=device, **kwargs)
 
     @torch.no_grad()
     def segment_many(self, image: ImageInput, texts) -> np.ndarray:
+        """CLIPSeg's soft masks for several texts at the image's size, (N, H, W)."""
         img, texts = self._inputs(image, texts)
         device = next(self.model.parameters()).device
         dtype = next(self.model.parameters()).dtype

@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..images import ImageInput
+from ..validation import check_positive_int
 from .base import Segmenter, check_threshold, hard_mask
 from .data import KINDS, MaskExample, parse_target
 
@@ -55,6 +56,7 @@ class RegionBaseline(Segmenter):
         self.threshold = check_threshold(threshold)
 
     def segment_many(self, image: ImageInput, texts) -> np.ndarray:
+        """The rectangle each text's location words name (the whole image without one)."""
         img, texts = self._inputs(image, texts)
         return np.stack([_region_mask(parse_target(t, self.kinds)[1], img.width, img.height) for t in texts])
 
@@ -64,7 +66,7 @@ class ClassPriorBaseline(Segmenter):
     docstring. ``fit(examples)`` learns the priors and one threshold per class; the pixels are never read."""
 
     def __init__(self, kinds: Sequence[str] = KINDS, size: int = 64):
-        self.kinds, self.size = tuple(kinds), int(size)
+        self.kinds, self.size = tuple(kinds), check_positive_int(size, "size")
         self.priors: dict[str, np.ndarray] = {}
         self.thresholds: dict[str, float] = {}
         self.threshold = 0.5  # the priors are rescaled so that each class's own cut lands here
@@ -75,6 +77,7 @@ class ClassPriorBaseline(Segmenter):
         return np.asarray(Image.fromarray(mask.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR))
 
     def fit(self, examples: Sequence[MaskExample]) -> "ClassPriorBaseline":
+        """Learn each class's mean mask and best threshold from training examples."""
         sums: dict[str, np.ndarray] = {}
         counts: dict[str, int] = {}
         for ex in examples:
@@ -103,6 +106,7 @@ class ClassPriorBaseline(Segmenter):
         return self
 
     def segment_many(self, image: ImageInput, texts) -> np.ndarray:
+        """Each text's class prior, cut to its region; ``ValueError`` before ``fit``."""
         if not self.priors:
             raise ValueError("ClassPriorBaseline is not fitted: call fit(train_examples) first")
         img, texts = self._inputs(image, texts)

@@ -23,6 +23,7 @@ class BoxSegmenter(Segmenter):
         self.threshold = check_threshold(threshold)
 
     def segment_many(self, image: ImageInput, texts=("",)) -> np.ndarray:
+        """The box's pixels as a mask, once per text."""
         img = load_image(image)
         W, H = img.size
         x1, y1, x2, y2 = pixel_box(check_box(self.box_xyxy, W, H), W, H)
@@ -31,6 +32,7 @@ class BoxSegmenter(Segmenter):
         return _one_per_text(m, texts)
 
     def segment(self, image: ImageInput, text: str = "") -> np.ndarray:
+        """The box's pixels as a (H, W) float mask."""
         return self.segment_many(image, [text])[0]
 
 
@@ -51,8 +53,10 @@ class MaskSegmenter(Segmenter):
         self.threshold = check_threshold(threshold)
 
     def segment_many(self, image: ImageInput, texts=("",)) -> np.ndarray:
+        """The given mask, once per text."""
         img = load_image(image)
         return _one_per_text(as_soft_mask(self.mask, img.size), texts)
 
     def segment(self, image: ImageInput, text: str = "") -> np.ndarray:
+        """The given mask as a (H, W) float mask."""
         return self.segment_many(image, [text])[0]

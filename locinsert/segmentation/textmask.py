@@ -19,7 +19,6 @@ tower with OpenAI weights, 352 px). Saved and loaded like ``LocationModel``: ``c
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -31,6 +30,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from ..images import ImageInput, load_image
+from ..modeling.checkpoint_io import CheckpointMixin
 from .base import Segmenter, check_text, check_threshold, resize_probs
 
 _TINY_VISION = {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16}
@@ -243,10 +243,14 @@ def _dice_loss(logits: torch.Tensor, labels: torch.Tensor, smooth: float = 1.0) 
     return (1.0 - (2.0 * inter + smooth) / (p.sum(1) + y.sum(1) + smooth)).mean()
 
 
-class TextMaskModel(PreTrainedModel):
-    """Text-conditioned segmentation (see the module docstring and ``TextMaskConfig``)."""
+class TextMaskModel(CheckpointMixin, PreTrainedModel):
+    """Text-conditioned segmentation (see the module docstring and ``TextMaskConfig``).
+
+    Saved and loaded by ``CheckpointMixin`` (``locinsert.modeling.checkpoint_io``), as ``LocationModel``.
+    """
 
     config_class = TextMaskConfig
+    offline_fields = {"image_pretrained": False, "text_pretrained": None}
     base_model_prefix = "textmask"
     main_input_name = "pixel_values"
     _no_split_modules: list = []
@@ -302,6 +306,7 @@ class TextMaskModel(PreTrainedModel):
         self.text_encoder.requires_grad_(not self.config.freeze_text_encoder)
 
     def train(self, mode: bool = True):
+        """Set training mode; frozen towers stay in eval mode."""
         super().train(mode)
         # frozen towers stay in eval mode (BatchNorm statistics, dropout)
         if self.config.freeze_image_encoder:
@@ -349,6 +354,7 @@ class TextMaskModel(PreTrainedModel):
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor | None = None,
                 texts: Sequence[str] | None = None, labels: torch.Tensor | None = None) -> TextMaskOutput:
+        """Mask logits for image-text pairs, and the BCE + Dice loss when ``labels`` are given."""
         if input_ids is None:
             if texts is None:
                 raise ValueError("give the texts (or their input_ids) that name the objects to segment")
@@ -392,74 +398,6 @@ class TextMaskModel(PreTrainedModel):
             self.train(was_training)
         return out
 
-    # -- save / load ---------------------------------------------------------------------------------
-
-    def save_pretrained(self, save_directory, state_dict: dict | None = None, is_main_process: bool = True,
-                        **kwargs) -> None:
-        """Write ``config.json`` and ``model.safetensors`` atomically (no pickle); Trainer's extra keywords
-        are accepted and ignored, ``push_to_hub`` is not supported."""
-        if kwargs.get("push_to_hub"):
-            raise ValueError("push_to_hub is not supported; upload the saved folder with huggingface_hub")
-        if not is_main_process:
-            return
-        state = self.state_dict() if state_dict is None else state_dict
-        self.config.architectures = [type(self).__name__]
-        save_model_folder(save_directory, state, self.config)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs) -> "TextMaskModel":
-        """Load a saved model (a folder or a hub id): rebuilt from its config with random encoders, then filled
-        from ``model.safetensors``, so no encoder weights are downloaded."""
-        from safetensors.torch import load_file
-        from transformers.utils import cached_file
-
-        if model_args:
-            raise TypeError("TextMaskModel.from_pretrained takes no positional model arguments")
-        hub = {k: kwargs.pop(k) for k in ("cache_dir", "force_download", "local_files_only", "token", "revision",
-                                          "subfolder", "proxies") if k in kwargs}
-        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
-        for k in ("trust_remote_code", "_from_auto", "_commit_hash", "adapter_kwargs", "code_revision"):
-            kwargs.pop(k, None)
-        path = str(pretrained_model_name_or_path)
-        if os.path.exists(path) and not os.path.isfile(os.path.join(path, "config.json")):
-            raise FileNotFoundError(f"{path} holds no config.json: not a saved TextMaskModel")
-        if config is None:
-            config = TextMaskConfig.from_pretrained(path, **hub)
-        for k, v in kwargs.items():
-            if not hasattr(config, k):
-                raise TypeError(f"unexpected keyword argument {k!r}")
-            setattr(config, k, v)
-        config.image_pretrained, config.text_pretrained = False, None
-        model = cls(config)
-        state = load_file(cached_file(path, "model.safetensors", **hub))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"checkpoint {path} does not match its config: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
-        if dtype is not None and dtype != "auto":
-            model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
-        model.config.name_or_path = path
-        return model.eval()
-
-
-def save_model_folder(directory, state: dict, config: PretrainedConfig) -> None:
-    """``model.safetensors`` and ``config.json`` into ``directory``, all-or-nothing.
-
-    Both files go into a temporary sibling folder that is swapped in with one rename
-    (:func:`locinsert.io.write_folder_atomic`, as ``LocationModel.save_pretrained`` does).
-    """
-    from safetensors.torch import save_file
-
-    from ..io import write_folder_atomic
-
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-
-    def write(folder: str) -> None:
-        save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
-        config.save_pretrained(folder)
-
-    write_folder_atomic(directory, write, replaces=("model.safetensors", "config.json"))
-
 
 class TextMaskSegmenter(Segmenter):
     """The ``segment(image, text)`` protocol on a ``TextMaskModel``; ``threshold`` defaults to the model's."""
@@ -473,8 +411,10 @@ class TextMaskSegmenter(Segmenter):
     @classmethod
     def from_pretrained(cls, path: str, *, device=None, threshold: float | None = None, **kwargs
                         ) -> "TextMaskSegmenter":
+        """Load a saved ``TextMaskModel`` folder as a segmenter."""
         return cls(TextMaskModel.from_pretrained(path, **kwargs), threshold=threshold, device=device)
 
     def segment_many(self, image: ImageInput, texts) -> np.ndarray:
+        """The model's soft masks for several texts at the image's size, (N, H, W)."""
         img, texts = self._inputs(image, texts)
         return np.stack(self.model.predict([img] * len(texts), texts))

@@ -338,6 +338,7 @@ class AtomicCheckpointCallback(TrainerCallback):
     (see the module docstring)."""
 
     def on_save(self, args, state, control, **kwargs):
+        """Convert the Trainer's pickled state to safetensors and JSON, then mark the checkpoint complete."""
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if os.path.isdir(folder):  # each rank wrote (and now converts) its own RNG state
             convert_rank_state(folder, args.process_index, args.world_size)

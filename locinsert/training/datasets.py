@@ -197,6 +197,7 @@ class PairDataset(Dataset):
         return len(self.index)
 
     def with_reference(self, chosen: torch.Tensor, rejected: torch.Tensor) -> "PairDataset":
+        """A copy whose examples carry precomputed reference log-probs."""
         k = self.pairs_per_image
         shape = (len(self),) if k == 1 else (len(self), k)
         if chosen.numel() != len(self) * k or rejected.numel() != len(self) * k:

@@ -1,7 +1,6 @@
 """DPO stage: a ``transformers.Trainer`` whose ``compute_loss`` is a preference loss on box log-probs.
 
-trl's ``DPOTrainer`` only fits text causal LMs and keeps its loss in private methods (see
-``DESIGN.md``), so only trl's public ``DPOConfig`` is used for the arguments. The trainer:
+trl's ``DPOTrainer`` only fits text causal LMs and keeps its loss in private methods, so only trl's public ``DPOConfig`` is used for the arguments. The trainer:
 
 - runs chosen and rejected boxes through **one** call of the (possibly DDP-wrapped) model's
   ``forward``, so DDP's gradient hooks see a single graph; the image and class encoders run once
@@ -114,6 +113,7 @@ class BoxDPOTrainer(BoundedLogsMixin, SafeCheckpointMixin, Trainer):
         return chosen, rejected
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The preference loss of a batch of (chosen, rejected) box pairs."""
         policy_chosen, policy_rejected, _ = pair_logps(model, inputs)
         ref_chosen, ref_rejected = self.reference_logps(inputs)
         out = preference_loss(policy_chosen, policy_rejected, ref_chosen.to(policy_chosen),
@@ -132,6 +132,7 @@ class BoxDPOTrainer(BoundedLogsMixin, SafeCheckpointMixin, Trainer):
             self._stored_metrics[mode][name].append(value)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Log the Trainer's figures plus the mean DPO rewards and log-probs since the last log."""
         mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
         prefix = "eval_" if mode == "eval" else ""
         for name, values in self._stored_metrics[mode].items():

@@ -27,5 +27,6 @@ class BoxSFTTrainer(BoundedLogsMixin, SafeCheckpointMixin, Trainer):
         self.model_accepts_loss_kwargs = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The cross-entropy on the four coordinate tokens, from the model's forward."""
         outputs = model(**inputs)
         return (outputs.loss, outputs) if return_outputs else outputs.loss

@@ -41,7 +41,7 @@ def _budget(test_scenes: int, encoder: int, pretrain: int, finetune: int, dpo: i
 
 # Per budget: the world's sizes and each stage's overrides of its config fields. Pretraining labels
 # five objects per scene (boxes_per_image=5): the scene's image runs through the encoder and the
-# decoder's image tokens once for five boxes (measured in the README: more precision per box and
+# decoder's image tokens once for five boxes (measured in docs/experiments/synthetic-learning.md: more precision per box and
 # per second than one box per scene); `long` is the same stages, scaled (under an hour on 2 cores).
 SYNTHETIC_BUDGETS: dict[str, dict] = {
     "quick": _budget(40, encoder=1000, pretrain=400, finetune=120, dpo=60, batch=16, dpo_lr=1e-4),

@@ -1,5 +1,5 @@
 """Calibration of the synthetic world: how hard it is for samplers that look at nothing, at labels only,
-and at the ground truth. ``training/synthetic_calibration.py`` prints these figures for the README.
+and at the ground truth. ``training/synthetic_calibration.py`` prints these figures (docs/guides/synthetic-world.md).
 
 - ``random``: uniform valid boxes on the token grid (``locinsert.evaluation.RandomBoxes``);
 - ``prior``: boxes of the same class from the training labels of other scenes, image ignored

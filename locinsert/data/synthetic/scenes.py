@@ -63,10 +63,12 @@ class Scene:
 
     @property
     def width(self) -> int:
+        """The image width in pixels (scenes are square)."""
         return self.size
 
     @property
     def height(self) -> int:
+        """The image height in pixels (scenes are square)."""
         return self.size
 
     @property
@@ -75,6 +77,7 @@ class Scene:
         return np.concatenate([self.crates, self.vases], 0)
 
     def scale_at(self, y):
+        """The perspective scale of a thing whose bottom edge is at ``y``."""
         return depth_scale(y, self.horizon, self.size)
 
     def render(self) -> np.ndarray:
@@ -123,12 +126,18 @@ class _Uniforms:
         return lo + (hi - lo) * self.buf[self.i - 1]
 
 
+#: Sides of a scene in pixels: every class fits from MIN_SIZE; beyond MAX_SIZE a scene is only memory.
+MIN_SIZE, MAX_SIZE = 32, 4096
+
+
 def make_scene(rng: np.random.Generator | int, size: int = 64, scene_id: str = "") -> Scene:
     """Draw one scene. ``rng`` is a numpy Generator (or a seed); the same state gives the same scene."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
         raise TypeError(f"size must be an int (pixels of the square image), got {type(size).__name__}")
-    if size < 32:
-        raise ValueError(f"size must be at least 32 px so that every class fits, got {size}")
+    if size < MIN_SIZE:
+        raise ValueError(f"size must be at least {MIN_SIZE} px so that every class fits, got {size}")
+    if size > MAX_SIZE:
+        raise ValueError(f"size must be at most {MAX_SIZE} px (a flat-colour world gains nothing beyond), got {size}")
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
     S = int(size)
