@@ -321,11 +321,17 @@ class ObjectEditor:
                              target=target, candidates=cands, index=index)
 
     def put_moved(self, image: Image.Image, mask: np.ndarray, filled: Image.Image, box, obj: str,
-                  generator=None) -> Image.Image:
+                  generator=None, move_by: str | None = None) -> Image.Image:
         """The moved object drawn into ``box`` of ``filled`` (``image`` with the hole of ``mask``
-        filled): its own pixels cut out of ``image`` (``move_by="cutout"``) or drawn again by class."""
+        filled): its own pixels cut out of ``image`` (``move_by="cutout"``) or drawn again by class
+        (``"redraw"``); ``move_by=None`` is the editor's own setting."""
         box = [float(v) for v in box]
-        if self.move_by == "cutout":
+        move_by = self.move_by if move_by is None else move_by
+        if move_by not in MOVE_BY:
+            raise ValueError(f"move_by must be one of {MOVE_BY}, got {move_by!r}")
+        if move_by == "redraw" and self.inserter.inpainter is None:
+            raise ValueError("moving by redrawing needs an inpainter to draw the object again")
+        if move_by == "cutout":
             from .inpainting.cutout import CutoutCompositor
             return CutoutCompositor(cutout(image, mask), allow_opaque=True).inpaint(filled, box, obj,
                                                                                    generator=generator)

@@ -175,14 +175,15 @@ def test_page_api_propose_choose_insert_finish(parts, image_path, tmp_path, requ
         with pytest.raises(AppError, match="no object"):
             client.predict(handle_file(image_path), "add on the left", 5, 0, None, api_name="/propose")
 
-        cands, heat, radio, status, out, _, _ = client.predict(handle_file(examples[0][0]), INSTRUCTION, 4, 5, None,
-                                                               api_name="/propose")
+        cands, heat, radio, status, out, _, _, caption = client.predict(
+            handle_file(examples[0][0]), INSTRUCTION, 4, 5, None, api_name="/propose")
         assert Image.open(cands).size == Image.open(heat).size == (512, 512)   # 64 px shown 8x
         assert [c[1] for c in radio["choices"]] == [0, 1, 2, 3] and radio["value"] == 0
         assert "Step 1 of 2" in status and out is None
+        assert caption.startswith("**Heatmap**")
 
         client.predict(2, api_name="/choose")
-        shown, png, js, *_, status = client.predict(None, api_name="/insert")   # None: the chosen one
+        shown, png, js, *_, status, _ = client.predict(None, api_name="/insert")   # None: the chosen one
         record = json.loads(open(js["value"]).read())
         assert record["steps"][0]["chosen"] == 2 and record["model"] == parts["record_info"]["model"]
         assert "Step 2 of 2" in status
@@ -192,8 +193,11 @@ def test_page_api_propose_choose_insert_finish(parts, image_path, tmp_path, requ
         assert np.array_equal(edited[~inside], original[~inside])
         assert Image.open(shown).size == (512, 512) and png["value"].endswith("scene_1_edited.png")
 
-        *_, status = client.predict(api_name="/finish")
+        *_, heat, _, status, caption = client.predict(api_name="/finish")
         assert "Done" in status
+        # Done: the last step's heatmap stays on the edited picture, captioned as the last step's.
+        assert heat is not None and Image.open(heat).size == (512, 512)
+        assert "Heatmap of the last step" in caption and "add painting" in caption
         with pytest.raises(AppError, match="every step"):
             client.predict(None, api_name="/insert")
 

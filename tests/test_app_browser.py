@@ -2,9 +2,11 @@
 
 Upload a scene, type an instruction, propose, click a candidate on the picture, insert, download
 the PNG and the JSON, and check that only the chosen box changed; then remove one of two objects the
-segmenter finds by clicking it. A screenshot of the finished
-page is saved (``LOCINSERT_SCREENSHOT=path`` keeps a copy; ``LOCINSERT_APP_MODEL=checkpoint`` uses
-a trained model instead of a tiny random one: that is how the picture in docs/guides/app.md was made).
+segmenter finds by clicking it, and move an object by instruction. The page is the default app
+(``locinsert app`` with no flags after ``locinsert demo``); the objects it finds are a given mask.
+A screenshot of the finished page is saved (``LOCINSERT_SCREENSHOT=path`` keeps a copy;
+``LOCINSERT_APP_MODEL=checkpoint`` uses a trained model instead of a tiny random one: that is how
+the picture in docs/guides/app.md was made).
 CI installs the browser (``.ci/run``) and requires it; elsewhere, without one, the test is skipped.
 """
 
@@ -99,14 +101,24 @@ def test_browser_upload_propose_click_insert_download(tmp_path):
     from locinsert.boxes import hit_test
     from locinsert.cli.app import page_parts
 
-    model = os.environ.get("LOCINSERT_APP_MODEL") or tiny_checkpoint(tmp_path / "ckpt")
+    from locinsert.segmentation import TextMaskConfig, TextMaskModel
+
+    # The default app: `locinsert app` with no model flag after `locinsert demo` (a tiny model and a
+    # tiny text-mask segmenter where the demo leaves them), unless a trained model is asked for.
+    demo_dir = tmp_path / "demo"
+    model = os.environ.get("LOCINSERT_APP_MODEL") or tiny_checkpoint(demo_dir / "models" / "dpo" / "final")
+    TextMaskModel(TextMaskConfig.preset("tiny")).save_pretrained(demo_dir / "models" / "textmask" / "final")
     size = 128 if os.environ.get("LOCINSERT_APP_MODEL") else 64
     image_path = scene_png(tmp_path / "room.png", size=size)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    parts = page_parts(page_args("--model", model, "-n", "6", "--heatmap-samples", "64"))
+    flags = ("--model", model) if os.environ.get("LOCINSERT_APP_MODEL") else ("--demo-dir", str(demo_dir))
+    parts = page_parts(page_args(*flags, "-n", "6", "--heatmap-samples", "64"))
+    if not os.environ.get("LOCINSERT_APP_MODEL"):
+        assert "remove/move: textmask" in parts["info"]      # no flags: removing and moving are on
     examples = example_scenes(tmp_path / "examples", n=3, size=size)
-    # Two "cups" the segmenter finds (a given mask): the page's remove flow picks one by a click.
+    # Two "cups" the segmenter finds (a given mask, so that what is found does not depend on a random
+    # tiny model's weights): the page's remove flow picks one by a click, then a move by instruction.
     cups = np.zeros((size, size), bool)
     k = size // 64
     cups[20 * k:36 * k, 6 * k:22 * k] = True
@@ -141,6 +153,8 @@ def test_browser_upload_propose_click_insert_download(tmp_path):
                      and len(found(driver, "#choice input[type=radio]")) == 6, what="candidates and heatmap")
             status = first(driver, "#status").text
             assert "Step 1 of 2" in status and "plant" in status, status
+            # the action button says what it does
+            wait_for(lambda: first(driver, "#insert").text == "Add at the chosen box", what="the button's label")
 
             labels = [r.find_element("xpath", "..").text for r in found(driver, "#choice input[type=radio]")]
             assert labels[0].startswith("1: plant") and f"{float(expected.candidates.logprobs[0]):.2f}" in labels[0]
@@ -181,8 +195,26 @@ def test_browser_upload_propose_click_insert_download(tmp_path):
             click_image_pixel(driver, first(driver, "#cands img"), 48 * k * scale, 44 * k * scale)
             wait_for(lambda: "Candidate 2 is chosen" in first(driver, "#status").text,
                      what="the small cup to be chosen by the click")
+            wait_for(lambda: first(driver, "#insert").text == "Remove the chosen part", what="the button's label")
             first(driver, "#insert").click()
             wait_for(lambda: "Done" in first(driver, "#status").text, what="the removal")
+            # Done: the heatmap pane keeps the last step's map, captioned as such.
+            wait_for(lambda: img_src(driver, "#heat img") and "last step" in first(driver, "#heat_caption").text,
+                     what="the last step's heatmap, kept")
+            assert "Traceback" not in driver.page_source
+
+            # And moves, by instruction: new places on the left, the object drawn at the chosen one.
+            before_move = img_src(driver, "#out img")
+            instr = first(driver, "#instr textarea")
+            instr.clear()
+            instr.send_keys("move the cup to the left")
+            first(driver, "#propose").click()
+            wait_for(lambda: "new places for" in first(driver, "#status").text, what="the places to move to")
+            wait_for(lambda: first(driver, "#insert").text == "Move to the chosen box", what="the button's label")
+            assert found(driver, "#move_by input[type=radio]")            # the CLI's --move-by, on the page
+            first(driver, "#insert").click()
+            wait_for(lambda: "Done" in first(driver, "#status").text
+                     and img_src(driver, "#out img") != before_move, what="the move")
             assert "Traceback" not in driver.page_source
         finally:
             if driver is not None:

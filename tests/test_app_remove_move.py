@@ -98,6 +98,23 @@ def test_move_fills_the_hole_and_pastes_the_object_in_the_chosen_box(parts, imag
     assert step["box"] == [round(v, 2) for v in box]
 
 
+def test_move_by_redraw_draws_the_class_sprite_instead_of_the_pixels(parts, image_path):
+    blobs = two_blobs()
+    blobs[40:48, 44:52] = False
+    moved = {}
+    for how in ("cutout", "redraw"):
+        session = make_session(parts, MaskSegmenter(blobs))
+        p = session.start(image_path, "move the chair to the right", seed=1, move_by=how)
+        session.apply(0)
+        box = [int(round(v)) for v in p.candidates.boxes[0].tolist()]
+        moved[how] = np.asarray(session.image)[box[1]:box[3], box[0]:box[2]]
+        assert session.record()["steps"][0]["operation"] == "move"
+    assert moved["cutout"].shape == moved["redraw"].shape
+    assert not np.array_equal(moved["cutout"], moved["redraw"])     # the sprite, not the room's own pixels
+    with pytest.raises(ValueError, match="move by must be one of"):
+        make_session(parts, MaskSegmenter(blobs)).start(image_path, "move the chair to the right", move_by="warp")
+
+
 def test_remove_then_add_may_use_the_freed_place(parts, image_path):
     session = make_session(parts, MaskSegmenter(two_blobs()))
     session.start(image_path, "remove the cup, then add a chair", seed=0)
@@ -150,6 +167,22 @@ def test_cli_app_loads_the_segmenter_and_remover(tmp_path):
     assert got["record_info"]["segmenter"] == "clipseg"
     plain = page_parts(page_args("--model", ckpt))
     assert plain["segmenter"] is None and "remove/move: off" in plain["info"]
+
+
+def test_cli_app_uses_the_segmenter_the_demo_trained(tmp_path):
+    """Without --model and --segmenter, the app finds objects with the demo's text-mask model."""
+    from locinsert.cli.app import page_parts
+    from locinsert.segmentation import TextMaskConfig, TextMaskModel, TextMaskSegmenter
+
+    demo = tmp_path / "demo"
+    tiny_checkpoint(demo / "models" / "dpo" / "final")
+    TextMaskModel(TextMaskConfig.preset("tiny")).save_pretrained(demo / "models" / "textmask" / "final")
+    got = page_parts(page_args("--demo-dir", str(demo)))
+    assert isinstance(got["segmenter"], TextMaskSegmenter) and "textmask" in got["info"]
+    assert "the demo's" in got["record_info"]["segmenter"]
+    # With a model of one's own, the synthetic world's segmenter is not assumed to fit.
+    own = page_parts(page_args("--demo-dir", str(demo), "--model", str(demo / "models" / "dpo" / "final")))
+    assert own["segmenter"] is None
 
 
 @pytest.mark.parametrize("argv, message", [

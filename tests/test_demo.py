@@ -45,3 +45,13 @@ def test_demo_quick_writes_the_report(tmp_path):
         assert (out / e["image"]).exists() and (out / e["overlay"]).exists()
         assert all(v > 0.999 for v in e["background_ssim"])  # nothing outside the boxes changed
     assert metrics["removal"]["quality"]["all"]["n"] > 0 and "## Removal and moving" in report
+
+    # The app's segmenter is trained too, measured, and found by the app with no flags.
+    from locinsert.demo_textmask import find_demo_segmenter
+
+    assert find_demo_segmenter(out) == out / "models" / "textmask" / "final"
+    assert metrics["textmask"]["quality"]["text mask model"]["all"]["n"] > 0
+    assert "## Finding objects by name" in report
+    # Every step has its wall and CPU seconds, in metrics.json and in the report's time table.
+    assert set(metrics["cpu_seconds"]) == set(metrics["seconds"]) and metrics["cpu_seconds"]["total"] > 0
+    assert "| train_textmask |" in report and "| step | seconds | CPU seconds |" in report

@@ -260,7 +260,8 @@ class MoveObject(_FindsObjects):
     """"move the chair to the right": the object (every part found under its region) is cut out, its
     hole filled by the remover, and the location model proposes new boxes under the target region,
     away from the old place and from boxes filled before; applying puts the object in the chosen box
-    (its own pixels, or re-drawn with ``move_by="redraw"``). "next to the window" targets find the
+    (its own pixels, or re-drawn with ``move_by="redraw"``: the editor's setting, or the step's
+    ``extra["move_by"]`` when the session was started with one). "next to the window" targets find the
     window first. Outside the hole and the new box, pixels do not change.
     """
 
@@ -308,4 +309,4 @@ class MoveObject(_FindsObjects):
         """Paste the object into the chosen box, over the filled image."""
         x = proposal.extra
         return self.editor.put_moved(image, x["mask"], x["filled"], proposal.candidates.boxes[index],
-                                     proposal.step.object, generator)
+                                     proposal.step.object, generator, move_by=proposal.step.extra.get("move_by"))

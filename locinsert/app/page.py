@@ -5,7 +5,7 @@ tab gets its own session in a ``gr.State``; the model and the inpainter are shar
 one job at a time, because sampling and inpainting use the whole CPU or GPU anyway.
 
 Endpoints, named for ``gradio_client``: ``/propose`` (image, instruction, candidates, seed,
-reference image or None),
+reference image or None, and optionally how to move: "cutout" or "redraw"),
 ``/choose`` (candidate index), ``/insert`` (candidate index; ``None`` = the chosen or most likely
 one) and ``/finish``. The click on the candidates picture is a ``.select`` event; it is not an
 endpoint.
@@ -47,11 +47,12 @@ INTRO = """\
 # locinsert: put objects where they fit
 **1** upload a picture or pick an example · **2** say what to add and where ("add a cup on the left, then a \
 plant near the right") · **3** *Propose*: the model samples places (numbered, best first) and shows where it \
-thinks the object can go · **4** click a box, or keep the most likely · **5** *Insert*, then download the PNG \
-and its JSON. Pixels outside the chosen box never change. \
+thinks the object can go · **4** click a box, or keep the most likely · **5** *Add at the chosen box*, then \
+download the PNG and its JSON. Pixels outside the chosen box never change. \
 **Remove and move** work the same way ("remove the cup on the left", "move the chair to the right"): for a \
 removal the boxes are the parts found for the name and the heatmap is the segmenter's mask; for a move, the \
-boxes are new places, and *Insert* fills the old place and puts the object in the chosen box."""
+boxes are new places, and *Move to the chosen box* fills the old place and puts the object there (its own \
+pixels, or drawn again: *Move by*)."""
 
 
 _DOWNLOADS: list[str] = []   # the process's download folder, made on first use, removed at exit
@@ -90,8 +91,37 @@ def _refuse(message) -> gr.Error:
     return gr.Error(str(message), title="Cannot do that", print_exception=False)
 
 
+#: The action button's label for the verb of the step now proposed.
+ACTION_LABELS = {"add": "Add at the chosen box", "remove": "Remove the chosen part", "move": "Move to the chosen box"}
+ACTION_IDLE = "Apply the chosen candidate"
+
+
+def _action_button(st: PageState | None) -> gr.Button:
+    """The action button, labelled for what it does to the step now proposed (add, remove or move)."""
+    p = st.session.proposal if st is not None else None
+    if p is None:
+        return gr.Button(value=ACTION_IDLE, interactive=False)
+    return gr.Button(value=ACTION_LABELS.get(p.step.verb, ACTION_IDLE), interactive=True)
+
+
+HEAT_CAPTION = "**Heatmap**: where the model would put it"
+
+
+def _last_heatmap(st: PageState) -> tuple:
+    """After the last step: (that step's heatmap, kept, over the edited picture; its caption)."""
+    s = st.session
+    last = s.applied[-1].proposal if s.applied else None
+    if last is None or last.heatmap is None or s.image is None or \
+            tuple(last.heatmap.shape) != (s.image.height, s.image.width):
+        return None, HEAT_CAPTION
+    pic = heatmap_figure(s.image, last.heatmap, region=last.region, scale=st.scale)
+    what = "the segmenter's mask" if last.step.verb == "remove" else "where the model would put it"
+    return pic, f"**Heatmap of the last step** ({last.step.describe()}): {what}, computed before that edit"
+
+
 def _views(st: PageState):
-    """(candidates picture, heatmap picture, choice radio, status) for the session's current state."""
+    """(candidates picture, heatmap picture, choice radio, status, heatmap caption) for the session's
+    current state."""
     s = st.session
     done_boxes = torch.stack([a.box for a in s.applied]) if s.applied else None
     if s.proposal is None:
@@ -105,7 +135,8 @@ def _views(st: PageState):
                    "is below; change the instruction and press *Propose places* to try again.")
         else:
             msg = ""
-        return pic, None, gr.Radio(choices=[], value=None), msg
+        heat, caption = _last_heatmap(st)
+        return pic, heat, gr.Radio(choices=[], value=None), msg, caption
     p = s.proposal
     st.selected = min(st.selected, len(p) - 1)
     pic = candidates_figure(s.image, p.candidates.boxes, st.selected, region=p.region, scale=st.scale,
@@ -113,9 +144,10 @@ def _views(st: PageState):
     heat = heatmap_figure(s.image, p.heatmap, region=p.region, scale=st.scale) if p.heatmap is not None else None
     radio = gr.Radio(choices=[(p.label(i), i) for i in range(len(p))], value=st.selected)
     total = len(s.steps)
+    action = ACTION_LABELS.get(p.step.verb, ACTION_IDLE)
     msg = (f"Step {s.step_index + 1} of {total}: {p.note}. Candidate **{st.selected + 1}** is chosen; click another "
-           "box, or press *Insert*.")
-    return pic, heat, radio, msg
+           f"box, or press *{action}*.")
+    return pic, heat, radio, msg, HEAT_CAPTION
 
 
 def _save(st: PageState) -> tuple[str, str, str]:
@@ -145,7 +177,8 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
         st.stem = Path(image_path).stem if isinstance(image_path, str) and image_path else "edit"
         return st
 
-    def propose(image, instruction, num_candidates, seed, reference, st, progress=gr.Progress()):
+    def propose(image, instruction, num_candidates, seed, reference, move_by="cutout", st=None,
+                progress=gr.Progress()):
         if image is None:
             raise _refuse("No image yet: upload one, or pick an example scene below.")
         if st is None:
@@ -155,13 +188,13 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
         progress(0.05, desc="sampling places")
         try:
             st.session.start(image, instruction, seed=int(seed or 0), num_candidates=int(num_candidates or 1),
-                             reference=reference or None)
+                             reference=reference or None, move_by=move_by or None)
         except USER_ERRORS as e:
             raise _refuse(e) from None
         st.selected = 0
-        pic, heat, radio, msg = _views(st)
+        pic, heat, radio, msg, caption = _views(st)
         no_file = gr.DownloadButton(value=None, interactive=False)
-        return pic, heat, radio, msg, None, no_file, no_file, st
+        return pic, heat, radio, msg, None, no_file, no_file, caption, _action_button(st), st
 
     def select(st, evt: gr.SelectData):
         if st is None or st.session.proposal is None:
@@ -171,7 +204,7 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
         if index is None:
             return gr.skip(), gr.skip(), f"No candidate at ({x:.0f}, {y:.0f}); click inside a numbered box.", st
         st.selected = index
-        pic, _, radio, msg = _views(st)
+        pic, _, radio, msg, _ = _views(st)
         return pic, radio, msg, st
 
     def choose(choice, st):
@@ -184,15 +217,15 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
         if not 0 <= index < len(st.session.proposal):
             raise _refuse(f"candidate {index + 1} does not exist; choose 1 to {len(st.session.proposal)}")
         st.selected = index
-        pic, _, _, msg = _views(st)
+        pic, _, _, msg, _ = _views(st)
         return pic, msg, st
 
     def _after_edit(st):
         png, js, shown = _save(st)
         st.selected = 0
-        pic, heat, radio, msg = _views(st)
+        pic, heat, radio, msg, caption = _views(st)
         return (shown, gr.DownloadButton(value=png, interactive=True), gr.DownloadButton(value=js, interactive=True),
-                pic, heat, radio, msg, st)
+                pic, heat, radio, msg, caption, _action_button(st), st)
 
     def insert(choice, st, progress=gr.Progress()):
         if st is None:
@@ -237,6 +270,9 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
                 with gr.Row():
                     ncand = gr.Slider(1, 32, value=default_candidates, step=1, label="Candidates", elem_id="ncand")
                     seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed", min_width=80)
+                move_by = gr.Radio([("its own pixels", "cutout"), ("drawn again by the inpainter", "redraw")],
+                                   value="cutout", label="Move by", elem_id="move_by",
+                                   info="how a moved object is drawn at its new place (locinsert edit --move-by)")
                 propose_btn = gr.Button("Propose places", variant="primary", elem_id="propose")
                 if examples:
                     gr.Examples(examples=[list(e) for e in examples], inputs=[inp, instr],
@@ -248,13 +284,13 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
                         cands = gr.Image(show_label=False, interactive=False, format="png", elem_id="cands",
                                          buttons=[], height=340)
                     with gr.Column(min_width=200):
-                        gr.Markdown("**Heatmap**: where the model would put it", elem_classes=["caption"])
+                        heat_caption = gr.Markdown(HEAT_CAPTION, elem_classes=["caption"], elem_id="heat_caption")
                         heat = gr.Image(show_label=False, interactive=False, format="png", elem_id="heat",
                                         buttons=["fullscreen"], height=340)
                 choice = gr.Radio(label="Chosen candidate (best first)", choices=[], elem_id="choice")
                 status = gr.Markdown(elem_id="status")
                 with gr.Row():
-                    insert_btn = gr.Button("Insert at the chosen box", variant="primary", elem_id="insert")
+                    insert_btn = gr.Button(ACTION_IDLE, variant="primary", elem_id="insert", interactive=False)
                     finish_btn = gr.Button("Finish with the most likely boxes", elem_id="finish")
                 gr.Markdown("**Edit**: the picture so far (downloads keep its own size)", elem_classes=["caption"])
                 with gr.Row(equal_height=False):
@@ -264,11 +300,10 @@ def build_app(make_session: Callable[[], EditSession], *, info: str = "", warnin
                         dl_png = gr.DownloadButton("Download PNG", elem_id="dl_png", interactive=False)
                         dl_json = gr.DownloadButton("Download JSON", elem_id="dl_json", interactive=False)
 
-        edit_outputs = [out, dl_png, dl_json, cands, heat, choice, status, state]
-        propose_btn.click(propose, [inp, instr, ncand, seed, ref, state],
-                          [cands, heat, choice, status, out, dl_png, dl_json, state], api_name="propose")
-        instr.submit(propose, [inp, instr, ncand, seed, ref, state],
-                     [cands, heat, choice, status, out, dl_png, dl_json, state], api_visibility="private")
+        edit_outputs = [out, dl_png, dl_json, cands, heat, choice, status, heat_caption, insert_btn, state]
+        proposed = [cands, heat, choice, status, out, dl_png, dl_json, heat_caption, insert_btn, state]
+        propose_btn.click(propose, [inp, instr, ncand, seed, ref, move_by, state], proposed, api_name="propose")
+        instr.submit(propose, [inp, instr, ncand, seed, ref, move_by, state], proposed, api_visibility="private")
         cands.select(select, [state], [cands, choice, status, state], api_visibility="private")
         choice.input(choose, [choice, state], [cands, status, state], api_name="choose")
         insert_btn.click(insert, [choice, state], edit_outputs, api_name="insert")

@@ -105,16 +105,25 @@ class EditSession:
     # -- actions ---------------------------------------------------------------------------------
 
     def start(self, image, instruction: str, seed: int = 0, num_candidates: int | None = None,
-              reference=None) -> Proposal:
+              reference=None, move_by: str | None = None) -> Proposal:
         """Parse ``instruction``, reset to ``image`` and propose candidates for the first step.
 
         ``reference`` (a photo or RGBA cut-out) is the object to add: it goes to the added object
-        written "it" / "this ..." (or to the only one), as in ``ObjectInserter``.
+        written "it" / "this ..." (or to the only one), as in ``ObjectInserter``. ``move_by``
+        ("cutout" or "redraw", as ``locinsert edit --move-by``) is how moved objects are drawn at
+        their new place; None: the editor's setting.
         """
+        from ..editor import MOVE_BY
+
         if image is None:
             raise ValueError("no image: upload one (or pick an example) first")
+        if move_by is not None and move_by not in MOVE_BY:
+            raise ValueError(f"move by must be one of {', '.join(MOVE_BY)}, got {move_by!r}")
         img = load_image(image)
         steps = plan_steps(instruction)
+        for s in steps:
+            if s.verb == "move" and move_by is not None:
+                s.extra["move_by"] = move_by
         if reference is not None:
             self._attach_reference(steps, reference)
         for s in steps:

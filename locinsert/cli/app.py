@@ -14,14 +14,15 @@ synthetic world's objects (cup, chair, plant, painting, bird) offline; --cutout 
 cut-out; a diffusion --inpainter draws any object.
 
 Removing and moving ("remove the cup on the left", "move the chair to the right") find the object
-by its name, so they need --segmenter: clipseg (zero-shot, any name; weights
-CIDAS/clipseg-rd64-refined, or --segmenter-model FOLDER offline) or textmask (a model from
-`locinsert train textmask`, --segmenter-model FOLDER). Without one, the page adds objects and says
-what to pass when asked to remove or move. Holes are filled by --remover (the options of
+by its name with a text segmenter. Without --model, the app uses the one `locinsert demo` trained
+next to its model (<--demo-dir>/models/textmask/final), offline. Otherwise pass --segmenter: clipseg
+(zero-shot, any name; weights CIDAS/clipseg-rd64-refined, or --segmenter-model FOLDER offline) or
+textmask (a model from `locinsert train textmask`, --segmenter-model FOLDER). Without any, the page
+adds objects and says what to pass when asked to remove or move. Holes are filled by --remover (the options of
 `locinsert edit`; default biharmonic, offline).
 
 examples:
-  locinsert demo --quick && locinsert app          # train a small model first, then use it
+  locinsert demo --quick && locinsert app          # train small models first; the app adds, removes, moves
   locinsert app --model runs/dpo --inpainter gligen --device cuda
   locinsert app --model synthetic --port 7861      # no trained model: random boxes, with a warning
   locinsert app --segmenter clipseg                # also remove and move objects named in the instruction
@@ -57,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f = p.add_argument_group("finding objects to remove or move")
     f.add_argument("--segmenter", choices=SEGMENTERS, default=None,
                    help="finds objects by name for remove and move: clipseg (zero-shot, default weights "
-                        "CIDAS/clipseg-rd64-refined) or textmask (needs --segmenter-model); default: none, "
+                        "CIDAS/clipseg-rd64-refined) or textmask (needs --segmenter-model); default: without --model, "
+                        "the text-mask model the demo trained (<--demo-dir>/models/textmask/final), else none, "
                         "so the page only adds")
     f.add_argument("--segmenter-model", default=None, metavar="ID_OR_FOLDER",
                    help="hub id or local folder of the segmenter's weights")
@@ -82,6 +84,23 @@ def resolve_model_spec(args) -> tuple[str, str]:
     return str(found), f"`{found}` (trained by `locinsert demo`)"
 
 
+def demo_segmenter(args) -> tuple:
+    """(segmenter, its name for the page) when the app runs on the demo's model and the demo trained a
+    text-mask segmenter next to it; (None, None) otherwise (e.g. --model given: a segmenter trained on
+    the synthetic world would not fit other pictures)."""
+    from ..demo_textmask import find_demo_segmenter
+    from ..segmentation import TextMaskSegmenter
+
+    found = None if args.model else find_demo_segmenter(args.demo_dir)
+    if found is None:
+        return None, None
+    try:
+        return TextMaskSegmenter.from_pretrained(str(found), device=args.device), f"textmask (`{found}`, the demo's)"
+    except OSError as e:
+        raise ValueError(f"cannot load the demo's text-mask segmenter {found}: {e}; run `locinsert demo` again, "
+                         "or pass --segmenter") from e
+
+
 def page_parts(args) -> dict:
     """What the options describe: the loaded model, the inpainter and the page's texts, as keywords
     for ``locinsert.app.create_app`` (and ``session_factory``)."""
@@ -93,7 +112,7 @@ def page_parts(args) -> dict:
         raise ValueError("--segmenter-model needs --segmenter clipseg or textmask")
     spec, where = resolve_model_spec(args)
     remover = build_remover(args)     # mistakes in these options fail before the location model loads
-    segmenter = build_segmenter(args) if args.segmenter else None
+    segmenter, seg_name = (build_segmenter(args), args.segmenter) if args.segmenter else demo_segmenter(args)
     inpainter = build_inpainter(args, [])
     model = load_location_model(spec, args.device, args.seed)
     untrained = spec in RANDOM_PRESETS and not os.path.exists(spec)
@@ -103,14 +122,14 @@ def page_parts(args) -> dict:
                    "Run `locinsert demo` to train one (about 5 minutes on a CPU), then restart without --model.")
     sprites = args.inpainter == "cutout" and not args.cutout
     drawer = "cut-out sprites of " + ", ".join(CLASSES) if sprites else args.inpainter
-    finder = (f"remove/move: {args.segmenter} segmenter, {args.remover} fill" if segmenter is not None else
+    finder = (f"remove/move: {seg_name} segmenter, {args.remover} fill" if segmenter is not None else
               "remove/move: off (start with --segmenter clipseg to find objects by name)")
     return dict(model=model, inpainter=inpainter, objects=CLASSES if sprites else None,
                 num_candidates=args.num_candidates, heatmap_samples=args.heatmap_samples,
                 segmenter=segmenter, remover=remover,
                 info=f"Location model: {where} · inpainter: {drawer} · {finder}", warning=warning,
                 record_info={"model": spec, "untrained": untrained, "inpainter": args.inpainter,
-                             "segmenter": args.segmenter, "remover": args.remover},
+                             "segmenter": seg_name, "remover": args.remover},
                 **sampling)
 
 

@@ -1,11 +1,14 @@
 """Run the whole method offline on the synthetic world and write a report folder.
 
-Steps: generate the data; pretrain (PIPE-like), fine-tune (OPA-like positives), then DPO;
-evaluate random, class-prior, fine-tuned and DPO models (TPR/FPR curves, oracle precision and
-coverage); insert objects from positional prompts with the cut-out backend.
+Steps: generate the data; pretrain the image encoder, then the location model (PIPE-like), fine-tune
+(OPA-like positives), then DPO; evaluate random, class-prior, fine-tuned and DPO models (TPR/FPR
+curves, oracle precision and coverage); insert, remove and move objects; train the text-mask
+segmenter that `locinsert app` then uses to find objects by name.
 
-Writes into --out: report.md (start here), tpr_fpr.png, samples.png, edits.png, data_scenes.png,
-metrics.json, curves/*.json, edits/*.png and the trained models under models/.
+Writes into --out: report.md (start here, with each step's wall and CPU seconds), tpr_fpr.png,
+samples.png, edits.png, data_scenes.png, metrics.json, curves/*.json, edits/*.png and the trained
+models under models/ (models/textmask/final: the segmenter). Afterwards `locinsert app` (no flags)
+adds, removes and moves objects with these models, offline.
 The default run takes under 10 minutes on 2 CPU cores; --quick about a minute.
 """
 

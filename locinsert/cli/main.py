@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..progress import quiet_progress_bars
+    from ..threads import configure_threads, set_wait_policy
+
+    # Before anything imports torch or tqdm: both read these settings from the environment once.
+    set_wait_policy()
+    quiet_progress_bars()
     parser = build_parser()
     # Subcommands that hand their options on to another entry point (``locinsert bench training
     # --threads 1``) declare ``PASSTHROUGH``, the destination of their sub-subcommand; everything
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 1
+    configure_threads()
     return run_command(args)
 
 

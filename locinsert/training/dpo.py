@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from .trainer_logs import BoundedLogsMixin
 from .checkpoints import SafeCheckpointMixin
 from .losses import preference_loss
 
@@ -65,7 +66,7 @@ def pair_logps(model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tens
     return logps[: len(chosen)], logps[len(chosen):], outputs
 
 
-class BoxDPOTrainer(SafeCheckpointMixin, Trainer):
+class BoxDPOTrainer(BoundedLogsMixin, SafeCheckpointMixin, Trainer):
     """DPO on (chosen, rejected) box pairs; ``args`` is a ``trl.DPOConfig`` (e.g. ``DPOArguments``).
 
     Batches (:class:`~locinsert.training.datasets.PairDataset` examples stacked by ``collate``) hold the prefix inputs

@@ -24,6 +24,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ..io import check_output_dir
+from .trainer_logs import BoundedLogsMixin
 from .checkpoints import (AtomicCheckpointCallback, SafeCheckpointMixin, checkpoint_step,
                           discard_incomplete_checkpoints, resolve_resume, save_final_model, write_json_atomic)
 
@@ -58,7 +59,7 @@ class RunDefaults:
         super().__post_init__()
 
 
-class ModelLossTrainer(SafeCheckpointMixin, Trainer):
+class ModelLossTrainer(BoundedLogsMixin, SafeCheckpointMixin, Trainer):
     """``transformers.Trainer`` on the model's own ``outputs.loss`` (a per-batch mean, which the Trainer divides
     by the accumulation steps: GA=2 x batch 2 trains like GA=1 x batch 4); resumes from pickle-free checkpoints."""
 

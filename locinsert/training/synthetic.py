@@ -132,6 +132,7 @@ class SyntheticReport:
     results: dict = field(default_factory=dict)
     table: list = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
+    cpu_seconds: dict = field(default_factory=dict)   # user + system, this process and its workers
 
 
 def budget_stages(budget: str) -> tuple[str, ...]:
@@ -152,19 +153,28 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
     """
     from tqdm.auto import tqdm
 
+    from ..threads import cpu_seconds
     from .stages import run_stage
 
     overrides = overrides or {}
     stages = budget_stages(budget) if stages is None else tuple(stages)
     report = SyntheticReport(out_dir=out_dir, budget=budget)
     bar = tqdm(list(stages), desc="synthetic stages", unit="stage", disable=not progress)
-    for stage in bar:
-        bar.set_postfix_str(stage)
-        model_args, data_args, train_args = synthetic_stage_args(
-            stage, out_dir, budget, seed, disable_tqdm=not progress, **overrides.get(stage, {}))
-        t0 = time.time()
-        report.results[stage] = run_stage(stage, model_args, data_args, train_args)
-        report.seconds[stage] = round(time.time() - t0, 1)
+    try:
+        if ENCODER_STAGE in stages and "pretrain" in stages:
+            _pretrain_labels_in_background(out_dir, budget, seed, overrides.get("pretrain", {}))
+        for stage in bar:
+            bar.set_postfix_str(stage)
+            model_args, data_args, train_args = synthetic_stage_args(
+                stage, out_dir, budget, seed, disable_tqdm=not progress, **overrides.get(stage, {}))
+            t0, c0 = time.time(), cpu_seconds()
+            report.results[stage] = run_stage(stage, model_args, data_args, train_args)
+            report.seconds[stage] = round(time.time() - t0, 1)
+            report.cpu_seconds[stage] = round(cpu_seconds() - c0, 1)
+    finally:
+        from ..data.synthetic.background import cancel_all
+
+        cancel_all()
     if evaluate:
         t0 = time.time()
         report.table = learning_table(out_dir, budget=budget, seed=seed, stages=[s for s in stages if s in STAGES],
@@ -174,6 +184,22 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
     return report
 
 
+def _pretrain_labels_in_background(out_dir: str, budget: str, seed: int, overrides: dict) -> None:
+    """Start labelling pretraining's PIPE-like split in a worker process, to overlap the encoder stage
+    (``locinsert.data.synthetic.background``); pretraining collects it, or generates it itself when
+    its arguments turn out different."""
+    from ..data.synthetic.background import start_pipe_like
+    from ..modeling import LocationModelConfig
+    from .config import DataArguments
+
+    fields = synthetic_stage_fields("pretrain", out_dir, budget, seed, **overrides)
+    if fields.get("dataset") != "synthetic":
+        return
+    preset = fields.get("preset_overrides") if isinstance(fields.get("preset_overrides"), dict) else {}
+    num_bins = preset.get("num_bins") or LocationModelConfig.preset(fields["preset"]).num_bins
+    start_pipe_like(fields["synthetic_scenes"], seed=fields["synthetic_seed"],
+                    size=fields.get("synthetic_size", DataArguments.synthetic_size), num_bins=num_bins,
+                    boxes_per_scene=fields.get("boxes_per_image", 1))
 
 
 def learning_table(out_dir: str, budget: str = "default", seed: int = 0, stages=STAGES, ks=(10, 100),

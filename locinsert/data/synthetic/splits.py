@@ -231,25 +231,65 @@ def pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: int | No
 
     Classes cycle over the scenes (balanced), starting at a random offset; a class without room in
     a scene gives its turn to the next, so a crowded scene can have fewer than ``boxes_per_scene``.
+    A split started earlier with :func:`locinsert.data.synthetic.background.start_pipe_like` for the
+    same arguments is collected instead of generated again (the same queries).
     """
     classes = _check_split_args(num_scenes, classes, num_bins)
+    _check_boxes_per_scene(boxes_per_scene, classes)
+    from .background import collect
+
+    ready = collect(pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene))
+    if ready is not None:
+        return ready
+    scenes = make_scenes(num_scenes, seed, size, stream="pipe")
+    return pipe_like_queries(scenes, pipe_like_labels(scenes, seed, num_bins, classes, boxes_per_scene), classes)
+
+
+def pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene) -> tuple:
+    """What identifies one PIPE-like split (its arguments, classes resolved)."""
+    return ("pipe_like", int(num_scenes), int(seed), int(size), num_bins, tuple(classes), int(boxes_per_scene))
+
+
+def _check_boxes_per_scene(boxes_per_scene, classes) -> None:
     if (isinstance(boxes_per_scene, bool) or not isinstance(boxes_per_scene, (int, np.integer))
             or not 1 <= boxes_per_scene <= len(classes)):
         raise ValueError(f"boxes_per_scene must be an int in [1, {len(classes)}], got {boxes_per_scene!r}")
-    scenes = make_scenes(num_scenes, seed, size, stream="pipe")
+
+
+def pipe_like_labels(scenes: list[Scene], seed: int, num_bins: int | None, classes: tuple[str, ...],
+                     boxes_per_scene: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labels of :func:`pipe_like` as three arrays: scene index (n,), class index (n,), box (n, 4).
+
+    Plain arrays, so a worker process can hand them back cheaply; :func:`pipe_like_queries` makes
+    the queries.
+    """
     rng = scene_rng(seed, "pipe-labels")
     offset = int(rng.integers(0, len(classes)))
-    out = []
+    scene_index, class_index, boxes = [], [], []
     for i, scene in enumerate(scenes):
         found = 0
         for j in range(len(classes)):
-            cls = classes[(i * boxes_per_scene + offset + j) % len(classes)]
-            pos = sample_positives(scene, cls, 1, rng, num_bins)
+            c = (i * boxes_per_scene + offset + j) % len(classes)
+            pos = sample_positives(scene, classes[c], 1, rng, num_bins)
             if len(pos):
-                out.append(_query(scene, cls, pos, np.zeros((0, 4)), [], f"{scene.scene_id}/{cls}"))
+                scene_index.append(i)
+                class_index.append(c)
+                boxes.append(pos[0])
                 found += 1
                 if found == boxes_per_scene:
                     break
+    return (np.asarray(scene_index, dtype=np.int64), np.asarray(class_index, dtype=np.int64),
+            np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+
+
+def pipe_like_queries(scenes: list[Scene], labels: tuple[np.ndarray, np.ndarray, np.ndarray],
+                      classes: tuple[str, ...]) -> list[PlacementQuery]:
+    """The queries of :func:`pipe_like` from its scenes and :func:`pipe_like_labels`."""
+    empty = np.zeros((0, 4))
+    out = []
+    for i, c, box in zip(*labels):
+        scene, cls = scenes[int(i)], classes[int(c)]
+        out.append(_query(scene, cls, box[None], empty, [], f"{scene.scene_id}/{cls}"))
     return out
 
 

@@ -1,0 +1,105 @@
+"""Generate a PIPE-like split in a background worker while the caller trains something else.
+
+Labelling the pretraining split is single-threaded numpy (about a minute for the demo's budget).
+The encoder stage that comes before it does not need it, so the demo starts it first, in one
+``torch.utils.data.DataLoader`` worker process, and collects it when pretraining asks for it:
+
+    start_pipe_like(80000, seed=0, num_bins=32, boxes_per_scene=5)   # returns at once
+    ...                                                              # train the encoder
+    pipe_like(80000, seed=0, num_bins=32, boxes_per_scene=5)          # the worker's result
+
+The worker computes exactly what :func:`~locinsert.data.synthetic.splits.pipe_like` computes (the
+same code, the same seeds), so the queries do not depend on whether the split was started early.
+The scenes are drawn in the calling process before the worker starts (they are cheap), so the worker
+gets them with the process and sends back only three arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from torch.utils.data import DataLoader, Dataset
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["start_pipe_like", "collect", "cancel_all", "pending"]
+
+_PENDING: dict[tuple, "_Job"] = {}
+
+
+class _LabelTask(Dataset):
+    """One item: the labels of a PIPE-like split (computed in the worker process)."""
+
+    def __init__(self, scenes, seed, num_bins, classes, boxes_per_scene):
+        self.args = (scenes, seed, num_bins, classes, boxes_per_scene)
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int):
+        from .splits import pipe_like_labels
+
+        return pipe_like_labels(*self.args)
+
+
+def _as_is(item):
+    return item   # keep the numpy arrays (the default collate would turn them into tensors)
+
+
+class _Job:
+    def __init__(self, scenes, classes, task: _LabelTask):
+        self.scenes, self.classes = scenes, classes
+        loader = DataLoader(task, batch_size=None, num_workers=1, collate_fn=_as_is)
+        self.iterator = iter(loader)   # the worker starts now and computes the one item
+
+    def result(self):
+        from .splits import pipe_like_queries
+
+        try:
+            labels = next(self.iterator)
+        finally:
+            self.close()
+        return pipe_like_queries(self.scenes, labels, self.classes)
+
+    def close(self) -> None:
+        self.iterator = None   # the DataLoader iterator stops its worker when it is released
+
+
+def start_pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: int | None = 32, classes=None,
+                    boxes_per_scene: int = 1) -> tuple:
+    """Start generating ``pipe_like(...)`` (same arguments) in a worker process; returns its key.
+
+    Raises:
+        ValueError: the arguments are ones ``pipe_like`` refuses.
+    """
+    from .scenes import make_scenes
+    from .splits import _check_boxes_per_scene, _check_split_args, pipe_like_key
+
+    classes = _check_split_args(num_scenes, classes, num_bins)
+    _check_boxes_per_scene(boxes_per_scene, classes)
+    key = pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene)
+    if key not in _PENDING:
+        scenes = make_scenes(num_scenes, seed, size, stream="pipe")
+        _PENDING[key] = _Job(scenes, classes, _LabelTask(scenes, seed, num_bins, classes, boxes_per_scene))
+    return key
+
+
+def collect(key: tuple):
+    """The queries of the split started under ``key`` (waiting for the worker if needed), or None
+    when none was started."""
+    job = _PENDING.pop(key, None)
+    if job is None:
+        return None
+    logger.info("collecting the PIPE-like split generated in the background")
+    return job.result()
+
+
+def pending() -> list[tuple]:
+    """Keys of the splits started and not collected yet."""
+    return list(_PENDING)
+
+
+def cancel_all() -> None:
+    """Stop every worker whose split was not collected (e.g. a run that failed before needing it)."""
+    while _PENDING:
+        _PENDING.popitem()[1].close()

@@ -1,0 +1,118 @@
+"""The CPU thread policy, bounded progress output outside a terminal, and labels made in the background."""
+
+import io
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from locinsert.progress import LOG_INTERVAL_S, interactive, quiet_progress_bars
+from locinsert.threads import configure_threads, cpu_seconds, set_wait_policy, usable_cores
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_configure_threads_sets_torch_and_refuses_nonsense(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert configure_threads() == usable_cores() == torch.get_num_threads()   # one per usable core
+        assert configure_threads(1) == 1 == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert configure_threads() == 1
+        for bad in (0, -2, 1.5, True):
+            with pytest.raises(ValueError, match="positive integer"):
+                configure_threads(bad)
+        monkeypatch.setenv("OMP_NUM_THREADS", "many")
+        with pytest.raises(ValueError, match="OMP_NUM_THREADS"):
+            configure_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_wait_policy_keeps_what_the_user_set(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.delenv("KMP_BLOCKTIME", raising=False)
+    assert set_wait_policy() is False     # torch is already imported in this process
+    import os
+
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and os.environ["KMP_BLOCKTIME"] == "0"
+
+
+def test_cpu_seconds_grows_with_work():
+    c0 = cpu_seconds()
+    sum(i * i for i in range(300_000))
+    assert cpu_seconds() > c0
+
+
+def test_progress_bars_are_quiet_only_outside_a_terminal(monkeypatch):
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    monkeypatch.delenv("TQDM_MAXINTERVAL", raising=False)
+    assert not interactive(io.StringIO()) and interactive(_Terminal())
+    assert quiet_progress_bars(_Terminal()) is False
+    import os
+
+    assert "TQDM_MININTERVAL" not in os.environ
+    assert quiet_progress_bars(io.StringIO()) is True
+    assert os.environ["TQDM_MININTERVAL"] == os.environ["TQDM_MAXINTERVAL"] == str(LOG_INTERVAL_S)
+
+
+def _run_logs(callback, steps, logging_steps=1, disable_tqdm=True):
+    args = SimpleNamespace(disable_tqdm=disable_tqdm, logging_steps=logging_steps, output_dir="run")
+    state = SimpleNamespace(max_steps=steps, global_step=0, is_world_process_zero=True, is_local_process_zero=True)
+    callback.on_train_begin(args, state, None)
+    for step in range(1, steps + 1):
+        state.global_step = step
+        callback.on_step_end(args, state, None)
+        if step % logging_steps == 0:
+            callback.on_log(args, state, None, logs={"loss": 1.0 / step, "total_flos": 1.0})
+    callback.on_train_end(args, state, None)
+
+
+def test_trainer_logs_are_bounded_outside_a_terminal(capsys):
+    from locinsert.training.trainer_logs import BoundedProgressCallback
+
+    _run_logs(BoundedProgressCallback(max_lines=10, stream=io.StringIO()), steps=2500, logging_steps=10)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    assert 10 <= len(lines) <= 11                   # 250 logs: every 25th, and the last one
+    assert "total_flos" not in lines[0] and "'loss'" in lines[-1] and "0.0004" in lines[-1]
+    _run_logs(BoundedProgressCallback(max_lines=10, stream=io.StringIO()), steps=30, logging_steps=10)
+    assert len([ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]) == 3   # few: all
+
+
+def test_trainers_use_the_bounded_callback(tmp_path):
+    from transformers import TrainingArguments
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from locinsert import LocationModel, LocationModelConfig
+    from locinsert.training.sft import BoxSFTTrainer
+    from locinsert.training.trainer_logs import BoundedProgressCallback
+
+    model = LocationModel(LocationModelConfig.preset("tiny"))
+    for disable in (False, True):
+        args = TrainingArguments(output_dir=str(tmp_path), disable_tqdm=disable, report_to="none", use_cpu=True)
+        kinds = [type(c) for c in BoxSFTTrainer(model=model, args=args).callback_handler.callbacks]
+        assert BoundedProgressCallback in kinds
+        assert ProgressCallback not in kinds and PrinterCallback not in kinds
+
+
+def test_pipe_like_started_in_the_background_gives_the_same_queries():
+    from locinsert.data.synthetic import background, pipe_like
+
+    direct = pipe_like(40, seed=4, boxes_per_scene=3)
+    background.start_pipe_like(40, seed=4, boxes_per_scene=3)
+    assert len(background.pending()) == 1
+    collected = pipe_like(40, seed=4, boxes_per_scene=3)
+    assert background.pending() == []
+    assert [(q.query_id, q.category, q.positives.tolist()) for q in collected] == \
+        [(q.query_id, q.category, q.positives.tolist()) for q in direct]
+    # A split started and never asked for is stopped by cancel_all; other arguments do not collect it.
+    background.start_pipe_like(10, seed=5)
+    assert len(pipe_like(10, seed=6)) > 0 and len(background.pending()) == 1
+    background.cancel_all()
+    assert background.pending() == []
+    with pytest.raises(ValueError, match="boxes_per_scene"):
+        background.start_pipe_like(10, boxes_per_scene=99)
