@@ -88,13 +88,13 @@ def test_trainers_use_the_bounded_callback(tmp_path):
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from locinsert import LocationModel, LocationModelConfig
-    from locinsert.training.sft import BoxSFTTrainer
+    from locinsert.training.runner import ModelLossTrainer
     from locinsert.training.trainer_logs import BoundedProgressCallback
 
     model = LocationModel(LocationModelConfig.preset("tiny"))
     for disable in (False, True):
         args = TrainingArguments(output_dir=str(tmp_path), disable_tqdm=disable, report_to="none", use_cpu=True)
-        kinds = [type(c) for c in BoxSFTTrainer(model=model, args=args).callback_handler.callbacks]
+        kinds = [type(c) for c in ModelLossTrainer(model=model, args=args).callback_handler.callbacks]
         assert BoundedProgressCallback in kinds
         assert ProgressCallback not in kinds and PrinterCallback not in kinds
 
