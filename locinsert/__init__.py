@@ -13,13 +13,13 @@ from .lazy import lazy_exports
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # the public names: static tools read them here, lazy_exports loads each on first use
-    from . import (bench, boxes, copypaste, data, demo, editor, evaluation, fit, images, inpainting, inserter,
-                   instructions, metrics, modeling, reference_class, registry, regions, segmentation, training)
+    from . import (bench, boxes, copypaste, data, demo, editing, evaluation, fit, images, inpainting, modeling,
+                   regions, registry, segmentation, training)
     from .modeling import LocationModelConfig, LocationModel, BoxSamples
     from .regions import Region
-    from .instructions import parse_instruction
-    from .inserter import ObjectInserter
-    from .editor import ObjectEditor
+    from .editing.instructions import parse_instruction
+    from .editing.inserter import ObjectInserter
+    from .editing.editor import ObjectEditor
     from .fit import FitVerdict, RegionDoesNotFit
     from .data.query import PlacementQuery
     from .images import load_image

@@ -47,7 +47,7 @@ def test_demo_quick_writes_the_report(tmp_path):
     assert metrics["removal"]["quality"]["all"]["n"] > 0 and "## Removal and moving" in report
 
     # The app's segmenter is trained too, measured, and found by the app with no flags.
-    from locinsert.demo_textmask import find_demo_segmenter
+    from locinsert.demo.textmask import find_demo_segmenter
 
     assert find_demo_segmenter(out) == out / "models" / "textmask" / "final"
     assert metrics["textmask"]["quality"]["text mask model"]["all"]["n"] > 0

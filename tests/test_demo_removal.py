@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from locinsert.demo_removal import measure_removal, removal_section, report_lines
+from locinsert.demo.removal import measure_removal, removal_section, report_lines
 from locinsert.training.synthetic import synthetic_test_queries
 
 

@@ -10,9 +10,9 @@ from PIL import Image
 from locinsert.boxes import mask_box
 from locinsert.data import synthetic
 from locinsert.data.synthetic.removal import SceneSegmenter, insert_object, scene_without
-from locinsert.editor import ObjectEditor, ObjectNotFound, edit_overlay
+from locinsert.editing.editor import ObjectEditor, ObjectNotFound, edit_overlay
 from locinsert.inpainting import BiharmonicFill, CutoutCompositor, dilate_mask
-from locinsert.instructions import Near
+from locinsert.editing.instructions import Near
 
 
 @pytest.fixture(scope="module")

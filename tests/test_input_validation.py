@@ -11,8 +11,8 @@ from PIL import Image
 import locinsert.modeling.model as model_module
 from locinsert.evaluation import RandomBoxes, evaluate
 from locinsert.images import load_image
-from locinsert.inserter import ObjectInserter
-from locinsert.instructions import parse_instruction, parse_instructions
+from locinsert.editing.inserter import ObjectInserter
+from locinsert.editing.instructions import parse_instruction, parse_instructions
 from locinsert.modeling import LocationModelConfig
 from locinsert.validation import MAX_BOXES_PER_CALL, check_float, check_int
 
@@ -204,7 +204,7 @@ def test_pictograph_objects_are_objects(text, obj):
 # -- one grammar for remove and edit: one step where one is taken, locations understood --------------
 
 def test_one_step_and_understood_locations():
-    from locinsert.instructions import RemoveInstruction, parse_step
+    from locinsert.editing.instructions import RemoveInstruction, parse_step
 
     assert parse_step("the cup", verb="remove") == RemoveInstruction("cup", None)
     assert parse_step("please erase the cup on the left.", verb="remove").region.name == "on the left"
@@ -225,7 +225,7 @@ def test_one_step_and_understood_locations():
 # -- constructors: the same vocabulary, messages that name the argument --------------------------------
 
 def test_constructors_check_their_numbers(model, image):
-    from locinsert.editor import ObjectEditor
+    from locinsert.editing.editor import ObjectEditor
     from locinsert.inpainting import CutoutCompositor
     from locinsert.inpainting.removal import BiharmonicFill
     from locinsert.segmentation import CLIPSegSegmenter

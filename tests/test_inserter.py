@@ -8,7 +8,7 @@ from PIL import Image
 from locinsert import ObjectInserter, Region
 from locinsert.boxes import box_iou
 from locinsert.inpainting import CutoutCompositor, box_mask
-from locinsert.inserter import Candidates, distinct_boxes, overlay, select_box
+from locinsert.editing.inserter import Candidates, distinct_boxes, overlay, select_box
 
 
 def disc(size=16):
@@ -62,7 +62,7 @@ def test_sequence_sees_previous_edit_and_avoids_previous_boxes(model, image):
 
 
 def test_region_override_avoid_boxes_and_instruction_objects(model, image):
-    from locinsert.instructions import Instruction
+    from locinsert.editing.instructions import Instruction
 
     ins = ObjectInserter(model, CutoutCompositor(disc(), fit="stretch"), num_candidates=6)
     keep_free = [[0, 0, 72, 20]]

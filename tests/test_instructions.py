@@ -3,7 +3,7 @@
 import pytest
 
 from locinsert import parse_instruction
-from locinsert.instructions import Instruction, parse_instructions
+from locinsert.editing.instructions import Instruction, parse_instructions
 from locinsert.regions import Region
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from locinsert.instructions import (Instruction, MoveInstruction, Near, RemoveInstruction, has_verb,
+from locinsert.editing.instructions import (Instruction, MoveInstruction, Near, RemoveInstruction, has_verb,
                                     parse_instruction, parse_instructions)
 
 
@@ -71,7 +71,7 @@ def test_object_inserter_refuses_other_verbs():
     import numpy as np
 
     from locinsert.inpainting import CutoutCompositor
-    from locinsert.inserter import ObjectInserter
+    from locinsert.editing.inserter import ObjectInserter
 
     class NeverSampled:   # the instruction is refused before any sampling
         def sample(self, *args, **kwargs):

@@ -7,7 +7,7 @@ from PIL import Image
 
 from helpers_diffusers import tiny_clip
 from locinsert.inpainting import paste_inside
-from locinsert.metrics import CLIPScorer, background_ssim, foreground_clip_score
+from locinsert.editing.metrics import CLIPScorer, background_ssim, foreground_clip_score
 
 
 def noise(w, h, seed=0):

@@ -10,7 +10,7 @@ import torch
 from locinsert import Region
 from locinsert.evaluation.positional import calibrate_threshold, roc_auc
 from locinsert.fit import FitVerdict, RegionDoesNotFit, fit_verdict
-from locinsert.inserter import ObjectInserter
+from locinsert.editing.inserter import ObjectInserter
 from locinsert.modeling import LocationModel, LocationModelConfig
 
 IMAGE = (np.random.default_rng(1).random((40, 40, 3)) * 255).astype(np.uint8)
@@ -284,7 +284,7 @@ def test_insert_and_edit_strict_exit_2_and_json_fit(cli_files, tmp_path, capsys)
 
 
 def test_editor_move_reports_the_fit_and_strict_refuses(small_model):
-    from locinsert.editor import ObjectEditor
+    from locinsert.editing.editor import ObjectEditor
 
     mask = np.zeros((40, 40), bool)
     mask[30:38, 2:10] = True

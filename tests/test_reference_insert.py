@@ -13,8 +13,8 @@ from helpers_diffusers import tiny_clip, tiny_open_clip
 from locinsert import ObjectInserter
 from locinsert.cli.main import main
 from locinsert.inpainting import CutoutCompositor, DiffusersInpainter, as_reference, box_mask
-from locinsert.metrics import CLIPScorer, reference_clip_similarity, reference_pixel_error, sprite_pixel_error
-from locinsert.reference_class import (COCO_CLASSES, ZeroShotClassifier, named_class, reference_steps,
+from locinsert.editing.metrics import CLIPScorer, reference_clip_similarity, reference_pixel_error, sprite_pixel_error
+from locinsert.editing.zero_shot import (COCO_CLASSES, ZeroShotClassifier, named_class, reference_steps,
                                        refers_to_reference)
 
 

@@ -13,7 +13,7 @@ from locinsert.data import synthetic
 from locinsert.data.synthetic.removal import (SceneSegmenter, insert_object, removal_examples, scene_without)
 from locinsert.images import as_mask
 from locinsert.inpainting import BiharmonicFill, DiffusersRemover, PowerPaintRemover, dilate_mask, load_lora
-from locinsert.metrics import masked_psnr, masked_ssim
+from locinsert.editing.metrics import masked_psnr, masked_ssim
 
 
 def noise(w, h, seed=0):

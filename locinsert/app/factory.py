@@ -27,7 +27,7 @@ def find_demo_model(demo_dir: str | os.PathLike = "locinsert-demo") -> Path | No
 def example_scenes(folder: str | os.PathLike, n: int = 4, size: int = 128, seed: int = 7) -> list[tuple[str, str]]:
     """``n`` synthetic-world scenes saved as PNGs in ``folder``, each with an instruction the demo uses."""
     from ..data.synthetic import make_scenes
-    from ..demo import EDIT_PROMPTS
+    from ..demo.run import EDIT_PROMPTS
     from ..io import save_image_atomic
     from PIL import Image
 
@@ -49,7 +49,7 @@ def session_factory(model, inpainter, *, objects: Sequence[str] | None = None, n
     the object by its name with ``segmenter`` (``locinsert.segmentation``); without one, those steps
     are refused with a message saying what to pass. ``remover`` fills holes (default: ``BiharmonicFill``).
     """
-    from ..editor import ObjectEditor
+    from ..editing.editor import ObjectEditor
 
     editor = ObjectEditor(model, inpainter, segmenter, remover, num_candidates=num_candidates, **sample_kwargs)
     ops = {"add": AddObject(editor.inserter, objects), "remove": RemoveObject(editor), "move": MoveObject(editor)}

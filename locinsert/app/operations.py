@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..inserter import Candidates, ObjectInserter
-from ..instructions import parse_instructions
+from ..editing.inserter import Candidates, ObjectInserter
+from ..editing.instructions import parse_instructions
 from ..regions import Region
 
 __all__ = ["Step", "Proposal", "Operation", "AddObject", "RemoveObject", "MoveObject", "plan_steps"]
@@ -200,7 +200,7 @@ class _FindsObjects(Operation):
     """Shared by remove and move: an ``ObjectEditor`` whose segmenter finds the object by its name."""
 
     def __init__(self, editor):
-        from ..editor import ObjectEditor
+        from ..editing.editor import ObjectEditor
 
         if not isinstance(editor, ObjectEditor):
             raise TypeError(f"{type(self).__name__} needs an ObjectEditor, got {type(editor).__name__}")
@@ -281,7 +281,7 @@ class MoveObject(_FindsObjects):
     def propose(self, image, step, *, avoid, generator, num_candidates, heatmap_samples) -> Proposal:
         """Find the object, fill its place, and sample new boxes under the target region away from the old one."""
         from ..boxes import mask_box
-        from ..instructions import Near
+        from ..editing.instructions import Near
 
         _, parts = self.parts(image, step)
         mask = np.logical_or.reduce(parts)

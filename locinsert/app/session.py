@@ -113,7 +113,7 @@ class EditSession:
         ("cutout" or "redraw", as ``locinsert edit --move-by``) is how moved objects are drawn at
         their new place; None: the editor's setting.
         """
-        from ..editor import MOVE_BY
+        from ..editing.editor import MOVE_BY
 
         if image is None:
             raise ValueError("no image: upload one (or pick an example) first")
@@ -149,7 +149,7 @@ class EditSession:
     @staticmethod
     def _attach_reference(steps: list[Step], reference) -> None:
         from ..inpainting.reference import as_reference
-        from ..reference_class import reference_steps
+        from ..editing.zero_shot import reference_steps
 
         ref = as_reference(reference)
         adds = [s for s in steps if s.verb == "add"]

@@ -88,7 +88,7 @@ def demo_segmenter(args) -> tuple:
     """(segmenter, its name for the page) when the app runs on the demo's model and the demo trained a
     text-mask segmenter next to it; (None, None) otherwise (e.g. --model given: a segmenter trained on
     the synthetic world would not fit other pictures)."""
-    from ..demo_textmask import find_demo_segmenter
+    from ..demo.textmask import find_demo_segmenter
     from ..segmentation import TextMaskSegmenter
 
     found = None if args.model else find_demo_segmenter(args.demo_dir)

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..demo.run import run_demo
     from .common import check_output_dir
 
     check_output_dir(args.out)

@@ -160,7 +160,7 @@ def run_edit(args, steps, command: str) -> int:
     """Load what ``steps`` need, run ``ObjectEditor``, write the three outputs; 1 if something was not found."""
     import torch
 
-    from ..editor import ObjectEditor, edit_overlay
+    from ..editing.editor import ObjectEditor, edit_overlay
     from ..images import load_image
     from ..io import save_image_atomic, write_text_atomic
 
@@ -211,7 +211,7 @@ def run_edit(args, steps, command: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..instructions import parse_instructions
+    from ..editing.instructions import parse_instructions
 
     if args.reference is not None:
         raise ValueError("--reference (insert *this* object) is an option of locinsert insert, not of edit")

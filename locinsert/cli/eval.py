@@ -207,7 +207,7 @@ def _run_positional(args, out) -> int:
 
     from locinsert.evaluation.positional import (calibrate_threshold, format_positional, positional_benchmark,
                                                  positional_figure)
-    from locinsert.inserter import ObjectInserter
+    from locinsert.editing.inserter import ObjectInserter
     from locinsert.io import write_json_atomic
 
     if args.dataset != "synthetic":

@@ -166,7 +166,7 @@ def build_inpainter(args, objects: list[str], reference=None):
 
 def build_classifier(args):
     """The open_clip zero-shot classifier of --zero-shot-model, or a clear error."""
-    from ..reference_class import DEFAULT_ZERO_SHOT, ZeroShotClassifier
+    from ..editing.zero_shot import DEFAULT_ZERO_SHOT, ZeroShotClassifier
 
     name = args.zero_shot_model or DEFAULT_ZERO_SHOT
     try:
@@ -180,9 +180,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..images import load_image
-    from ..inserter import ObjectInserter, overlay
+    from ..editing.inserter import ObjectInserter, overlay
     from ..io import save_image_atomic, write_text_atomic
-    from ..instructions import parse_instructions
+    from ..editing.instructions import parse_instructions
 
     out = check_output_dir(args.out)
     kwargs = sample_kwargs(args)
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     reference, classifier, vocabulary, uses = None, None, None, [False] * len(steps)
     if args.reference is not None:
         from ..inpainting.reference import as_reference
-        from ..reference_class import check_vocabulary, named_class, reference_steps
+        from ..editing.zero_shot import check_vocabulary, named_class, reference_steps
 
         if args.inpainter not in REFERENCE_INPAINTERS:
             raise ValueError(f"--inpainter {args.inpainter} cannot use a --reference image (it draws from text "

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..images import load_image
     from ..fit import RegionDoesNotFit, fit_verdict
-    from ..inserter import Candidates, overlay
+    from ..editing.inserter import Candidates, overlay
     from ..io import save_image_atomic, write_text_atomic
     from ..regions import Region, region_json
 

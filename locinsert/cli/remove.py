@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..instructions import parse_step
+    from ..editing.instructions import parse_step
 
     # the sentences of `locinsert edit`, one removal: "the cup" -> "remove the cup"; a sequence is an error
     step = parse_step(args.instruction, verb="remove", hint="use locinsert edit for several steps or other verbs")

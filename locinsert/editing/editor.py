@@ -4,7 +4,7 @@
     out = editor(image, "remove the cup on the left, then add a plant on the right", generator=g)
     out.image, out.mask, out.box, out.found, out.steps, out.to_dict()
 
-Verbs (``locinsert.instructions``):
+Verbs (``locinsert.editing.instructions``):
 
 - **add**: the ``ObjectInserter`` path (location model samples boxes under the region, the
   inpainter draws inside the chosen one);
@@ -34,12 +34,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .boxes import mask_box
-from .images import as_mask, check_threshold, load_image
+from ..boxes import mask_box
+from ..images import as_mask, check_threshold, load_image
 from .inserter import Candidates, ObjectInserter, overlay, select_box
 from .instructions import Instruction, MoveInstruction, Near, RemoveInstruction, parse_instructions
-from .regions import Region, as_region
-from .validation import check_bool, check_non_negative_int
+from ..regions import Region, as_region
+from ..validation import check_bool, check_non_negative_int
 
 __all__ = ["ObjectEditor", "EditResult", "EditStep", "ObjectNotFound", "MOVE_BY", "edit_overlay", "cutout"]
 
@@ -172,7 +172,7 @@ class ObjectEditor:
         if segmenter is not None and not hasattr(segmenter, "segment"):
             raise TypeError(f"segmenter must have a segment(image, text) method, got {type(segmenter).__name__}")
         if remover is None:
-            from .inpainting.removal import BiharmonicFill
+            from ..inpainting.removal import BiharmonicFill
             remover = BiharmonicFill()
         if not hasattr(remover, "remove"):
             raise TypeError(f"remover must have a remove(image, mask, generator) method, got {type(remover).__name__}")
@@ -332,7 +332,7 @@ class ObjectEditor:
         if move_by == "redraw" and self.inserter.inpainter is None:
             raise ValueError("moving by redrawing needs an inpainter to draw the object again")
         if move_by == "cutout":
-            from .inpainting.cutout import CutoutCompositor
+            from ..inpainting.cutout import CutoutCompositor
             return CutoutCompositor(cutout(image, mask), allow_opaque=True).inpaint(filled, box, obj,
                                                                                    generator=generator)
         return self.inserter.inpainter.inpaint(filled, box, obj, generator=generator)

@@ -40,7 +40,7 @@ import re
 import unicodedata
 from typing import NamedTuple
 
-from .regions import LOCATION_PATTERN, Region, phrase_to_box
+from ..regions import LOCATION_PATTERN, Region, phrase_to_box
 
 __all__ = ["Instruction", "RemoveInstruction", "MoveInstruction", "Near", "parse_instruction", "parse_instructions",
            "parse_step", "has_verb"]

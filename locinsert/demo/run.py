@@ -6,8 +6,8 @@
 3. evaluate random, class-prior, fine-tuned and DPO models: TPR/FPR curves on one plot, oracle
    precision and coverage in a table;
 4. insert objects from positional prompts through ``ObjectInserter`` and the cut-out backend;
-5. remove and move objects through ``ObjectEditor`` and measure removal (``locinsert.demo_removal``);
-6. train the text-mask segmenter ``locinsert app`` finds objects with (``locinsert.demo_textmask``).
+5. remove and move objects through ``ObjectEditor`` and measure removal (``locinsert.demo.removal``);
+6. train the text-mask segmenter ``locinsert app`` finds objects with (``locinsert.demo.textmask``).
 7. the positional-prompt benchmark (``locinsert.evaluation.positional``).
 
 Everything goes into one report folder; ``report.md`` says what each picture shows. Every number
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .threads import cpu_seconds
+from ..threads import cpu_seconds
 
 #: Edited scenes per budget. Training and test sizes: ``locinsert.training.synthetic.SYNTHETIC_BUDGETS``.
 EDIT_SCENES = {"quick": 3, "default": 6}
@@ -63,11 +63,11 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
     """Run the demo into ``out_dir`` and return what it measured (see the module docstring)."""
     import torch
 
-    from .data import synthetic
-    from .evaluation import ClassPrior, RandomBoxes, curve_row, evaluate, shuffle_images
-    from .evaluation.curves import save_figure
-    from .modeling import LocationModel, LocationModelConfig
-    from .training.synthetic import run_synthetic_stages, synthetic_finetune_queries, synthetic_test_queries
+    from ..data import synthetic
+    from ..evaluation import ClassPrior, RandomBoxes, curve_row, evaluate, shuffle_images
+    from ..evaluation.curves import save_figure
+    from ..modeling import LocationModel, LocationModelConfig
+    from ..training.synthetic import run_synthetic_stages, synthetic_finetune_queries, synthetic_test_queries
 
     budget = "quick" if quick else "default"
     out = Path(out_dir)
@@ -142,7 +142,7 @@ def _record(result: DemoResult, step: str, t0: float, c0: float) -> None:
 
 def _removal(result: DemoResult, model, test, budget: str, seed: int) -> None:
     """5. Removal and moving: its own module, one call, a second or two."""
-    from .demo_removal import removal_section
+    from .removal import removal_section
 
     t0, c0 = time.time(), cpu_seconds()
     result.removal = removal_section(model, test, result.out_dir / "removal", budget, seed)
@@ -151,7 +151,7 @@ def _removal(result: DemoResult, model, test, budget: str, seed: int) -> None:
 
 def _textmask(result: DemoResult, budget: str, seed: int, progress: bool) -> None:
     """6. The app's segmenter: its own module, about a CPU minute at the default budget."""
-    from .demo_textmask import train_demo_textmask
+    from .textmask import train_demo_textmask
 
     t0, c0 = time.time(), cpu_seconds()
     result.textmask = train_demo_textmask(result.out_dir, budget, seed, progress=progress)
@@ -160,7 +160,7 @@ def _textmask(result: DemoResult, budget: str, seed: int, progress: bool) -> Non
 
 def _positional(result: DemoResult, model, test, budget: str, seed: int, progress: bool) -> None:
     """7. Positional prompts: the benchmark's own module, one call."""
-    from .evaluation.positional import demo_section
+    from ..evaluation.positional import demo_section
 
     t0, c0 = time.time(), cpu_seconds()
     result.positional = demo_section(model, test, result.out_dir, budget, seed, progress)
@@ -179,7 +179,7 @@ def _sample_figure(models: dict, test, path: Path, seed: int) -> None:
     import matplotlib.pyplot as plt
     import torch
 
-    from .data import synthetic
+    from ..data import synthetic
 
     picks = []  # the first test query of each class: cups on tables, birds in windows, ...
     for q in test:
@@ -213,10 +213,10 @@ def _sample_figure(models: dict, test, path: Path, seed: int) -> None:
 def _edits(model, test, n: int, folder: Path, seed: int) -> list[dict]:
     import torch
 
-    from .data import synthetic
-    from .inpainting import CutoutCompositor
-    from .inserter import ObjectInserter, overlay
-    from .metrics import background_ssim
+    from ..data import synthetic
+    from ..inpainting import CutoutCompositor
+    from ..editing.inserter import ObjectInserter, overlay
+    from ..editing.metrics import background_ssim
 
     folder.mkdir(parents=True, exist_ok=True)
     # A painting is a rectangle: its sprite is opaque by design.
@@ -306,7 +306,7 @@ def _report_md(result: DemoResult, budget: str, n_test: int, machine: str) -> st
     for r in result.table:
         lines.append(f"| {r['method']} | {_fmt(r['oracle_precision@100'])} | {_fmt(r['coverage@100'])} | "
                      f"{_fmt(r['tpr@10'])} | {_fmt(r['fpr@10'])} | {_fmt(r['tpr@100'])} | {_fmt(r['fpr@100'])} |")
-    from .evaluation import format_class_table
+    from ..evaluation import format_class_table
 
     lines += [
         "",
@@ -337,13 +337,13 @@ def _report_md(result: DemoResult, budget: str, n_test: int, machine: str) -> st
         else:
             lines.append(f"| {e['prompt']} | {', '.join(e['objects'])} | {e['boxes']} | {e['background_ssim']} |")
     if result.removal:
-        from .demo_removal import report_lines
+        from .removal import report_lines
         lines += report_lines(result.removal)
     if result.textmask:
-        from .demo_textmask import report_lines as textmask_lines
+        from .textmask import report_lines as textmask_lines
         lines += textmask_lines(result.textmask)
     if result.positional:
-        from .evaluation.positional import report_lines as positional_lines
+        from ..evaluation.positional import report_lines as positional_lines
         lines += positional_lines(result.positional)
     lines += ["", "## Time", "", "Wall seconds, and CPU seconds (user + system, this process and its workers: what a step",
               "costs whatever else the machine runs).", "", "| step | seconds | CPU seconds |", "|---|---|---|"]

@@ -28,8 +28,8 @@ import functools
 import numpy as np
 from PIL import Image
 
-from .boxes import check_box, pixel_box
-from .images import load_image
+from ..boxes import check_box, pixel_box
+from ..images import load_image
 
 __all__ = ["background_ssim", "masked_psnr", "masked_ssim", "foreground_clip_score", "reference_clip_similarity",
            "reference_pixel_error", "sprite_pixel_error", "CLIPScorer", "DEFAULT_CLIP"]
@@ -39,7 +39,7 @@ TEMPLATE = "a photo of a {}"
 
 
 def _pair(reference, result, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from .images import as_mask
+    from ..images import as_mask
 
     a, b = load_image(reference, "reference"), load_image(result, "result")
     if a.size != b.size:
@@ -137,7 +137,7 @@ class CLIPScorer:
 
     def image_similarity(self, image, box, reference) -> float:
         """Cosine similarity of the CLIP embeddings of the crop of ``box`` and the reference image."""
-        from .inpainting.reference import as_reference
+        from ..inpainting.reference import as_reference
 
         ref = as_reference(reference)
         img = load_image(image)
@@ -184,7 +184,7 @@ def reference_pixel_error(edited, box, reference, fit: str = "contain") -> float
     reference backends place it by default; ``"stretch"``: filling the box). 0 means the object is
     reproduced exactly.
     """
-    from .inpainting.reference import as_reference
+    from ..inpainting.reference import as_reference
 
     img = load_image(edited, "edited")
     x1, y1, x2, y2 = pixel_box(check_box(box, *img.size), *img.size)
@@ -195,7 +195,7 @@ def reference_pixel_error(edited, box, reference, fit: str = "contain") -> float
 def sprite_pixel_error(edited, box, cls: str) -> float:
     """Like ``reference_pixel_error``, against the synthetic sprite of ``cls`` drawn at the pixel box
     exactly as the synthetic renderer draws it (``sprite(cls, box size)``, untrimmed, filling the box)."""
-    from .data.synthetic import sprite
+    from ..data.synthetic import sprite
 
     img = load_image(edited, "edited")
     x1, y1, x2, y2 = pixel_box(check_box(box, *img.size), *img.size)

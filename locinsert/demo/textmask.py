@@ -37,7 +37,7 @@ def train_demo_textmask(out_dir: str | os.PathLike, budget: str = "default", see
     Raises:
         ValueError: an unknown budget.
     """
-    from .segmentation.training import run_textmask, synthetic_textmask_args
+    from ..segmentation.training import run_textmask, synthetic_textmask_args
 
     if budget not in TEXTMASK_BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {sorted(TEXTMASK_BUDGETS)}")

@@ -140,7 +140,7 @@ class ZeroShotClassifier:
 
     def __call__(self, reference, vocabulary: Sequence[str] | None = None) -> ZeroShotResult:
         """Classify the reference (a cut-out is seen composited onto white)."""
-        from .inpainting.reference import as_reference
+        from ..inpainting.reference import as_reference
 
         ref = as_reference(reference)
         vocab = self.vocabulary if vocabulary is None else check_vocabulary(vocabulary)

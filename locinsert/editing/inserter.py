@@ -11,7 +11,7 @@ seeded generator reproduces the whole edit.
 ``ObjectInserter(model, inpainter, reference=img)`` inserts *this* object: the reference (a photo
 or an RGBA cut-out) goes to the inpainter of the step it stands for ("add it on the left"), and the
 location model gets its class from ``reference_class=``, the instruction's own word, or CLIP
-zero-shot over a vocabulary (``locinsert.reference_class``).
+zero-shot over a vocabulary (``locinsert.editing.zero_shot``).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Sequence
 import torch
 from PIL import Image, ImageDraw
 
-from .boxes import as_boxes, box_iou
-from .fit import DEFAULT_FIT_THRESHOLD, FitVerdict, RegionDoesNotFit, fit_verdict, has_area
-from .images import load_image
+from ..boxes import as_boxes, box_iou
+from ..fit import DEFAULT_FIT_THRESHOLD, FitVerdict, RegionDoesNotFit, fit_verdict, has_area
+from ..images import load_image
 from .instructions import Instruction, parse_instructions
-from .regions import Region, as_region
-from .validation import check_bool, check_choice, check_float, check_int
+from ..regions import Region, as_region
+from ..validation import check_bool, check_choice, check_float, check_int
 
 __all__ = ["ObjectInserter", "InsertionResult", "InsertionStep", "Candidates", "SELECTIONS", "select_box",
            "distinct_boxes", "overlay"]
@@ -225,7 +225,7 @@ class ObjectInserter:
             top_p=check_float(top_p, "top_p", minimum=0, maximum=1, low_open=True, optional=True),
             min_size=check_float(min_size, "min_size", minimum=0, optional=True))
         if sampler is not None:  # only then: any model with a plain sample() keeps working
-            from .modeling.model import SAMPLERS
+            from ..modeling.model import SAMPLERS
 
             self.sample_kwargs["sampler"] = check_choice(sampler, "sampler", SAMPLERS)
         self.avoid_previous = check_bool(avoid_previous, "avoid_previous")
@@ -246,8 +246,8 @@ class ObjectInserter:
     def _check_reference(self, reference):
         if reference is None:
             return None
-        from .inpainting.base import check_reference_support
-        from .inpainting.reference import as_reference
+        from ..inpainting.base import check_reference_support
+        from ..inpainting.reference import as_reference
 
         if self.inpainter is not None:
             check_reference_support(self.inpainter)
@@ -255,7 +255,7 @@ class ObjectInserter:
 
     def reference_object(self, obj: str, reference) -> str:
         """The class the location model gets for the reference step whose instruction text is ``obj``."""
-        from .reference_class import named_class
+        from .zero_shot import named_class
 
         if self.reference_class:
             return self.reference_class
@@ -264,7 +264,7 @@ class ObjectInserter:
             return named
         if self._zero_shot_of is not reference:
             if self.classifier is None:
-                from .reference_class import ZeroShotClassifier
+                from .zero_shot import ZeroShotClassifier
 
                 try:
                     self.classifier = ZeroShotClassifier.from_pretrained()
@@ -273,7 +273,7 @@ class ObjectInserter:
                                      f"loaded ({e}); pass reference_class= or classifier=") from e
             result = self.classifier(reference, self.vocabulary)
             if isinstance(result, str):          # a plain callable naming the class
-                from .reference_class import ZeroShotResult
+                from .zero_shot import ZeroShotResult
 
                 result = ZeroShotResult(result, {result: 1.0})
             self.reference_zero_shot = result
@@ -330,7 +330,7 @@ class ObjectInserter:
         if ref is None:
             uses = [False] * len(plan)
         else:
-            from .reference_class import reference_steps
+            from .zero_shot import reference_steps
 
             uses = reference_steps([ins.object for ins in plan])
         for ins, use in zip(plan, uses):

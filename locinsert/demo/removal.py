@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import save_image_atomic
+from ..io import save_image_atomic
 
 #: Held-out removal examples measured per budget, and the stream seed that keeps them off training data.
 REMOVAL_EXAMPLES = {"quick": 60, "default": 120}
@@ -39,9 +39,9 @@ def removal_section(model, test, folder: Path, budget: str = "quick", seed: int 
 
 def measure_removal(n: int, seed: int, remover=None) -> dict:
     """PSNR / SSIM inside the mask of ``remover`` (default biharmonic) and of leaving the object, per kind."""
-    from .data.synthetic.removal import removal_examples
-    from .inpainting import BiharmonicFill
-    from .metrics import masked_psnr, masked_ssim
+    from ..data.synthetic.removal import removal_examples
+    from ..inpainting import BiharmonicFill
+    from ..editing.metrics import masked_psnr, masked_ssim
 
     remover = remover or BiharmonicFill()
     rows = []
@@ -70,10 +70,10 @@ def _editor_examples(model, test, folder: Path, seed: int) -> list[dict]:
     import torch
     from PIL import Image
 
-    from .data import synthetic
-    from .data.synthetic.removal import SceneSegmenter, insert_object
-    from .editor import ObjectEditor, edit_overlay
-    from .inpainting import CutoutCompositor
+    from ..data import synthetic
+    from ..data.synthetic.removal import SceneSegmenter, insert_object
+    from ..editing.editor import ObjectEditor, edit_overlay
+    from ..inpainting import CutoutCompositor
 
     scenes, seen = [], set()
     for q in test:
