@@ -11,7 +11,7 @@ fits, it also names the supported phrase where it fits best::
 
 The default threshold, :data:`DEFAULT_FIT_THRESHOLD`, was calibrated on the synthetic world (held-out
 scenes whose ground truth says which regions have room for the class; see
-``locinsert.evaluation.positional.calibrate_threshold`` and the positional-prompts guide).
+``locinsert.editing.positional.calibrate_threshold`` and the positional-prompts guide).
 ``ObjectInserter``, ``ObjectEditor`` (move) and the CLI attach a :class:`FitVerdict` to their
 candidates; with ``strict=True`` they raise :class:`RegionDoesNotFit` instead of placing the object.
 """

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from locinsert import Region
-from locinsert.evaluation.positional import calibrate_threshold, roc_auc
+from locinsert.editing.positional import calibrate_threshold, roc_auc
 from locinsert.fit import FitVerdict, RegionDoesNotFit, fit_verdict
 from locinsert.editing.inserter import ObjectInserter
 from locinsert.modeling import LocationModel, LocationModelConfig

@@ -90,11 +90,9 @@ def format_results(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``locinsert bench augment [options]``."""
-    from ..cli.augment import checked
-    from ..validation import check_int
+    from ..argtypes import Parser, positive_int as positive
 
-    positive = checked(check_int, minimum=1)
-    p = argparse.ArgumentParser(prog="locinsert bench augment", description=__doc__,
+    p = Parser(prog="locinsert bench augment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num-images", type=positive, default=96, help="images in the job (default: 96)")
     p.add_argument("--per-image", type=positive, default=2, help="objects pasted per image (default: 2)")
@@ -108,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "--":
         argv = argv[1:]
     args = p.parse_args(argv)
-    from ..cli.common import check_output_file
+    from ..io import check_output_file
 
     if args.json:
         check_output_file(args.json, "--json")

@@ -26,24 +26,6 @@ import argparse
 import sys
 
 
-def checked(check, **bounds):
-    """An argparse ``type``: a number checked by ``locinsert.validation`` (a bad one is an argparse error)."""
-    kind = "a number" if check.__name__ == "check_float" else "an integer"
-
-    def parse(text: str):
-        try:
-            value = float(text) if kind == "a number" else int(str(text).strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
-        try:
-            return check(value, "value", **bounds)
-        except (TypeError, ValueError) as e:
-            raise argparse.ArgumentTypeError(str(e).replace("value ", "", 1)) from None
-
-    parse.__name__ = "integer" if check.__name__ == "check_int" else "number"
-    return parse
-
-
 def _range(text: str, flag: str, kind=int) -> tuple:
     parts = str(text).replace(",", "-").split("-") if kind is int else str(text).split(",")
     try:
@@ -58,9 +40,9 @@ def _range(text: str, flag: str, kind=int) -> tuple:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..validation import check_float, check_int
+    from .options import float_in, positive_int, probability, seed
 
-    count, positive = checked(check_int, minimum=0), checked(check_int, minimum=1)
+    positive = positive_int
     parser.add_argument("input", help="a COCO JSON file or a YOLO dataset folder")
     parser.add_argument("--out", required=True, help="output folder (a rerun of the same job resumes it)")
     parser.add_argument("--format", choices=["coco", "yolo"], default=None, help="default: a folder is YOLO, a file COCO")
@@ -73,12 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or inpainter:NAME (default: dataset)")
     parser.add_argument("--per-image", default="1-3", help="objects pasted per image: N or LOW-HIGH (default: 1-3)")
     parser.add_argument("--classes", default=None, help="comma-separated classes to paste (default: all)")
-    parser.add_argument("--rare-boost", type=checked(check_float), default=0.0,
+    parser.add_argument("--rare-boost", type=float_in(), default=0.0,
                         help="class weights = count^(1 - boost): 0 natural frequencies, 1 uniform, 2 inverse (default: 0)")
     parser.add_argument("--copies", type=positive, default=1, help="augmented versions per input image (default: 1)")
     parser.add_argument("--blend", choices=["hard", "feather", "harmonize"], default="feather",
                         help="hard paste, feathered alpha, or Lab colour harmonisation + feather (default: feather)")
-    parser.add_argument("--min-visible", type=checked(check_float, minimum=0, maximum=1), default=0.25,
+    parser.add_argument("--min-visible", type=probability, default=0.25,
                         help="an object left with less of its area visible is dropped or flagged (default: 0.25)")
     parser.add_argument("--occluded", choices=["drop", "flag"], default="drop",
                         help="what happens to such an object (flag: COCO 'ignore': 1; YOLO lists it in the report)")
@@ -90,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", default=None,
                         help="learned: a position phrase every box keeps to, e.g. 'bottom' or 'top left'")
     parser.add_argument("--scale-range", default="0.5,1.5", help="random: scale jitter LOW,HIGH (default: 0.5,1.5)")
-    parser.add_argument("--seed", type=count, default=0, help="the job's seed (default: 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="the job's seed (default: 0)")
     parser.add_argument("--shard-size", type=positive, default=64, help="images per shard, the unit of resume (default: 64)")
     parser.add_argument("--batch-size", type=positive, default=8, help="images placed per model call (default: 8)")
     parser.add_argument("--device", default="cpu", help="the location model's device: cpu, cuda, auto (default: cpu)")

@@ -205,7 +205,7 @@ def _run_positional(args, out) -> int:
     """``--positional``: the positional-prompt benchmark on the synthetic world."""
     import inspect
 
-    from locinsert.evaluation.positional import (calibrate_threshold, format_positional, positional_benchmark,
+    from locinsert.editing.positional import (calibrate_threshold, format_positional, positional_benchmark,
                                                  positional_figure)
     from locinsert.editing.inserter import ObjectInserter
     from locinsert.io import write_json_atomic

@@ -8,7 +8,7 @@
 4. insert objects from positional prompts through ``ObjectInserter`` and the cut-out backend;
 5. remove and move objects through ``ObjectEditor`` and measure removal (``locinsert.demo.removal``);
 6. train the text-mask segmenter ``locinsert app`` finds objects with (``locinsert.demo.textmask``).
-7. the positional-prompt benchmark (``locinsert.evaluation.positional``).
+7. the positional-prompt benchmark (``locinsert.editing.positional``).
 
 Everything goes into one report folder; ``report.md`` says what each picture shows. Every number
 in the report comes from this run.
@@ -160,7 +160,7 @@ def _textmask(result: DemoResult, budget: str, seed: int, progress: bool) -> Non
 
 def _positional(result: DemoResult, model, test, budget: str, seed: int, progress: bool) -> None:
     """7. Positional prompts: the benchmark's own module, one call."""
-    from ..evaluation.positional import demo_section
+    from ..editing.positional import demo_section
 
     t0, c0 = time.time(), cpu_seconds()
     result.positional = demo_section(model, test, result.out_dir, budget, seed, progress)
@@ -343,7 +343,7 @@ def _report_md(result: DemoResult, budget: str, n_test: int, machine: str) -> st
         from .textmask import report_lines as textmask_lines
         lines += textmask_lines(result.textmask)
     if result.positional:
-        from ..evaluation.positional import report_lines as positional_lines
+        from ..editing.positional import report_lines as positional_lines
         lines += positional_lines(result.positional)
     lines += ["", "## Time", "", "Wall seconds, and CPU seconds (user + system, this process and its workers: what a step",
               "costs whatever else the machine runs).", "", "| step | seconds | CPU seconds |", "|---|---|---|"]

@@ -1,6 +1,6 @@
 """Editing an image from an instruction: the grammar (``instructions``), insertion (``inserter``), removing and
 moving (``editor``), CLIP zero-shot classification of a reference object (``zero_shot``) and the edit metrics
-(``metrics``)."""
+(``metrics``), and the positional-prompt benchmark on the synthetic world (``positional``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_exports
 
 if TYPE_CHECKING:  # the public names: static tools read them here, lazy_exports loads each on first use
-    from . import editor, inserter, instructions, metrics, zero_shot
+    from . import editor, inserter, instructions, metrics, positional, zero_shot
     from .editor import ObjectEditor
     from .inserter import ObjectInserter
     from .instructions import parse_instruction, parse_instructions

@@ -126,7 +126,7 @@ def positional_benchmark(model, queries, phrases: Sequence[str] = BENCH_PHRASES,
 
     from ..data.synthetic import is_plausible
     from ..fit import DEFAULT_FIT_THRESHOLD
-    from ..editing.inserter import ObjectInserter, select_box
+    from .inserter import ObjectInserter, select_box
     from ..regions import Region
 
     threshold = DEFAULT_FIT_THRESHOLD if threshold is None else float(threshold)
