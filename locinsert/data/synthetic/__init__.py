@@ -3,7 +3,7 @@
 A test bench with a ground truth (and the demo's offline data): scenes (:mod:`.scenes`), the
 vectorised oracle and the dense set of true placements (:mod:`.oracle`), PIPE/OPA-shaped splits of
 ``PlacementQuery`` (:mod:`.splits`), oracle precision and coverage (:mod:`.metrics`), and pictures:
-scene images, class sprites and labelled figures (:mod:`.drawing`), and per-pixel part labels and
+scene images and labelled figures (:mod:`.drawing`), class sprites (:mod:`.sprites`), and per-pixel part labels and
 object masks drawn with the same geometry (:mod:`.labels`).
 
 >>> from locinsert.data import synthetic
@@ -15,9 +15,10 @@ tensor(True)
 
 from .metrics import coverage, oracle_precision
 from .oracle import CLASSES, RULES, ClassRule, dense_positives, is_plausible
-from .drawing import paste_sprite, plot_scenes, render, sprite
+from .drawing import plot_scenes
+from .sprites import paste_sprite, sprite
 from .labels import PARTS, THINGS, SceneObject, label_map, instance_map, object_masks
-from .scenes import Scene, depth_scale, make_scene, make_scenes
+from .scenes import Scene, depth_scale, make_scene, make_scenes, render
 from .splits import NEGATIVE_TYPES, opa_like, pipe_like, sample_negatives, sample_positives, test_split
 
 __all__ = [

@@ -20,11 +20,13 @@ import logging
 
 from torch.utils.data import DataLoader, Dataset
 
+from .scenes import make_scenes
+from .splits import STARTED as _PENDING
+from .splits import _check_boxes_per_scene, _check_split_args, pipe_like_key, pipe_like_labels, pipe_like_queries
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["start_pipe_like", "collect", "cancel_all", "pending"]
-
-_PENDING: dict[tuple, "_Job"] = {}
 
 
 class _LabelTask(Dataset):
@@ -37,8 +39,6 @@ class _LabelTask(Dataset):
         return 1
 
     def __getitem__(self, i: int):
-        from .splits import pipe_like_labels
-
         return pipe_like_labels(*self.args)
 
 
@@ -53,8 +53,7 @@ class _Job:
         self.iterator = iter(loader)   # the worker starts now and computes the one item
 
     def result(self):
-        from .splits import pipe_like_queries
-
+        logger.info("collecting the PIPE-like split generated in the background")
         try:
             labels = next(self.iterator)
         finally:
@@ -72,9 +71,6 @@ def start_pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: in
     Raises:
         ValueError: the arguments are ones ``pipe_like`` refuses.
     """
-    from .scenes import make_scenes
-    from .splits import _check_boxes_per_scene, _check_split_args, pipe_like_key
-
     classes = _check_split_args(num_scenes, classes, num_bins)
     _check_boxes_per_scene(boxes_per_scene, classes)
     key = pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene)
@@ -90,7 +86,6 @@ def collect(key: tuple):
     job = _PENDING.pop(key, None)
     if job is None:
         return None
-    logger.info("collecting the PIPE-like split generated in the background")
     return job.result()
 
 

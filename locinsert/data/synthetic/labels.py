@@ -1,6 +1,6 @@
 """Per-pixel truth of a synthetic scene: part labels and the masks of the things in it.
 
-Drawn with the renderer's own geometry (:func:`.drawing.paint`), so a label map agrees with the
+Drawn with the renderer's own geometry (:func:`.scenes.paint`), so a label map agrees with the
 rendered image pixel for pixel. Two uses: a dense, free objective for pretraining an image encoder
 (every pixel's kind), and the exact masks of existing objects (windows, tables, crates, vases) for
 training and measuring text-guided segmentation and removal.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .drawing import paint
+from .scenes import paint
 from .scenes import Scene
 
 # Part labels in painting order; a label's id is its index.

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .drawing import sprite
+from .sprites import sprite
 from .labels import THINGS, object_masks
 from .oracle import CLASSES, dense_positives
 from .scenes import Scene, make_scenes

@@ -83,7 +83,6 @@ class Scene:
     def render(self) -> np.ndarray:
         """The scene's image, (S, S, 3) uint8. Not cached: drawing takes a fraction of a millisecond,
         and the query that owns the scene keeps its own decoded image."""
-        from .drawing import render
         return render(self)
 
     def hflip(self) -> "Scene":
@@ -220,3 +219,58 @@ def make_scenes(n: int, seed: int = 0, size: int = 64, stream: str = "scenes") -
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     rng = scene_rng(seed, stream)
     return [make_scene(rng, size=size, scene_id=f"{stream}-{seed}-{i:06d}") for i in range(n)]
+
+
+# -- painting: the one place that knows how a scene looks -------------------------------------------
+
+SKY_COLOR = (120, 180, 240)
+FRAME_COLOR = (250, 250, 250)
+TABLE_TOP_COLOR = (238, 140, 30)
+TABLE_LEG_COLOR = (80, 45, 20)
+CRATE_COLOR = (90, 130, 95)
+CRATE_EDGE_COLOR = (40, 60, 45)
+VASE_COLOR = (150, 60, 170)
+
+
+def _fill(img: np.ndarray, box, value) -> None:
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    img[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = value
+
+
+def paint(scene: Scene, out: np.ndarray, value) -> np.ndarray:
+    """Paint every part of ``scene`` into ``out`` (S, S, ...) with ``value(part, index)``, back to front.
+
+    The one place that knows the scene's geometry: :func:`render` paints colours with it and
+    :mod:`.labels` paints part labels and instance ids, so pictures and label maps agree pixel for pixel.
+    Parts: ``wall``, ``floor``, ``window_frame``, ``glass``, ``crate_edge``, ``crate``, ``table_leg``,
+    ``table_top``, ``vase``; ``index`` is the thing's row in its ``Scene`` array (0 for wall and floor).
+    """
+    S, hz = scene.size, int(scene.horizon)
+    out[:hz] = value("wall", 0)
+    out[hz:] = value("floor", 0)
+    for i, w in enumerate(scene.windows):
+        _fill(out, w, value("window_frame", i))
+        _fill(out, (w[0] + 1, w[1] + 1, w[2] - 1, w[3] - 1), value("glass", i))
+    floor_things = [("crate", i, c) for i, c in enumerate(scene.crates)] + \
+                   [("table", i, t) for i, t in enumerate(scene.tables)]
+    for kind, i, b in sorted(floor_things, key=lambda t: t[2][3]):  # far (higher up) first
+        if kind == "crate":
+            _fill(out, b, value("crate_edge", i))
+            _fill(out, (b[0] + 1, b[1] + 1, b[2] - 1, b[3] - 1), value("crate", i))
+        else:
+            d = scene.table_tops[i]
+            leg = max(1, int(round(0.05 * S * scene.scale_at(b[3]))))
+            _fill(out, (b[0] + 1, b[1] + d, b[0] + 1 + leg, b[3]), value("table_leg", i))
+            _fill(out, (b[2] - 1 - leg, b[1] + d, b[2] - 1, b[3]), value("table_leg", i))
+            _fill(out, (b[0], b[1], b[2], b[1] + d), value("table_top", i))
+    for i, v in enumerate(scene.vases):
+        _fill(out, v, value("vase", i))
+    return out
+
+
+def render(scene: Scene) -> np.ndarray:
+    """The scene as an (S, S, 3) uint8 image: wall, floor, windows, crates, tables (back to front), vases."""
+    colors = {"wall": scene.wall_color, "floor": scene.floor_color, "window_frame": FRAME_COLOR,
+              "glass": SKY_COLOR, "crate_edge": CRATE_EDGE_COLOR, "crate": CRATE_COLOR,
+              "table_leg": TABLE_LEG_COLOR, "table_top": TABLE_TOP_COLOR, "vase": VASE_COLOR}
+    return paint(scene, np.empty((scene.size, scene.size, 3), dtype=np.uint8), lambda part, i: colors[part])

@@ -236,13 +236,16 @@ def pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: int | No
     """
     classes = _check_split_args(num_scenes, classes, num_bins)
     _check_boxes_per_scene(boxes_per_scene, classes)
-    from .background import collect
-
-    ready = collect(pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene))
-    if ready is not None:
-        return ready
+    started = STARTED.pop(pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene), None)
+    if started is not None:
+        return started.result()
     scenes = make_scenes(num_scenes, seed, size, stream="pipe")
     return pipe_like_queries(scenes, pipe_like_labels(scenes, seed, num_bins, classes, boxes_per_scene), classes)
+
+
+#: PIPE-like splits being labelled elsewhere (``background.start_pipe_like``): key -> a job whose
+#: ``result()`` returns the queries. ``pipe_like`` takes its split from here when one was started.
+STARTED: dict[tuple, object] = {}
 
 
 def pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene) -> tuple:
