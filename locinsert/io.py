@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 __all__ = ["write_folder_atomic", "write_file_atomic", "write_json_atomic", "write_text_atomic",
-           "save_image_atomic", "saving_in_place", "swap_in", "clean_stale_temporaries"]
+           "save_image_atomic", "save_figure", "saving_in_place", "swap_in", "clean_stale_temporaries"]
 
 logger = logging.getLogger(__name__)
 _IN_PLACE: contextvars.ContextVar[bool] = contextvars.ContextVar("locinsert_save_in_place", default=False)
@@ -109,6 +109,16 @@ def write_file_atomic(path: str | os.PathLike, write: Callable[[str], None], suf
             os.remove(tmp)
         raise
     _fsync_path(folder, directory=True)
+
+
+def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
+    """Save a matplotlib figure to ``path`` atomically (its folder made if needed), in the format its
+    suffix names (PNG without one); ``savefig_kwargs`` go to ``fig.savefig``. The figure stays open."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix[1:] or "png"
+    write_file_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, **savefig_kwargs), suffix=path.suffix)
+    return path
 
 
 _STALE_FILE = re.compile(r"^\.tmp-(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]+")

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.synthetic import CLASSES
+from ..io import save_figure
 from .detector import DetectionSample, coco_ap, detect, train_detector
 
 __all__ = ["run_experiment", "format_table", "why_implausible", "placement_report", "ARMS"]
@@ -172,7 +173,7 @@ def _figure(examples: dict, path: str, count: int = 3, copies: int = 1) -> None:
                 ax.set_title(arm, fontsize=10, loc="left")
     fig.suptitle("green: labelled, yellow: pasted (labelled); unboxed look-alikes are distractors", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -274,5 +275,5 @@ def _failure_figure(out: str, failures: list, path: str, count: int = 8) -> None
                                edgecolor="red", linewidth=1.2))
         ax.set_title(f"{cls}: {why}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

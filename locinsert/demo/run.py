@@ -16,13 +16,13 @@ in the report comes from this run.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..io import save_figure, write_json_atomic, write_text_atomic
 from ..threads import cpu_seconds
 
 #: Edited scenes per budget. Training and test sizes: ``locinsert.training.synthetic.SYNTHETIC_BUDGETS``.
@@ -129,8 +129,8 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
                "training": result.training, "test_queries": len(test), "table": result.table,
                "edits": result.edits, "removal": result.removal, "textmask": result.textmask,
                "positional": result.positional}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (out / "report.md").write_text(_report_md(result, budget, len(test), metrics["machine"]))
+    write_json_atomic(out / "metrics.json", metrics)
+    write_text_atomic(out / "report.md", _report_md(result, budget, len(test), metrics["machine"]))
     return result
 
 
@@ -268,7 +268,7 @@ def _edit_grid(tiles, path: Path) -> None:
             ax.set_title(title, fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 

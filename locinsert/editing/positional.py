@@ -248,9 +248,7 @@ def positional_figure(queries, result: dict, path, ncols: int = 4, hopeless: int
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from pathlib import Path
-
-    from ..io import write_file_atomic
+    from ..io import save_figure
     from ..regions import Region
 
     by_id = {q.query_id: q for q in queries}
@@ -292,14 +290,10 @@ def positional_figure(queries, result: dict, path, ncols: int = 4, hopeless: int
                  "conditional sampler, best log p); region dotted; verdict below each prompt (orange: hardly fits)",
                  fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        write_file_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix[1:] or "png"),
-                          suffix=path.suffix)
+        return save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)
-    return path
 
 
 def demo_section(model, test, folder, budget: str, seed: int = 0, progress: bool = True) -> dict:

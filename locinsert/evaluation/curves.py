@@ -282,16 +282,12 @@ def save_figure(curves: Sequence[Curve], path: str | Path, paper=None, title: st
     if oracle:
         plot_oracle(curves, axes[1])
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from ..io import write_file_atomic
+    from ..io import save_figure
 
     try:
-        write_file_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix[1:] or "png"),
-                          suffix=path.suffix)
+        return save_figure(fig, path, dpi=120)
     finally:
         plt.close(fig)
-    return path
 
 
 def load_curves(paths: Iterable[str | Path]) -> list[Curve]:

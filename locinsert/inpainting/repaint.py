@@ -297,5 +297,7 @@ def plot_schedules(path=None, reference=None, background=None, box=(40, 52, 88, 
             ax.set_yticks([])
     fig.suptitle("RePaint with a reference: the soft mask = (1 - hole) + hole x alpha x lambda(s)")
     if path is not None:
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        from ..io import save_figure
+
+        save_figure(fig, path, dpi=100, bbox_inches="tight")
     return fig

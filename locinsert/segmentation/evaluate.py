@@ -226,7 +226,9 @@ def plot_mask_examples(examples: Sequence[MaskExample], segmenters: dict[str, Se
             show(ax, ex.image, pred, "yellow", f"{name}\n{label}")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=dpi)
+        from ..io import save_figure
+
+        save_figure(fig, path, dpi=dpi)
     return fig
 
 

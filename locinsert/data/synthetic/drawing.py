@@ -55,5 +55,7 @@ def plot_scenes(queries: Sequence, samples: Sequence | None = None, ncols: int =
         ax.set_title(f"{q.category}: {len(q.positives)} pos, {len(q.negatives)} neg", fontsize=9)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=dpi)
+        from ...io import save_figure
+
+        save_figure(fig, path, dpi=dpi)
     return fig
