@@ -127,26 +127,33 @@ def reference_pages() -> list[ReferencePage]:
     return pages
 
 
-def _summary(path: str) -> str:
-    """The first line of an object's docstring, for the tables that link to it."""
+def resolve(path: str):
+    """The object a dotted path names (``locinsert.io.save_figure``): the longest importable module
+    prefix, then attributes. Raises ``ImportError`` / ``AttributeError`` when nothing matches."""
     parts = path.split(".")
     for i in range(len(parts), 0, -1):
         try:
             obj = importlib.import_module(".".join(parts[:i]))
         except ImportError:
             continue
-        try:
-            for name in parts[i:]:
-                obj = getattr(obj, name)
-        except AttributeError:
-            return ""
-        own = vars(obj).get("__doc__") if inspect.isclass(obj) else getattr(obj, "__doc__", None)
-        if not isinstance(own, str) or (not inspect.isclass(obj) and not inspect.isfunction(obj)
-                                        and not inspect.ismodule(obj)):
-            return ""
-        lines = inspect.cleandoc(own).strip().splitlines()
-        return lines[0].replace("|", "\\|") if lines else ""
-    return ""
+        for name in parts[i:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(path)
+
+
+def _summary(path: str) -> str:
+    """The first line of an object's docstring, for the tables that link to it."""
+    try:
+        obj = resolve(path)
+    except (ImportError, AttributeError):
+        return ""
+    own = vars(obj).get("__doc__") if inspect.isclass(obj) else getattr(obj, "__doc__", None)
+    if not isinstance(own, str) or (not inspect.isclass(obj) and not inspect.isfunction(obj)
+                                    and not inspect.ismodule(obj)):
+        return ""
+    lines = inspect.cleandoc(own).strip().splitlines()
+    return lines[0].replace("|", "\\|") if lines else ""
 
 
 def page_markdown(page: ReferencePage, pages: list[ReferencePage] = ()) -> str:

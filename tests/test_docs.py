@@ -55,17 +55,6 @@ def test_every_page_has_one_title():
         assert len(titles) == 1 and text.lstrip().startswith("# "), f"{page.relative_to(DOCS)}: {titles}"
 
 
-def _resolve(path: str):
-    parts = path.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        for name in parts[i:]:
-            obj = getattr(obj, name)
-        return obj
-    raise ImportError(path)
 
 
 def test_every_public_name_has_a_reference_entry(site):
@@ -103,7 +92,7 @@ def test_exported_classes_and_functions_have_a_one_line_summary():
         for entry in page.entries:
             if entry.kind == "attribute" or entry.path not in page.home:
                 continue
-            obj = _resolve(entry.path)
+            obj = docs_reference.resolve(entry.path)
             own = obj.__doc__ if not inspect.isclass(obj) else vars(obj).get("__doc__")
             if not own or not own.strip().splitlines()[0].strip():
                 missing.append(entry.path)
