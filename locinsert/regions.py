@@ -44,6 +44,8 @@ _NEAR = {  # "near the top" and friends: the outer third on that side
     "top": (0.0, 0.0, 1.0, 1 / 3),
     "bottom": (0.0, 2 / 3, 1.0, 1.0),
 }
+#: Every rectangle a supported phrase resolves to (normalised): what region-conditioned training draws from.
+PHRASE_RECTS = tuple(sorted(set(_HALF.values()) | set(_NEAR.values())))
 _SYNONYMS = {
     "upper": "top", "above": "top", "up": "top", "lower": "bottom", "below": "bottom", "down": "bottom",
     "centre": "center", "middle": "center", "central": "center", "leftmost": "left", "rightmost": "right",

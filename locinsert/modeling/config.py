@@ -101,6 +101,10 @@ class LocationModelConfig(PretrainedConfig):
     tokens plus one BOS token form the decoder's input vocabulary; its output head covers the
     ``num_bins`` coordinates only.
 
+    ``region_conditioning``: the prefix also carries the asked region (``region_prefix.py``), so
+    the model is p(box | image, class, region); ``LocationModel.enable_region_conditioning`` turns
+    it on for a trained model.
+
     Once a model is built, its config no longer asks for hub weights (they are in the checkpoint),
     so ``from_pretrained`` of a saved model never downloads encoder weights.
     """
@@ -130,6 +134,7 @@ class LocationModelConfig(PretrainedConfig):
         decoder_config: dict | None = None,
         decoder_pretrained: str | None = None,
         weights_source: dict | None = None,
+        region_conditioning: bool = False,
         **kwargs,
     ):
         self.num_bins = check_int(num_bins, "num_bins", minimum=2)
@@ -154,6 +159,7 @@ class LocationModelConfig(PretrainedConfig):
         self.decoder_pretrained = decoder_pretrained
         # Where hub weights came from (provenance only; never used to download).
         self.weights_source = dict(weights_source or {})
+        self.region_conditioning = bool(region_conditioning)
         super().__init__(**kwargs)
         if "{}" not in self.class_prompt:
             raise ValueError(f"class_prompt must contain '{{}}' for the class name, got {self.class_prompt!r}")

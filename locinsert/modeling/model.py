@@ -34,6 +34,7 @@ from .checkpoint_io import CheckpointMixin
 from .config import LocationModelConfig
 from .constraints import BoxConstraints
 from .encoders import ImagePreprocessor, build_class_encoder, build_image_encoder
+from .region_prefix import RegionEmbedding, check_rects, constraint_rects, whole_image
 from .sampling import (DECODE_SAMPLERS, PrefixCache, compiled_decode_step, decode_boxes, prefix_forward,
                        shared_prefix_forward)
 
@@ -179,6 +180,7 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         self.image_proj = nn.Linear(self.image_encoder.dim, d)
         self.class_proj = nn.Linear(self.class_encoder.dim, d)
         self.lm_head = nn.Linear(d, config.num_bins, bias=False)
+        self.region_embed = RegionEmbedding(d) if config.region_conditioning else None
         self._record_encoders()
         self.prefix_length = self._num_image_tokens() + 2
         if self.prefix_length + 3 > dcfg.n_positions:
@@ -191,6 +193,20 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         if config.decoder_pretrained:
             self._load_pretrained_decoder(config.decoder_pretrained)
         self._apply_freezing()
+        if self.region_embed is not None:
+            self.region_embed.reset_parameters()  # post_init's GPT-2 init would make it a non-zero start
+
+    def enable_region_conditioning(self) -> "LocationModel":
+        """Make this model region-conditioned (``region_prefix.py``): p(box | image, class, region).
+
+        Adds the region embedding with a zero output layer, so the model computes exactly what it
+        did until it is trained on regions (``DataArguments.region_prob``). A no-op if it already is.
+        Returns the model.
+        """
+        if self.region_embed is None:
+            self.region_embed = RegionEmbedding(self.decoder.config.n_embd).to(self.device, self.dtype)
+            self.config.region_conditioning = True
+        return self
 
     # -- construction helpers -----------------------------------------------------------------
 
@@ -354,15 +370,29 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
 
     # -- training forward ----------------------------------------------------------------------
 
-    def prefix_embeddings(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
-        """(B, T, D_img), (B, D_cls) -> prefix (B, T + 2, D): image tokens, class token, BOS."""
-        img = self.image_proj(image_features.to(self.device, self.dtype))
-        return torch.cat([img, self._class_and_bos(class_features, img.shape[0])], 1)
+    def prefix_embeddings(self, image_features: torch.Tensor, class_features: torch.Tensor,
+                          regions: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D_img), (B, D_cls) -> prefix (B, T + 2, D): image tokens, class token, BOS.
 
-    def _class_and_bos(self, class_features: torch.Tensor, rows: int) -> torch.Tensor:
-        """(C, D_cls) -> (rows, 2, D): each row's class token then BOS; C divides rows (block layout)."""
+        ``regions`` (B, 4): normalised rectangles a region-conditioned model reads (None: the whole image).
+        """
+        img = self.image_proj(image_features.to(self.device, self.dtype))
+        return torch.cat([img, self._class_and_bos(class_features, img.shape[0], regions)], 1)
+
+    def _class_and_bos(self, class_features: torch.Tensor, rows: int, regions: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+        """(C, D_cls) -> (rows, 2, D): each row's class token then BOS; C divides rows (block layout).
+
+        A region-conditioned model adds each row's region embedding to its class token.
+        """
         cls = self.class_proj(class_features.to(self.device, self.dtype))[:, None]
         cls = cls.repeat(rows // cls.shape[0], 1, 1)
+        if self.region_embed is not None:
+            rects = whole_image(rows) if regions is None else check_rects(regions.detach().cpu(), rows)
+            cls = cls + self.region_embed(rects.to(self.device, self.dtype))[:, None]
+        elif regions is not None:
+            raise ValueError("regions given to a model without region conditioning "
+                             "(enable_region_conditioning(), then train with region_prob > 0)")
         return torch.cat([cls, self.decoder.wte.weight[self.config.num_bins].expand(rows, 1, -1)], 1)
 
     def _features(self, pixel_values, classes, image_features, class_features):
@@ -393,7 +423,7 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
     def forward(self, pixel_values: torch.Tensor | None = None, classes: Sequence[str] | None = None,
                 class_features: torch.Tensor | None = None, image_features: torch.Tensor | None = None,
                 box_tokens: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                return_dict: bool = True) -> LocationModelOutput:
+                regions: torch.Tensor | None = None, return_dict: bool = True) -> LocationModelOutput:
         """Teacher-forced forward. ``labels`` is an alias of ``box_tokens`` (for ``Trainer``).
 
         ``box_tokens`` may hold k boxes per image: (k * B, 4), stacked as k blocks of B rows (block j
@@ -402,6 +432,8 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         (``shared_prefix_forward``): DPO scores a chosen and a rejected box per image this way, and
         a supervised batch can carry several boxes (of several classes) per scene.
         Without box tokens, returns the logits of the first coordinate only, (B, 1, num_bins).
+        ``regions``: a region-conditioned model's normalised rectangles, one per box row (per image
+        without box tokens); None means the whole image.
         """
         image_features, class_features = self._features(pixel_values, classes, image_features, class_features)
         box_tokens = labels if box_tokens is None else box_tokens
@@ -409,7 +441,7 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         if box_tokens is None:
             if class_features.shape[0] != b:
                 raise ValueError(f"{b} images but {class_features.shape[0]} classes and no box tokens")
-            prefix = self.prefix_embeddings(image_features, class_features)
+            prefix = self.prefix_embeddings(image_features, class_features, regions)
             hidden = self.decoder(inputs_embeds=prefix, use_cache=False).last_hidden_state[:, -1:]
             return LocationModelOutput(logits=self.lm_head(hidden))
         tokens = self.check_tokens(box_tokens)
@@ -417,11 +449,11 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
             raise ValueError(f"{tokens.shape[0]} boxes for {b} images and {class_features.shape[0]} classes "
                              "(need a multiple of both)")
         if tokens.shape[0] == b:
-            embeds = torch.cat([self.prefix_embeddings(image_features, class_features),
+            embeds = torch.cat([self.prefix_embeddings(image_features, class_features, regions),
                                 self.decoder.wte(tokens[:, :3])], 1)
             hidden = self.decoder(inputs_embeds=embeds, use_cache=False).last_hidden_state[:, -5:]
         else:
-            tails = torch.cat([self._class_and_bos(class_features, tokens.shape[0]),
+            tails = torch.cat([self._class_and_bos(class_features, tokens.shape[0], regions),
                                self.decoder.wte(tokens[:, :3])], 1)
             image = self.image_proj(image_features.to(self.device, self.dtype))
             hidden = shared_prefix_forward(self.decoder, image, tails)
@@ -457,11 +489,18 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         return getattr(self, "_decode_step", None)
 
     @torch.no_grad()
-    def encode_prefix(self, images: list, classes: list[str]) -> PrefixCache:
-        """Run encoders + the decoder prefix once per image; the cache every sample shares."""
+    def encode_prefix(self, images: list, classes: list[str], regions: torch.Tensor | None = None) -> PrefixCache:
+        """Run encoders + the decoder prefix once per image; the cache every sample shares.
+
+        ``regions`` (B, 4): what a region-conditioned model is told (None: the whole image).
+        """
         pixel_values = self.preprocessor(images).to(self.device)
-        prefix = self.prefix_embeddings(self.encode_image(pixel_values), self.encode_class(classes))
+        prefix = self.prefix_embeddings(self.encode_image(pixel_values), self.encode_class(classes), regions)
         return prefix_forward(self.decoder, prefix)
+
+    def _conditioning(self, constraints: list[BoxConstraints]) -> torch.Tensor | None:
+        """The regions a region-conditioned model reads for these constraints (None for other models)."""
+        return constraint_rects(constraints) if self.region_embed is not None else None
 
     def _constraints(self, images, region, min_size, single: bool = True) -> list[BoxConstraints]:
         # A list of numbers is one box; a list of anything else is one region per image.
@@ -538,7 +577,7 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         final_samples, num_samples = num_samples, num_samples * (resample or 1)
         check_box_count(len(pil) * num_samples, "num_samples" + (" x resample" if resample else ""))
         constraints = self._constraints(pil, region, min_size, single)  # impossible regions fail here
-        cache = self.encode_prefix(pil, classes)
+        cache = self.encode_prefix(pil, classes, self._conditioning(constraints))
         opts = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
                     step_fn=self._step_fn, sampler=sampler)
         allowed = self._allowed_fn(constraints)
@@ -656,7 +695,7 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         tokens = box_ops.boxes_to_tokens(b, im.width, im.height, self.config.num_bins)
         constraints = self._constraints([im], region, min_size)
         allowed = self._allowed_fn(constraints) if likelihood == "log_q" else None
-        cache = self.encode_prefix([im], cls)
+        cache = self.encode_prefix([im], cls, self._conditioning(constraints))
         chunk = self._rows_per_pass(cache)
         parts = [decode_boxes(self.decoder, self.lm_head, cache, len(part), allowed,
                               forced=part[None].to(self.device), step_fn=self._step_fn)

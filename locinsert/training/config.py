@@ -48,6 +48,9 @@ class ModelArguments:
                 "is loaded from it and frozen (any preset; its architecture must match the preset's)."})
     ref_model_name_or_path: str | None = field(default=None, metadata={
         "help": "DPO only: the frozen reference. Default: a frozen copy of the starting model."})
+    region_conditioning: bool = field(default=False, metadata={
+        "help": "Make the model region-conditioned, p(box | image, class, region) (a saved model without it gains "
+                "a zero-initialised region embedding); train it with region_prob > 0."})
 
 
 @dataclass
@@ -85,6 +88,9 @@ class DataArguments:
                 "decoder's image tokens run once for them."})
     pairs_per_query: int | None = field(default=16, metadata={
         "help": "DPO: at most this many (positive, negative) pairs per query (None: all)."})
+    region_prob: float = field(default=0.0, metadata={
+        "help": "Region-conditioned models: the share of boxes (DPO: pairs) trained with a random region around "
+                "the box's centre (the others: the whole image). 0 trains no region."})
     feature_cache: str | None = field(default=None, metadata={
         "help": "Folder of the frozen-encoder feature cache. When set, features are computed once and training "
                 "skips the ViT and CLIP text encoder."})

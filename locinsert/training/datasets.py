@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from ..boxes import boxes_to_tokens
 from ..data.augment import hflip_boxes
 from ..images import load_image
+from .random_regions import training_regions
 
 
 def query_image(query) -> Image.Image:
@@ -122,6 +123,13 @@ def image_groups(queries: Sequence, items: Sequence[tuple], k: int, name: str = 
             for group in per_image.values() for start in range(0, len(group), k)]
 
 
+def _check_region_prob(p) -> float:
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"region_prob must lie in [0, 1], got {p}")
+    return p
+
+
 class BoxDataset(Dataset):
     """Supervised examples: every positive box of every query (and its mirror image with ``hflip``).
 
@@ -130,10 +138,14 @@ class BoxDataset(Dataset):
     stacks them in the block layout ``LocationModel.forward`` takes, so the image runs through the
     encoder and the decoder's image tokens once for k boxes. An image's boxes are split into groups
     of k; a last, short group is filled up by cycling through that image's boxes.
+
+    ``region_prob > 0`` (a region-conditioned model): each box comes with ``regions``, a normalised
+    rectangle around its centre with that probability, else the whole image
+    (``training.random_regions``; drawn from ``(region_seed, example index)``).
     """
 
     def __init__(self, queries: Sequence, num_bins: int, preprocess: Callable | None = None, features=None,
-                 hflip: bool = False, boxes_per_image: int = 1):
+                 hflip: bool = False, boxes_per_image: int = 1, region_prob: float = 0.0, region_seed: int = 0):
         from ..data.pipe import PipeQueries
 
         self.queries, self.num_bins = queries, int(num_bins)
@@ -143,6 +155,7 @@ class BoxDataset(Dataset):
         boxes = [(qi, j) for qi, n in enumerate(_positives_counts(queries)) for j in range(n)]
         groups = image_groups(queries, boxes, boxes_per_image, "boxes_per_image")
         self.boxes_per_image = boxes_per_image
+        self.region_prob, self.region_seed = _check_region_prob(region_prob), int(region_seed)
         self.index = [(g, f) for g in groups for f in ((False, True) if hflip else (False,))]
         if not self.index:
             raise ValueError("no positive boxes in the training queries: nothing to train on")
@@ -153,7 +166,7 @@ class BoxDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         group, flipped = self.index[i]
         item = self.prefix(group[0][0], flipped)
-        tokens, classes = [], []
+        tokens, classes, regions = [], [], []
         for qi, j in group:
             q = self.queries[qi]
             w, h = _size(q)
@@ -162,10 +175,15 @@ class BoxDataset(Dataset):
                 box = hflip_boxes(box, w)
             tokens.append(boxes_to_tokens(box, w, h, self.num_bins)[0].long())
             classes.append(q.category)
+            if self.region_prob:
+                regions.append(training_regions(box, w, h, self.region_prob, self.region_seed,
+                                                i * len(group) + len(regions))[0])
         if self.boxes_per_image == 1:
             item["box_tokens"] = tokens[0]
         else:
             item["box_tokens"], item["classes"] = torch.stack(tokens), classes
+        if regions:
+            item["regions"] = regions[0] if self.boxes_per_image == 1 else torch.stack(regions)
         return item
 
 
@@ -176,17 +194,20 @@ class PairDataset(Dataset):
     ``{prefix, classes: [k names], chosen_tokens: (k, 4), rejected_tokens: (k, 4)}``, so the image runs
     once for 2k boxes; an image's pairs are split into groups of k, a short last group filled up by
     cycling. ``with_reference(chosen, rejected)`` attaches precomputed reference log-probs, one per
-    pair: (len(self),) or, grouped, (len(self), k).
+    pair: (len(self),) or, grouped, (len(self), k). ``region_prob``: as in :class:`BoxDataset`, one region
+    per pair around the chosen box's centre, shared by both boxes.
     """
 
     def __init__(self, queries: Sequence, pairs: Sequence[tuple[int, torch.Tensor, torch.Tensor]], num_bins: int,
-                 preprocess: Callable | None = None, features=None, hflip: bool = False, pairs_per_image: int = 1):
+                 preprocess: Callable | None = None, features=None, hflip: bool = False, pairs_per_image: int = 1,
+                 region_prob: float = 0.0, region_seed: int = 0):
         self.queries, self.num_bins = queries, int(num_bins)
         self.prefix = _PrefixSource(queries, preprocess, features)
         pairs = [(qi, torch.as_tensor(c, dtype=torch.float32), torch.as_tensor(r, dtype=torch.float32))
                  for qi, c, r in pairs]
         groups = image_groups(queries, pairs, pairs_per_image, "pairs_per_image")
         self.pairs_per_image = pairs_per_image
+        self.region_prob, self.region_seed = _check_region_prob(region_prob), int(region_seed)
         self.index = [(g, f) for g in groups for f in ((False, True) if hflip else (False,))]
         if not self.index:
             raise ValueError("no (positive, negative) pairs: DPO needs queries with both positives and negatives")
@@ -210,7 +231,7 @@ class PairDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         group, flipped = self.index[i]
         item = self.prefix(group[0][0], flipped)
-        chosen, rejected, classes = [], [], []
+        chosen, rejected, classes, regions = [], [], [], []
         for qi, c, r in group:
             q = self.queries[qi]
             w, h = _size(q)
@@ -221,11 +242,16 @@ class PairDataset(Dataset):
             chosen.append(tokens[0])
             rejected.append(tokens[1])
             classes.append(q.category)
+            if self.region_prob:
+                regions.append(training_regions(boxes[:1], w, h, self.region_prob, self.region_seed,
+                                                i * len(group) + len(regions))[0])
         if self.pairs_per_image == 1:
             item["chosen_tokens"], item["rejected_tokens"] = chosen[0], rejected[0]
         else:
             item["chosen_tokens"], item["rejected_tokens"] = torch.stack(chosen), torch.stack(rejected)
             item["classes"] = classes
+        if regions:
+            item["regions"] = regions[0] if self.pairs_per_image == 1 else torch.stack(regions)
         if self.ref_chosen_logps is not None:
             item["ref_chosen_logps"] = self.ref_chosen_logps[i]
             item["ref_rejected_logps"] = self.ref_rejected_logps[i]
@@ -246,7 +272,7 @@ def expand_pairs(queries: Sequence, pairs_per_query: int | None = None, seed: in
 
 
 #: Per-box (or per-pair) entries of grouped examples; ``collate`` puts them in the block layout.
-GROUPED_KEYS = ("box_tokens", "chosen_tokens", "rejected_tokens", "ref_chosen_logps", "ref_rejected_logps")
+GROUPED_KEYS = ("box_tokens", "chosen_tokens", "rejected_tokens", "ref_chosen_logps", "ref_rejected_logps", "regions")
 
 
 def collate(examples: list[dict]) -> dict:

@@ -61,7 +61,9 @@ def prefix_inputs(inputs: dict, repeat: int = 1) -> dict:
 def pair_logps(model: nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, object]:
     """(chosen, rejected) summed box log-probs of a pair batch through one ``forward`` call."""
     chosen, rejected = inputs["chosen_tokens"], inputs["rejected_tokens"]
-    outputs = model(**prefix_inputs(inputs), box_tokens=torch.cat([chosen, rejected]))
+    regions = inputs.get("regions")  # a pair's two boxes are scored under the same region
+    extra = {} if regions is None else {"regions": torch.cat([regions, regions])}
+    outputs = model(**prefix_inputs(inputs), box_tokens=torch.cat([chosen, rejected]), **extra)
     logps = outputs.box_logps
     return logps[: len(chosen)], logps[len(chosen):], outputs
 

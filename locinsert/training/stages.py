@@ -99,13 +99,16 @@ def build_model(model_args: ModelArguments):
     from ..modeling import LocationModel, LocationModelConfig
 
     if model_args.model_name_or_path:
-        return LocationModel.from_pretrained(model_args.model_name_or_path)
+        model = LocationModel.from_pretrained(model_args.model_name_or_path)
+        return model.enable_region_conditioning() if model_args.region_conditioning else model
     overrides = preset_overrides(model_args)
     if model_args.image_encoder_checkpoint:
         from ..modeling.dense_encoder import image_encoder_overrides
 
         base = LocationModelConfig.preset(model_args.preset, pretrained=False, **overrides)
         overrides = {**overrides, **image_encoder_overrides(model_args.image_encoder_checkpoint, base)}
+    if model_args.region_conditioning:
+        overrides["region_conditioning"] = True
     cfg = LocationModelConfig.preset(model_args.preset, pretrained=model_args.pretrained_encoders, **overrides)
     return LocationModel(cfg)
 
@@ -116,8 +119,11 @@ def _preprocess(model):
 
 def build_dataset(stage: str, queries, model, data_args: DataArguments, seed: int = 0, features=None):
     """``BoxDataset`` for the supervised stages, ``PairDataset`` for DPO."""
+    if data_args.region_prob and not getattr(model.config, "region_conditioning", False):
+        raise ValueError(f"region_prob={data_args.region_prob} needs a region-conditioned model: "
+                         "set region_conditioning=True")
     kw = dict(num_bins=model.config.num_bins, preprocess=_preprocess(model), features=features,
-              hflip=data_args.hflip)
+              hflip=data_args.hflip, region_prob=data_args.region_prob, region_seed=seed)
     if stage == "dpo":
         pairs = expand_pairs(queries, data_args.pairs_per_query, seed=seed)
         return PairDataset(queries, pairs, pairs_per_image=data_args.pairs_per_image, **kw)
