@@ -555,6 +555,9 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         (temperature 1 without top-k/top-p only; ``sampler`` then defaults to ``"masked"``).
         With another temperature the target is the tempered model under the constraints;
         top-k/top-p filter after masking and make every sampler approximate.
+
+        A region-conditioned model (``config.region_conditioning``) is also told each region's
+        bounding rectangle (``region_prefix.py``); ``log_p`` is then its p(box | image, class, region).
         """
         single = not isinstance(images, (list, tuple))
         pil = self.load_images(images)
@@ -716,7 +719,8 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         (a product of the masses the masks keep, so every weight lies in [0, 1]). The mean weight is
         an unbiased estimate; the result is a :class:`MassEstimate` whose ``stderr`` is the
         standard error (it falls as 1 / sqrt(num_samples)). The arguments are checked as in
-        ``sample``; an impossible region raises ``ValueError``.
+        ``sample``; an impossible region raises ``ValueError``. A region-conditioned model is asked
+        without the region (the whole-image prefix): the mass is the plain model's.
         """
         pil = self.load_images(image)
         if len(pil) != 1:
