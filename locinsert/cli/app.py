@@ -36,10 +36,10 @@ import sys
 import tempfile
 
 from . import options
-from .common import RANDOM_PRESETS, check_device, check_sampling_options, load_location_model
+from .common import RANDOM_PRESETS, check_device, load_location_model
 from .edit import SEGMENTERS, add_remover_arguments, build_remover, build_segmenter
 from .insert import add_inpainter_arguments, build_inpainter
-from .propose import add_model_arguments
+from .propose import add_model_arguments, sample_kwargs
 
 APP_EXTRA = 'pip install "locinsert[app]"'
 
@@ -106,7 +106,7 @@ def page_parts(args) -> dict:
     for ``locinsert.app.create_app`` (and ``session_factory``)."""
     from ..data.synthetic import CLASSES
 
-    sampling = check_sampling_options(args)
+    sampling = sample_kwargs(args)
     check_device(args.device)
     if args.segmenter_model and not args.segmenter:
         raise ValueError("--segmenter-model needs --segmenter clipseg or textmask")

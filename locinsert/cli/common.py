@@ -8,8 +8,9 @@ and exit code 2; ``--debug`` adds the traceback). This module holds the checks a
   a folder is wanted, not a folder where a file is, a writable parent), checked before any work, so a
   long evaluation is never lost to a typo in ``--out``;
 - :func:`check_device`: ``--device`` names a device that exists on this machine;
-- :func:`load_location_model`: a trained checkpoint or a random preset, or one line saying why not;
-- :func:`check_sampling_options`: ``--temperature``/``--top-k``/``--top-p``/``--min-size``.
+- :func:`load_location_model`: a trained checkpoint or a random preset, or one line saying why not.
+
+Numbers are checked earlier, while argparse reads them (``cli/options.py``).
 
 New commands call these at the top of ``run`` and get the same behaviour for free.
 """
@@ -23,8 +24,6 @@ from ..io import check_output_dir, check_output_file  # noqa: F401 (re-exported:
 
 #: --model names that build a random (untrained) model of a preset.
 RANDOM_PRESETS = ("tiny", "synthetic")
-
-
 
 
 def check_device(spec: str, flag: str = "--device") -> str:
@@ -49,23 +48,6 @@ def check_device(spec: str, flag: str = "--device") -> str:
         except (RuntimeError, AssertionError) as e:
             raise ValueError(f"{flag} {spec}: device not usable here ({str(e).splitlines()[0]})") from e
     return spec
-
-
-def check_sampling_options(args) -> dict:
-    """``sample()`` keywords from --temperature/--top-k/--top-p/--min-size, each checked and named."""
-    from ..validation import check_float, check_int
-
-    def named(fn, value, flag, **kw):
-        try:
-            return fn(value, flag, **kw)
-        except TypeError as e:
-            raise ValueError(str(e)) from e
-
-    return dict(
-        temperature=named(check_float, args.temperature, "--temperature", minimum=0, low_open=True),
-        top_k=named(check_int, args.top_k, "--top-k", minimum=1, optional=True),
-        top_p=named(check_float, args.top_p, "--top-p", minimum=0, maximum=1, low_open=True, optional=True),
-        min_size=named(check_float, args.min_size, "--min-size", minimum=0, optional=True))
 
 
 def load_location_model(spec: str | None, device: str = "cpu", seed: int = 0, flag: str = "--model"):

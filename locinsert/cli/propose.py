@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 
 from . import options
-from .common import (RANDOM_PRESETS, check_device, check_output_dir, check_output_file, check_sampling_options,
+from .common import (RANDOM_PRESETS, check_device, check_output_dir, check_output_file,
                      load_location_model)
 
 __all__ = ["add_model_arguments", "load_location_model", "sample_kwargs", "inserter_kwargs", "fit_threshold",
@@ -85,7 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def sample_kwargs(args) -> dict:
-    return check_sampling_options(args)
+    """``sample()`` keywords from --temperature/--top-k/--top-p/--min-size (argparse has checked them)."""
+    return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_size=args.min_size)
 
 
 def inserter_kwargs(args, strict: bool = True) -> dict:

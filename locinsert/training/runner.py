@@ -1,13 +1,8 @@
 """The life cycle of every ``Trainer``-based training run, written once.
 
-A stage (``stages.py``, ``encoder.py``, ``locinsert.segmentation.training``) supplies its model, data
-and collator as :class:`RunParts`; :func:`run_training` does the rest the same way for every stage:
-check the arguments before any work, seed, resume from the last complete checkpoint (refusing
-non-finite weights; a run killed after its last checkpoint ends there), train with pickle-free
-checkpoints until ``max_steps`` or the first NaN or inf gradient (:class:`NonFiniteTrainingError`),
-save ``<output_dir>/final`` atomically, evaluate, and write one ``run_summary.json`` (:class:`RunSummary`).
-Configs are flat YAML with command-line overrides (:func:`parse_config`); :class:`RunDefaults` holds
-the ``TrainingArguments`` defaults of every stage.
+A stage supplies its model, data and collator as :class:`RunParts`; :func:`run_training` checks the
+arguments, seeds, resumes (never from non-finite weights), trains until ``max_steps`` or the first NaN or
+inf gradient, saves ``final`` atomically, evaluates and writes ``run_summary.json`` (:class:`RunSummary`).
 """
 
 from __future__ import annotations
@@ -47,11 +42,9 @@ class RunDefaults:
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers (none, tensorboard...)."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: batches are built "
-                                                                          "by the stage's collator."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "False: the collator builds batches."})
     prediction_loss_only: bool = field(default=True, metadata={"help": "Eval computes the loss only."})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (default: when the GPU "
-                                                                 "supports it)."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 (default: when the GPU supports it)."})
 
     def __post_init__(self):
         if self.bf16 is None:  # when the GPU supports it, never on a CPU
@@ -87,11 +80,9 @@ def non_finite_names(named_tensors) -> list[str]:
 
 
 class FiniteGradientCallback(TrainerCallback):
-    """Stops the run before an optimizer step on NaN or inf gradients, the mark of a NaN or inf loss too.
+    """Stops the run before an optimizer step on NaN or inf gradients (so on a NaN or inf loss too).
 
-    Gradients are checked after DDP has averaged them, so every process stops at the same step (a
-    per-process loss check would leave the others waiting). Not under fp16 loss scaling, whose scaler
-    skips such steps by design.
+    Checked after DDP's averaging, so every process stops at the same step; not under fp16 loss scaling.
     """
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
@@ -126,10 +117,9 @@ class RankLogCallback(TrainerCallback):
 
 @dataclass
 class RunParts:
-    """What a stage supplies to :func:`run_training`: the model (for ``ModelLossTrainer`` its ``forward``
-    returns ``.loss``), the training examples and their collator, optional eval examples, the ``Trainer``
-    subclass (with ``SafeCheckpointMixin``) and its extra keywords (DPO: ``ref_model``), and ``evaluate(model)``,
-    run on the main process after the final save: its result is the summary's ``evaluation``."""
+    """What a stage supplies to :func:`run_training`: model, data, collator, the ``Trainer`` class (with
+    ``SafeCheckpointMixin``) and its keywords (DPO: ``ref_model``), and ``evaluate(model)``, run after the
+    final save on the main process (the summary's ``evaluation``)."""
 
     model: Any
     train_dataset: Any
@@ -266,25 +256,18 @@ def run_training(stage: str, args: TrainingArguments, build: Callable[[], RunPar
 # -- configs ---------------------------------------------------------------------------------------
 
 def use_cpu_for_multiprocess_without_gpu() -> bool:
-    """Under ``torchrun`` on a machine without GPUs, make the Trainer use CPU DDP (gloo).
-
-    Otherwise transformers' device setup does not join the launched processes and every process
-    trains alone on the whole data. Sets ``ACCELERATE_USE_CPU`` (what ``accelerate launch --cpu``
-    sets); returns True when it did.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        if "ACCELERATE_USE_CPU" not in os.environ:
-            os.environ["ACCELERATE_USE_CPU"] = "true"
-            return True
+    """Under ``torchrun`` without GPUs, set ``ACCELERATE_USE_CPU`` (as ``accelerate launch --cpu`` does) so the
+    processes join one CPU DDP group instead of each training alone; returns True when it did."""
+    if (int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+            and "ACCELERATE_USE_CPU" not in os.environ):
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+        return True
     return False
 
 
 def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, prog: str | None = None):
-    """``[--config file.yaml] [--field value ...]`` -> one instance per dataclass (trl's ``TrlParser``).
-
-    Command-line flags override the file. A missing or malformed file is a ``ValueError`` /
-    ``FileNotFoundError`` naming it.
-    """
+    """``[--config file.yaml] [--field value ...]`` -> one instance per dataclass (trl's ``TrlParser``); flags
+    override the file; a missing or malformed file is a ``FileNotFoundError`` / ``ValueError`` naming it."""
     import yaml
     from trl import TrlParser
 
@@ -312,12 +295,8 @@ def config_argv(config: str | None = None, **overrides) -> list[str]:
     """The command line of :func:`parse_config` for a config file and ``field=value`` overrides."""
     argv = ["--config", str(config)] if config is not None else []
     for key, value in overrides.items():
-        if isinstance(value, dict):
-            argv += [f"--{key}", json.dumps(value)]
-        elif isinstance(value, (list, tuple)):
-            argv += [f"--{key}", *map(str, value)]
-        else:
-            argv += [f"--{key}", str(value)]
+        value = json.dumps(value) if isinstance(value, dict) else value
+        argv += [f"--{key}", *map(str, value if isinstance(value, (list, tuple)) else [value])]
     return argv
 
 
