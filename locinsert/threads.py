@@ -15,14 +15,22 @@ the same work costs far more CPU time. Two settings avoid that (measured in the 
 
 A value the user set (``OMP_NUM_THREADS``, ``OMP_WAIT_POLICY``, ``torch.set_num_threads`` with
 ``threads=``) always wins.
+
+A process that starts work of its own in the background (the demo labels pretraining data and
+trains its segmenter beside the location model) gives each background process one of its threads
+while it runs: :func:`run_beside` counts it, :func:`use_free_threads` sets the count for the next
+piece of work. Two busy threads on one core cost far more than one (measured in
+``docs/experiments/demo-speed.md``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Callable
 
-__all__ = ["WAIT_POLICY_ENV", "set_wait_policy", "usable_cores", "configure_threads", "cpu_seconds"]
+__all__ = ["WAIT_POLICY_ENV", "set_wait_policy", "usable_cores", "configure_threads", "cpu_seconds",
+           "run_beside", "thread_budget", "free_threads", "use_free_threads"]
 
 #: Environment defaults that make idle OpenMP threads sleep rather than spin.
 WAIT_POLICY_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
@@ -67,6 +75,7 @@ def configure_threads(threads: int | None = None) -> int:
             threads = int(value)
         except ValueError:
             raise ValueError(f"OMP_NUM_THREADS must be a positive integer, got {value!r}") from None
+    chosen = threads is not None
     if threads is None:
         threads = usable_cores()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -74,6 +83,43 @@ def configure_threads(threads: int | None = None) -> int:
     import torch
 
     torch.set_num_threads(threads)
+    _BUDGET.update(threads=torch.get_num_threads(), chosen=chosen)
+    return torch.get_num_threads()
+
+
+# This process's thread count and whether the user chose it (set by configure_threads), and the
+# is-it-still-running checks of the background processes it started.
+_BUDGET: dict = {"threads": None, "chosen": False}
+_BESIDE: list[Callable[[], bool]] = []
+
+
+def run_beside(running: Callable[[], bool]) -> None:
+    """Count a background process this one started, until ``running()`` returns False."""
+    _BESIDE.append(running)
+
+
+def thread_budget() -> int:
+    """This process's thread count: ``configure_threads``'s, else torch's when first asked."""
+    if _BUDGET["threads"] is None:
+        import torch
+
+        _BUDGET["threads"] = torch.get_num_threads()
+    return _BUDGET["threads"]
+
+
+def free_threads() -> int:
+    """Threads for work starting now: :func:`thread_budget` minus one per background process still
+    running, at least 1. A count the user chose is kept."""
+    threads = thread_budget()
+    _BESIDE[:] = [running for running in _BESIDE if running()]
+    return threads if _BUDGET["chosen"] else max(1, threads - len(_BESIDE))
+
+
+def use_free_threads() -> int:
+    """``torch.set_num_threads(free_threads())``; returns the count."""
+    import torch
+
+    torch.set_num_threads(free_threads())
     return torch.get_num_threads()
 
 

@@ -54,4 +54,12 @@ def test_demo_quick_writes_the_report(tmp_path):
     assert "## Finding objects by name" in report
     # Every step has its wall and CPU seconds, in metrics.json and in the report's time table.
     assert set(metrics["cpu_seconds"]) == set(metrics["seconds"]) and metrics["cpu_seconds"]["total"] > 0
-    assert "| train_textmask |" in report and "| step | seconds | CPU seconds |" in report
+    assert "| step | seconds | CPU seconds |" in report
+    # With a core to spare the segmenter trains in a second process, beside pretraining, and its own
+    # process measures it; on one core it trains after the location stages.
+    from locinsert.threads import usable_cores
+
+    beside = metrics["textmask"].get("beside", False)
+    assert beside == (usable_cores() > 1)
+    assert ("| train_textmask (in a second process, beside pretraining) |" if beside else "| train_textmask |") in report
+    assert metrics["seconds"]["train_textmask"] > 0 and metrics["cpu_seconds"]["train_textmask"] > 0

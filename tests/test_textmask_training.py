@@ -254,3 +254,19 @@ def test_pipe_masks_through_the_pipe_reader_and_a_training_run(tmp_path):
         assert np.abs(img[e.mask] - (250, 30, 200)).max(axis=1).mean() < 40
     result = run_textmask(model_args, data_args, training_args)
     assert result.global_step == 2 and result.evaluation is None and os.path.isdir(result.model_path)
+
+
+def test_demo_segmenter_in_a_second_process_reports_its_errors(tmp_path):
+    """The demo's background training: a bad budget fails at once, here; a failure in the other
+    process comes back from result(), and the process is gone afterwards."""
+    from locinsert.demo.textmask import start_demo_textmask
+
+    with pytest.raises(ValueError, match="unknown budget"):
+        start_demo_textmask(tmp_path, budget="huge")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    job = start_demo_textmask(blocker, budget="quick")     # models/textmask cannot be made under a file
+    with pytest.raises(ValueError, match="is a file"):   # the other process's own clear error
+        job.result()
+    assert not job.running()
+    job.close()   # closing twice is harmless

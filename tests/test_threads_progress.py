@@ -116,3 +116,44 @@ def test_pipe_like_started_in_the_background_gives_the_same_queries():
     assert background.pending() == []
     with pytest.raises(ValueError, match="boxes_per_scene"):
         background.start_pipe_like(10, boxes_per_scene=99)
+
+
+def test_background_processes_take_threads_only_while_they_run(monkeypatch):
+    """free_threads: the process's count minus one per background process still running; a count
+    the user chose stays; the labelling worker counts until its labels are computed."""
+    import time
+
+    from locinsert import threads
+    from locinsert.data.synthetic import background, pipe_like
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_BESIDE", [])
+    monkeypatch.setattr(threads, "_BUDGET", {"threads": None, "chosen": False})
+    monkeypatch.setattr(threads, "usable_cores", lambda: 3)
+    try:
+        assert threads.configure_threads() == 3 and threads.free_threads() == 3
+        jobs = [True, True]
+        threads.run_beside(lambda: jobs[0])
+        threads.run_beside(lambda: jobs[1])
+        assert threads.use_free_threads() == 1 == torch.get_num_threads()   # never below one
+        jobs[0] = False
+        assert threads.free_threads() == 2 and threads.thread_budget() == 3
+        jobs[1] = False
+        assert threads.use_free_threads() == 3
+        threads.configure_threads(2)             # the user's choice (--threads) is kept
+        threads.run_beside(lambda: True)
+        assert threads.free_threads() == 2
+        threads.configure_threads()
+        threads._BESIDE.clear()
+
+        background.start_pipe_like(30, seed=7)   # the labelling worker counts until it is done
+        assert threads.free_threads() in (2, 3)
+        deadline = time.time() + 60
+        while threads.free_threads() != 3 and time.time() < deadline:
+            time.sleep(0.05)
+        assert threads.free_threads() == 3 and len(background.pending()) == 1   # done, not yet collected
+        assert len(pipe_like(30, seed=7)) > 0
+    finally:
+        background.cancel_all()
+        torch.set_num_threads(before)

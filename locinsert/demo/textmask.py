@@ -4,14 +4,20 @@
 synthetic recipe, sized per budget) into ``<out>/models/textmask/final``, and measures it on
 held-out scenes next to the no-image baselines. ``locinsert app`` started afterwards finds it there
 (:func:`find_demo_segmenter`) and finds objects by name with it, offline and with no flags.
+
+The segmenter does not depend on the location model, so on a machine with a core to spare the demo
+trains it in a second process beside pretraining (:func:`start_demo_textmask`), off the critical path.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import time
 from pathlib import Path
 
-__all__ = ["TEXTMASK_BUDGETS", "TEXTMASK_DIR", "train_demo_textmask", "find_demo_segmenter", "report_lines"]
+__all__ = ["TEXTMASK_BUDGETS", "TEXTMASK_DIR", "train_demo_textmask", "start_demo_textmask", "BackgroundTextmask",
+           "find_demo_segmenter", "report_lines"]
 
 #: Overrides of the synthetic text-mask recipe per demo budget (the default is the recipe itself:
 #: 800 scenes, one epoch at batch 16, about a CPU minute).
@@ -49,6 +55,58 @@ def train_demo_textmask(out_dir: str | os.PathLike, budget: str = "default", see
     return {"examples": result.num_examples, "steps": result.global_step, "seconds": result.seconds,
             "examples_per_s": result.train_metrics.get("train_samples_per_second"),
             "quality": result.evaluation}
+
+
+class BackgroundTextmask:
+    """:func:`train_demo_textmask` running in a process of its own (one thread); see :func:`start_demo_textmask`."""
+
+    def __init__(self, out_dir: str | os.PathLike, budget: str, seed: int):
+        if budget not in TEXTMASK_BUDGETS:   # fail here, not in the other process
+            raise ValueError(f"unknown budget {budget!r}; choose one of {sorted(TEXTMASK_BUDGETS)}")
+        # spawn: a fresh interpreter, so no OpenMP state is inherited from this process's threads
+        self._pool = multiprocessing.get_context("spawn").Pool(1)
+        self._job = self._pool.apply_async(_train_in_this_process, (str(out_dir), budget, seed))
+
+    def running(self) -> bool:
+        return self._pool is not None and not self._job.ready()
+
+    def result(self) -> dict:
+        """Wait for the training and return :func:`train_demo_textmask`'s dict plus ``wall_seconds``
+        and ``cpu_seconds`` measured in the other process; its error, if it failed."""
+        try:
+            return self._job.get()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the process (at once, if it is still training)."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+
+def start_demo_textmask(out_dir: str | os.PathLike, budget: str = "default", seed: int = 0) -> BackgroundTextmask:
+    """Start :func:`train_demo_textmask` in another process and return at once; it counts as a busy core
+    for this process's threads (``locinsert.threads.run_beside``) until it ends.
+
+    Raises:
+        ValueError: an unknown budget.
+    """
+    from ..threads import run_beside
+
+    job = BackgroundTextmask(out_dir, budget, seed)
+    run_beside(job.running)
+    return job
+
+
+def _train_in_this_process(out_dir: str, budget: str, seed: int) -> dict:
+    from ..threads import configure_threads, cpu_seconds
+
+    configure_threads(1)
+    t0, c0 = time.time(), cpu_seconds()
+    result = train_demo_textmask(out_dir, budget, seed, progress=False)
+    return {**result, "wall_seconds": round(time.time() - t0, 1), "cpu_seconds": round(cpu_seconds() - c0, 1)}
 
 
 def find_demo_segmenter(demo_dir: str | os.PathLike = "locinsert-demo") -> Path | None:

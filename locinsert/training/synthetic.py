@@ -45,7 +45,7 @@ def _budget(test_scenes: int, encoder: int, pretrain: int, finetune: int, dpo: i
 # per second than one box per scene); `long` is the same stages, scaled (under an hour on 2 cores).
 SYNTHETIC_BUDGETS: dict[str, dict] = {
     "quick": _budget(40, encoder=1000, pretrain=400, finetune=120, dpo=60, batch=16, dpo_lr=1e-4),
-    "default": _budget(200, encoder=40000, pretrain=80000, finetune=2000, dpo=1000),
+    "default": _budget(200, encoder=20000, pretrain=60000, finetune=2000, dpo=1000),
     "long": _budget(200, encoder=80000, pretrain=240000, finetune=8000, dpo=4000),
 }
 
@@ -144,27 +144,34 @@ def budget_stages(budget: str) -> tuple[str, ...]:
 
 def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, stages=None,
                          evaluate: bool = True, progress: bool = True, overrides: dict | None = None,
-                         test_scenes: int | None = None) -> SyntheticReport:
+                         test_scenes: int | None = None, before_stage=None) -> SyntheticReport:
     """Pretrain -> finetune -> DPO on the synthetic world, then (``evaluate``) the learning table.
 
     ``overrides``: ``{stage: {field: value}}`` on top of the budget; ``test_scenes``: size of the test
-    split (default: the budget's). Re-running with the same
+    split (default: the budget's); ``before_stage``: called with each stage's name before it starts (the
+    demo starts its segmenter's training beside pretraining). Each stage runs on the threads that the
+    background processes leave free (``locinsert.threads.use_free_threads``). Re-running with the same
     ``out_dir`` resumes an interrupted stage from its last checkpoint. Returns a :class:`SyntheticReport`.
     """
+    import torch
     from tqdm.auto import tqdm
 
-    from ..threads import cpu_seconds
+    from ..threads import cpu_seconds, use_free_threads
     from .stages import run_stage
 
     overrides = overrides or {}
     stages = budget_stages(budget) if stages is None else tuple(stages)
     report = SyntheticReport(out_dir=out_dir, budget=budget)
     bar = tqdm(list(stages), desc="synthetic stages", unit="stage", disable=not progress)
+    threads = torch.get_num_threads()
     try:
         if ENCODER_STAGE in stages and "pretrain" in stages:
             _pretrain_labels_in_background(out_dir, budget, seed, overrides.get("pretrain", {}))
         for stage in bar:
             bar.set_postfix_str(stage)
+            if before_stage is not None:
+                before_stage(stage)
+            use_free_threads()
             model_args, data_args, train_args = synthetic_stage_args(
                 stage, out_dir, budget, seed, disable_tqdm=not progress, **overrides.get(stage, {}))
             t0, c0 = time.time(), cpu_seconds()
@@ -175,6 +182,7 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
         from ..data.synthetic.background import cancel_all
 
         cancel_all()
+        torch.set_num_threads(threads)
     if evaluate:
         t0 = time.time()
         report.table = learning_table(out_dir, budget=budget, seed=seed, stages=[s for s in stages if s in STAGES],
@@ -254,7 +262,7 @@ def main(argv=None, prog: str | None = None) -> int:
                                                        "print each stage's figures on the held-out test split.")
     p.add_argument("--out", default="runs/synthetic", help="output folder (one subfolder per stage)")
     p.add_argument("--budget", default="default",
-                   help="quick (about a minute, a smoke run), default (the demo's, about 8 minutes) or long "
+                   help="quick (about a minute, a smoke run), default (the demo's, about 5 minutes) or long "
                         "(under an hour)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the world and of training (0 <= seed < 2**31)")
     p.add_argument("--no-eval", action="store_true", help="train only, skip the learning table")

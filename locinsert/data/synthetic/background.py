@@ -4,9 +4,9 @@ Labelling the pretraining split is single-threaded numpy (about a minute for the
 The encoder stage that comes before it does not need it, so the demo starts it first, in one
 ``torch.utils.data.DataLoader`` worker process, and collects it when pretraining asks for it:
 
-    start_pipe_like(80000, seed=0, num_bins=32, boxes_per_scene=5)   # returns at once
+    start_pipe_like(60000, seed=0, num_bins=32, boxes_per_scene=5)   # returns at once
     ...                                                              # train the encoder
-    pipe_like(80000, seed=0, num_bins=32, boxes_per_scene=5)          # the worker's result
+    pipe_like(60000, seed=0, num_bins=32, boxes_per_scene=5)          # the worker's result
 
 The worker computes exactly what :func:`~locinsert.data.synthetic.splits.pipe_like` computes (the
 same code, the same seeds), so the queries do not depend on whether the split was started early.
@@ -17,9 +17,11 @@ gets them with the process and sends back only three arrays.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 
 from torch.utils.data import DataLoader, Dataset
 
+from ...threads import run_beside
 from .scenes import make_scenes
 from .splits import STARTED as _PENDING
 from .splits import _check_boxes_per_scene, _check_split_args, pipe_like_key, pipe_like_labels, pipe_like_queries
@@ -34,12 +36,20 @@ class _LabelTask(Dataset):
 
     def __init__(self, scenes, seed, num_bins, classes, boxes_per_scene):
         self.args = (scenes, seed, num_bins, classes, boxes_per_scene)
+        self.done = _CONTEXT.Event()   # set in the worker when the labels are computed
 
     def __len__(self) -> int:
         return 1
 
     def __getitem__(self, i: int):
-        return pipe_like_labels(*self.args)
+        try:
+            return pipe_like_labels(*self.args)
+        finally:
+            self.done.set()
+
+
+# The worker's start method; the task's Event must come from the same one.
+_CONTEXT = multiprocessing.get_context()
 
 
 def _as_is(item):
@@ -49,8 +59,9 @@ def _as_is(item):
 class _Job:
     def __init__(self, scenes, classes, task: _LabelTask):
         self.scenes, self.classes = scenes, classes
-        loader = DataLoader(task, batch_size=None, num_workers=1, collate_fn=_as_is)
+        loader = DataLoader(task, batch_size=None, num_workers=1, collate_fn=_as_is, multiprocessing_context=_CONTEXT)
         self.iterator = iter(loader)   # the worker starts now and computes the one item
+        self.running = lambda: self.iterator is not None and not task.done.is_set()
 
     def result(self):
         logger.info("collecting the PIPE-like split generated in the background")
@@ -77,6 +88,7 @@ def start_pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: in
     if key not in _PENDING:
         scenes = make_scenes(num_scenes, seed, size, stream="pipe")
         _PENDING[key] = _Job(scenes, classes, _LabelTask(scenes, seed, num_bins, classes, boxes_per_scene))
+        run_beside(_PENDING[key].running)   # the worker takes a core from this process's threads
     return key
 
 
