@@ -202,8 +202,8 @@ def pickled_files(folder: str) -> list[str]:
 
 
 class SafeCheckpointMixin:
-    """Put before ``transformers.Trainer`` in the bases: resumes from the pickle-free checkpoint files, at the
-    Trainer's own points (see the module docstring), else (DeepSpeed / FSDP, older checkpoints) as it does."""
+    """Put before ``transformers.Trainer`` in the bases: resumes from the pickle-free files at the Trainer's own
+    points (see the module docstring); DeepSpeed / FSDP formats and older checkpoints use its own loaders."""
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """The Trainer's own saves (checkpoints, hub pushes) write in place; see the module docstring."""
