@@ -13,10 +13,7 @@ from typing import Any, Callable, Iterator
 
 
 class Registry:
-    """Name -> constructor table of one kind of part (``kind`` names it in errors: "inpainter").
-
-    ``entries`` (``{name: "module:attribute"}``) are registered at once.
-    """
+    """Name -> ``"module:attribute"`` table of one kind of part (``kind`` names it in errors: "inpainter")."""
 
     def __init__(self, kind: str, entries: dict[str, str] | None = None):
         self.kind, self._entries = kind, {}

@@ -446,7 +446,7 @@ def load_pipe(source: str | os.PathLike | datasets.Dataset | datasets.IterableDa
     Args:
         source: the PIPE hub id, a local folder of its parquet files (``data/train-*.parquet``), one
             parquet file, or an already loaded ``datasets`` (Iterable)Dataset.
-        masks: the same for PIPE_Masks, or ``None`` to take every box from the image difference.
+        masks: the same for PIPE_Masks, or ``None`` (``"none"``) to take every box from the image difference.
         split: ``"train"`` (888,230 rows) or ``"test"`` (752).
         streaming: stream PIPE (an ``IterableDataset``); the mask table is still materialised.
         fallback: use the image difference for rows without a mask (else they are dropped).
@@ -487,6 +487,8 @@ def load_pipe(source: str | os.PathLike | datasets.Dataset | datasets.IterableDa
                 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in image_size)):
             raise ValueError(f"image_size must be (width, height) in positive whole pixels, got {image_size!r}")
         image_size = (int(image_size[0]), int(image_size[1]))
+    if isinstance(masks, str) and masks.lower() in ("", "none"):  # a config's "none"
+        masks = None
     if masks is None and not fallback:
         raise ValueError("masks=None needs fallback=True (boxes from the image difference)")
     if isinstance(keep_columns, str):

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 from transformers import TrainerCallback, TrainingArguments
 
 from ..io import write_json_atomic
-from ..training.runner import (RunDefaults, RunParts, RunSummary, config_argv, parse_config, preset_overrides,
-                               print_summary, run_training)
+from ..training.runner import (PresetModelArguments, RunDefaults, RunParts, RunSummary, arg, check_positive,
+                               config_argv, parse_config, preset_overrides, print_summary, run_training)
 
 logger = logging.getLogger(__name__)
 
@@ -28,80 +27,61 @@ QUALITY_FILE = "mask_quality.json"
 
 
 @dataclass
-class TextMaskModelArguments:
-    """Which mask model to start from."""
-
-    model_name_or_path: str | None = field(default=None, metadata={
-        "help": "A saved TextMaskModel (folder or hub id) to continue from. If unset, a new one from `preset`."})
-    preset: str = field(default="synthetic", metadata={"help": "TextMaskConfig preset: tiny, synthetic or base."})
-    pretrained_encoders: bool = field(default=True, metadata={
-        "help": "For a new model: load the preset's ResNet / CLIP text weights from the hub ('base' only)."})
-    preset_overrides: dict | str | None = field(default=None, metadata={
-        "help": "Extra TextMaskConfig fields for a new model, as a mapping (YAML) or JSON string."})
+class TextMaskModelArguments(PresetModelArguments):
+    """Which mask model to start from (a ``TextMaskConfig`` preset; only 'base' loads pretrained weights)."""
 
 
 @dataclass
 class TextMaskDataArguments:
-    """Which (image, text, mask) examples to train on."""
+    """Which (image, text, mask) examples to train on; impossible values are a ``ValueError`` naming the field."""
 
-    dataset: str = field(default="synthetic", metadata={
-        "help": "'synthetic' (exact masks of the procedural world) or a PIPE hub id / local parquet folder."})
-    masks_dataset: str | None = field(default="paint-by-inpaint/PIPE_Masks", metadata={
-        "help": "PIPE only: the object-mask dataset joined on (target_img_dataset, img_id, ann_id)."})
-    train_split: str = field(default="train", metadata={"help": "PIPE split to train on."})
-    max_train_examples: int | None = field(default=None, metadata={"help": "Use at most this many examples."})
-    location_words: bool = field(default=True, metadata={
-        "help": "PIPE: append the row's object_location words to the class text where it has them."})
-    synthetic_scenes: int = field(default=800, metadata={"help": "Synthetic world: training scenes (~5.6 texts each)."})
-    synthetic_seed: int = field(default=0, metadata={"help": "Synthetic world: seed."})
-    synthetic_size: int = field(default=64, metadata={"help": "Synthetic world: image side in pixels."})
-    eval_scenes: int = field(default=200, metadata={
-        "help": "Synthetic world: held-out scenes for the mask-quality table after training (0: skip)."})
-    hflip: bool = field(default=True, metadata={
-        "help": "Also train on every example mirrored, with 'left' and 'right' swapped in its text."})
+    dataset: str = arg("synthetic", "'synthetic' (exact masks of the procedural world) or a PIPE hub id / local "
+                       "parquet folder.")
+    masks_dataset: str | None = arg("paint-by-inpaint/PIPE_Masks", "PIPE only: the object-mask dataset joined on "
+                                    "(target_img_dataset, img_id, ann_id).")
+    train_split: str = arg("train", "PIPE split to train on.")
+    max_train_examples: int | None = arg(None, "Use at most this many examples.")
+    location_words: bool = arg(True, "PIPE: append the row's object_location words (if any) to the class text.")
+    synthetic_scenes: int = arg(800, "Synthetic world: training scenes (~5.6 texts each).")
+    synthetic_seed: int = arg(0, "Synthetic world: seed.")
+    synthetic_size: int = arg(64, "Synthetic world: image side in pixels.")
+    eval_scenes: int = arg(200, "Synthetic world: held-out scenes for the mask-quality table after training (0: skip).")
+    hflip: bool = arg(True, "Also train on every example mirrored, with 'left' and 'right' swapped in its text.")
+
+    def __post_init__(self):
+        if not self.dataset:
+            raise ValueError("dataset is empty: give 'synthetic' or a PIPE hub id / parquet folder")
+        check_positive(self, "max_train_examples", "synthetic_scenes")
+        if self.eval_scenes < 0:
+            raise ValueError(f"eval_scenes must be >= 0, got {self.eval_scenes}")
 
 
 @dataclass
 class TextMaskTrainingArguments(RunDefaults, TrainingArguments):
     """``TrainingArguments`` with defaults that train the synthetic preset in about a minute on one CPU thread."""
 
-    output_dir: str | None = field(default="runs/textmask", metadata={"help": "Checkpoints and the final model."})
-    learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate."})
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per device."})
-    warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps (a float < 1 is a ratio)."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    logging_steps: float = field(default=20, metadata={"help": "Log every N steps."})
-    save_steps: float = field(default=200, metadata={"help": "Checkpoint every N steps."})
-    save_total_limit: int | None = field(default=1, metadata={"help": "Keep the N newest checkpoints."})
-    label_names: list[str] | None = field(default_factory=lambda: ["labels"], metadata={"help": "Label keys."})
-    dataloader_num_workers: int = field(default=0, metadata={"help": "Data-loading processes."})
-    seed: int = field(default=0, metadata={"help": "Seed of model initialisation and data order."})
+    output_dir: str | None = arg("runs/textmask", "Checkpoints and the final model.")
+    learning_rate: float = arg(3e-3, "Peak AdamW learning rate.")
+    per_device_train_batch_size: int = arg(16, "Batch size per device.")
+    warmup_steps: float = arg(0.05, "Warmup steps (a float < 1 is a ratio).")
+    weight_decay: float = arg(0.01, "AdamW weight decay.")
+    logging_steps: float = arg(20, "Log every N steps.")
+    save_steps: float = arg(200, "Checkpoint every N steps.")
+    save_total_limit: int | None = arg(1, "Keep the N newest checkpoints.")
+    label_names: list[str] | None = arg(help="Label keys.", default_factory=lambda: ["labels"])
+    dataloader_num_workers: int = arg(0, "Data-loading processes.")
+    seed: int = arg(0, "Seed of model initialisation and data order.")
 
 
 def parse_textmask_args(argv: Sequence[str] | None = None, prog: str | None = None):
     """``[--config file.yaml] [--field value ...]`` -> (model, data, training) arguments."""
-    model_args, data_args, training_args = parse_config(
-        (TextMaskModelArguments, TextMaskDataArguments, TextMaskTrainingArguments), argv, prog)
-    check_data_args(data_args)
-    return model_args, data_args, training_args
+    return parse_config((TextMaskModelArguments, TextMaskDataArguments, TextMaskTrainingArguments), argv, prog)
 
 
 def synthetic_textmask_args(output_dir: str, **overrides):
     """The arguments of ``training/configs/synthetic_textmask.yaml`` (the dataclass defaults) with
     ``output_dir`` and ``overrides``: ``run_textmask(*synthetic_textmask_args("runs/tm", seed=1))``."""
     return parse_textmask_args(config_argv(output_dir=output_dir, disable_tqdm=True, **overrides))
-
-
-def check_data_args(data_args: TextMaskDataArguments) -> TextMaskDataArguments:
-    if not data_args.dataset:
-        raise ValueError("dataset is empty: give 'synthetic' or a PIPE hub id / parquet folder")
-    for name in ("max_train_examples", "synthetic_scenes"):
-        value = getattr(data_args, name)
-        if value is not None and value <= 0:
-            raise ValueError(f"{name} must be positive, got {value}")
-    if data_args.eval_scenes < 0:
-        raise ValueError(f"eval_scenes must be >= 0, got {data_args.eval_scenes}")
-    return data_args
 
 
 def build_textmask_model(model_args: TextMaskModelArguments):
@@ -126,12 +106,10 @@ def load_mask_examples(data_args: TextMaskDataArguments, split: str = "train"):
     else:
         from ..data.pipe import load_pipe
 
-        masks = data_args.masks_dataset
-        masks = None if masks in (None, "", "none", "None") else masks
-        if masks is None:
+        if str(data_args.masks_dataset or "").lower() in ("", "none"):
             raise ValueError("training a mask model on PIPE needs its object masks: set masks_dataset")
         # only rows with a real object mask (fallback=False: no image-difference regions)
-        data = load_pipe(data_args.dataset, masks=masks, split=split, fallback=False, with_mask=True,
+        data = load_pipe(data_args.dataset, masks=data_args.masks_dataset, split=split, fallback=False, with_mask=True,
                          keep_target=True, keep_columns=["object_location"] if data_args.location_words else [])
         logger.info("PIPE %s: %s", split, data.report)
         examples = pipe_mask_examples(data.dataset, limit=data_args.max_train_examples,
@@ -187,7 +165,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     from .evaluate import format_mask_table
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model_args, data_args, training_args = parse_textmask_args(sys.argv[1:] if argv is None else argv, prog)
+    model_args, data_args, training_args = parse_textmask_args(argv, prog)
     result = run_textmask(model_args, data_args, training_args)
     print_summary(result, training_args)
     if training_args.should_save and result.evaluation:

@@ -141,10 +141,6 @@ def decode_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return {k: decode_state(v, tensors) for k, v in obj.items()}
 
 
-def _atomic_save_file(tensors: dict[str, torch.Tensor], path: str) -> None:
-    write_file_atomic(path, lambda tmp: save_file(tensors, tmp), suffix=".safetensors")
-
-
 def save_state(folder: str, name: str, state: Any, json_only: bool = False) -> None:
     """Write ``state`` as ``name.json`` (+ ``name.safetensors`` holding its tensors), each atomically.
 
@@ -155,7 +151,8 @@ def save_state(folder: str, name: str, state: Any, json_only: bool = False) -> N
     if tensors and json_only:
         raise TypeError(f"{name}: state holds tensors ({sorted(tensors)[:3]}...) but only JSON is written")
     if tensors:
-        _atomic_save_file(tensors, os.path.join(folder, f"{name}.safetensors"))
+        write_file_atomic(os.path.join(folder, f"{name}.safetensors"), lambda tmp: save_file(tensors, tmp),
+                          suffix=".safetensors")
     write_json_atomic(os.path.join(folder, f"{name}.json"), {"state": payload, "tensors": bool(tensors)})
 
 
@@ -179,13 +176,12 @@ def _torch_load_tensors(path: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _convert(folder: str, pickled: str, name: str, json_only: bool = False) -> bool:
+def _convert(folder: str, pickled: str, name: str, json_only: bool = False) -> None:
+    """The Trainer's ``torch.save`` file ``pickled`` (if there is one) -> :func:`save_state` ``name``."""
     path = os.path.join(folder, pickled)
-    if not os.path.isfile(path):
-        return False
-    save_state(folder, name, _torch_load_tensors(path), json_only=json_only)
-    os.remove(path)
-    return True
+    if os.path.isfile(path):
+        save_state(folder, name, _torch_load_tensors(path), json_only=json_only)
+        os.remove(path)
 
 
 def rng_state_name(process_index: int, world_size: int) -> str:
@@ -193,20 +189,11 @@ def rng_state_name(process_index: int, world_size: int) -> str:
     return "rng_state" if world_size <= 1 else f"rng_state_{process_index}"
 
 
-def convert_rank_state(folder: str, process_index: int, world_size: int) -> bool:
-    """This rank's ``rng_state[_R].pth`` -> ``.safetensors`` + ``.json``. True if there was one."""
-    name = rng_state_name(process_index, world_size)
-    return _convert(folder, f"{name}.pth", name)
-
-
-def convert_shared_state(folder: str) -> list[str]:
-    """``optimizer.pt``, ``scheduler.pt``, ``scaler.pt`` -> safetensors/JSON (main process). Returns what was converted."""
-    done = []
-    for pickled, name, json_only in ((OPTIMIZER_PT, OPTIMIZER_NAME, False), (SCHEDULER_PT, "scheduler", True),
-                                     (SCALER_PT, "scaler", False)):
-        if _convert(folder, pickled, name, json_only=json_only):
-            done.append(pickled)
-    return done
+def convert_shared_state(folder: str) -> None:
+    """``optimizer.pt``, ``scheduler.pt``, ``scaler.pt`` -> safetensors/JSON (main process)."""
+    _convert(folder, OPTIMIZER_PT, OPTIMIZER_NAME)
+    _convert(folder, SCHEDULER_PT, "scheduler", json_only=True)
+    _convert(folder, SCALER_PT, "scaler")
 
 
 def pickled_files(folder: str) -> list[str]:
@@ -215,13 +202,8 @@ def pickled_files(folder: str) -> list[str]:
 
 
 class SafeCheckpointMixin:
-    """Put before ``transformers.Trainer`` in the bases: resumes from the pickle-free checkpoint files.
-
-    Overrides the Trainer's loader methods (not public hooks) so that the optimizer, scheduler, scaler
-    and RNG state are restored at exactly the points the Trainer restores them; see the module
-    docstring for why a callback cannot time the RNG restore. Each falls back to the Trainer's own
-    loader when the converted files are missing (DeepSpeed / FSDP formats, older checkpoints).
-    """
+    """Put before ``transformers.Trainer`` in the bases: resumes from the pickle-free files at the Trainer's own
+    points (see the module docstring); DeepSpeed / FSDP formats and older checkpoints use its own loaders."""
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """The Trainer's own saves (checkpoints, hub pushes) write in place; see the module docstring."""
@@ -245,10 +227,8 @@ class SafeCheckpointMixin:
         scaler.load_state_dict(load_state(checkpoint, "scaler"))
 
     def _load_rng_state(self, checkpoint: str | None) -> None:
-        if checkpoint is None:
-            return super()._load_rng_state(checkpoint)
         name = rng_state_name(self.args.process_index, self.args.world_size)
-        if not has_state(checkpoint, name):
+        if checkpoint is None or not has_state(checkpoint, name):
             return super()._load_rng_state(checkpoint)  # logs that reproducibility is not guaranteed
         state = load_state(checkpoint, name)
         random.setstate(state["python"])
@@ -275,11 +255,8 @@ def checkpoint_step(path: str) -> int | None:
 
 def is_complete_checkpoint(path: str) -> bool:
     """True when the folder carries the completion marker for its own step."""
-    marker = os.path.join(path, COMPLETE_MARKER)
-    if not os.path.isfile(marker):
-        return False
     try:
-        with open(marker) as f:
+        with open(os.path.join(path, COMPLETE_MARKER)) as f:
             return json.load(f).get("global_step") == checkpoint_step(path)
     except (OSError, ValueError):
         return False
@@ -319,12 +296,13 @@ def discard_incomplete_checkpoints(output_dir: str) -> list[str]:
 
 
 def resolve_resume(output_dir: str, resume_from_checkpoint: str | bool | None) -> str | None:
-    """Turn ``resume_from_checkpoint`` (True = "the last complete one, if any", or a path) into a path or None."""
-    if resume_from_checkpoint in (None, False, "", "false", "False"):
-        return None
-    if resume_from_checkpoint in (True, "true", "True", "last"):
-        return last_checkpoint(output_dir)
+    """Turn ``resume_from_checkpoint`` into a path or None: True / "last" = the last complete one, if any;
+    None, False, "" and "false" / "no" / "none" / "never" (any case) = start afresh; else a checkpoint path."""
     path = str(resume_from_checkpoint)
+    if resume_from_checkpoint in (None, False) or path.lower() in ("", "false", "no", "none", "never"):
+        return None
+    if resume_from_checkpoint is True or path.lower() in ("true", "last"):
+        return last_checkpoint(output_dir)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"resume_from_checkpoint: no such checkpoint folder {path!r}")
     if not is_complete_checkpoint(path):
@@ -334,14 +312,14 @@ def resolve_resume(output_dir: str, resume_from_checkpoint: str | bool | None) -
 
 
 class AtomicCheckpointCallback(TrainerCallback):
-    """Converts each checkpoint to safetensors/JSON and marks it complete once every rank is done
-    (see the module docstring)."""
+    """Makes each checkpoint pickle-free, then complete once every rank is done (see the module docstring)."""
 
     def on_save(self, args, state, control, **kwargs):
         """Convert the Trainer's pickled state to safetensors and JSON, then mark the checkpoint complete."""
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if os.path.isdir(folder):  # each rank wrote (and now converts) its own RNG state
-            convert_rank_state(folder, args.process_index, args.world_size)
+            name = rng_state_name(args.process_index, args.world_size)
+            _convert(folder, f"{name}.pth", name)
         _wait_for_everyone()  # every rank has written and converted its RNG state / shards
         if args.should_save and os.path.isdir(folder):
             convert_shared_state(folder)

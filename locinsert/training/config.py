@@ -15,13 +15,13 @@ Defaults differ from upstream where upstream's are wrong for this model: trl's D
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 from transformers import TrainingArguments
 from trl import DPOConfig
 
-from .runner import RunDefaults, config_argv, parse_config
+from .runner import PresetModelArguments, RunDefaults, arg, check_positive, config_argv, parse_config
 
 STAGES = ("pretrain", "finetune", "dpo")  # the location model's stages (the paper's three)
 ENCODER_STAGE = "encoder"  # optional stage 0: the image tower on dense labels (training/encoder.py)
@@ -30,93 +30,84 @@ DATASET_FORMATS = ("auto", "synthetic", "pipe", "opa")
 
 
 @dataclass
-class ModelArguments:
-    """Which location model a stage starts from."""
+class ModelArguments(PresetModelArguments):
+    """Which location model a stage starts from (a ``LocationModelConfig`` preset: ViT, CLIP text, GPT-2)."""
 
-    model_name_or_path: str | None = field(default=None, metadata={
-        "help": "A saved LocationModel (folder or hub id) to continue from, e.g. the previous stage's "
-                "'<output_dir>/final'. If unset, a new model is built from `preset`."})
-    preset: str = field(default="synthetic", metadata={
-        "help": "LocationModelConfig preset for a new model: tiny, synthetic or base."})
-    pretrained_encoders: bool = field(default=True, metadata={
-        "help": "For a new model: load the preset's pretrained ViT/CLIP/GPT-2 weights from the hub "
-                "(False: same shapes, random weights, offline)."})
-    preset_overrides: dict | str | None = field(default=None, metadata={
-        "help": "Extra LocationModelConfig fields for a new model, as a mapping (YAML) or JSON string."})
-    image_encoder_checkpoint: str | None = field(default=None, metadata={
-        "help": "For a new model: the encoder stage's saved folder ('<output_dir>/final'); the image tower "
-                "is loaded from it and frozen (any preset; its architecture must match the preset's)."})
-    ref_model_name_or_path: str | None = field(default=None, metadata={
-        "help": "DPO only: the frozen reference. Default: a frozen copy of the starting model."})
-    region_conditioning: bool = field(default=False, metadata={
-        "help": "Make the model region-conditioned, p(box | image, class, region) (a saved model without it gains "
-                "a zero-initialised region embedding); train it with region_prob > 0."})
+    image_encoder_checkpoint: str | None = arg(None, "For a new model: the encoder stage's saved folder "
+                                               "('<output_dir>/final'); the image tower is loaded from it and frozen "
+                                               "(any preset; its architecture must match the preset's).")
+    ref_model_name_or_path: str | None = arg(None, "DPO only: the frozen reference. Default: a frozen copy of the "
+                                             "starting model.")
+    region_conditioning: bool = arg(False, "Make the model region-conditioned, p(box | image, class, region) (a saved "
+                                    "model without it gains a zero-initialised region embedding); train it with "
+                                    "region_prob > 0.")
 
 
 @dataclass
 class DataArguments:
-    """Which data a stage trains on."""
+    """Which data a stage trains on; impossible values are a ``ValueError`` naming the field."""
 
-    dataset: str = field(default="synthetic", metadata={
-        "help": "'synthetic' (the procedural world), a PIPE hub id or local parquet folder, or an OPA root."})
-    dataset_format: str = field(default="auto", metadata={
-        "help": "auto | synthetic | pipe | opa. auto: 'synthetic' by name, OPA when the folder holds OPA "
-                "label files, else PIPE."})
-    masks_dataset: str | None = field(default="paint-by-inpaint/PIPE_Masks", metadata={
-        "help": "PIPE only: the masks dataset joined on (target_img_dataset, img_id, ann_id); "
-                "'none' to use the source/target difference only."})
-    opa_images: str | None = field(default=None, metadata={
-        "help": "OPA only: folder of the background images when it is not the OPA root (FOPA pair labels)."})
-    opa_categories: str | None = field(default=None, metadata={
-        "help": "OPA only: fg_id -> category mapping (.json or two-column .csv) for FOPA pair labels."})
-    train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    eval_split: str | None = field(default=None, metadata={"help": "Split for eval loss (optional)."})
-    max_train_queries: int | None = field(default=None, metadata={
-        "help": "Use at most this many queries (images x class) of the split: quick runs."})
-    max_eval_queries: int | None = field(default=256, metadata={"help": "Cap on eval queries."})
-    synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic world."})
-    synthetic_scenes: int = field(default=4000, metadata={"help": "Synthetic world: scenes in the split."})
-    synthetic_size: int = field(default=64, metadata={"help": "Synthetic world: image side in pixels."})
-    hflip: bool = field(default=False, metadata={
-        "help": "Augment with horizontal flips (boxes mirrored); placement plausibility is left/right symmetric."})
-    boxes_per_image: int = field(default=1, metadata={
-        "help": "Supervised stages: boxes per example, all of one image (several labelled objects of a scene); "
-                "the image encoder and the decoder's image tokens run once for them. The synthetic PIPE-like "
-                "split then labels this many objects (of different classes) per scene."})
-    pairs_per_image: int = field(default=1, metadata={
-        "help": "DPO: (positive, negative) pairs per example, all of one image; the image encoder and the "
-                "decoder's image tokens run once for them."})
-    pairs_per_query: int | None = field(default=16, metadata={
-        "help": "DPO: at most this many (positive, negative) pairs per query (None: all)."})
-    region_prob: float = field(default=0.0, metadata={
-        "help": "Region-conditioned models: the share of boxes (DPO: pairs) trained with a random region around "
-                "the box's centre (the others: the whole image). 0 trains no region."})
-    feature_cache: str | None = field(default=None, metadata={
-        "help": "Folder of the frozen-encoder feature cache. When set, features are computed once and training "
-                "skips the ViT and CLIP text encoder."})
+    dataset: str = arg("synthetic", "'synthetic' (the procedural world), a PIPE hub id or local parquet folder, or an "
+                       "OPA root.")
+    dataset_format: str = arg("auto", "auto | synthetic | pipe | opa. auto: 'synthetic' by name, OPA when the folder "
+                              "holds OPA label files, else PIPE.")
+    masks_dataset: str | None = arg("paint-by-inpaint/PIPE_Masks", "PIPE only: the masks dataset joined on "
+                                    "(target_img_dataset, img_id, ann_id); 'none' to use the source/target difference "
+                                    "only.")
+    opa_images: str | None = arg(None, "OPA only: folder of the background images when it is not the OPA root (FOPA "
+                                 "pair labels).")
+    opa_categories: str | None = arg(None, "OPA only: fg_id -> category mapping (.json or two-column .csv) for FOPA "
+                                     "pair labels.")
+    train_split: str = arg("train", "Split to train on.")
+    eval_split: str | None = arg(None, "Split for eval loss (optional).")
+    max_train_queries: int | None = arg(None, "Use at most this many queries (images x class) of the split.")
+    max_eval_queries: int | None = arg(256, "Cap on eval queries.")
+    synthetic_seed: int = arg(0, "Seed of the synthetic world.")
+    synthetic_scenes: int = arg(4000, "Synthetic world: scenes in the split.")
+    synthetic_size: int = arg(64, "Synthetic world: image side in pixels.")
+    hflip: bool = arg(False, "Augment with horizontal flips (boxes mirrored); placement plausibility is left/right "
+                      "symmetric.")
+    boxes_per_image: int = arg(1, "Supervised stages: boxes per example, all of one image (several labelled objects of "
+                               "a scene); the image encoder and the decoder's image tokens run once for them. The "
+                               "synthetic PIPE-like split then labels this many objects (of different classes) per "
+                               "scene.")
+    pairs_per_image: int = arg(1, "DPO: (positive, negative) pairs per example, all of one image; the image encoder "
+                               "and the decoder's image tokens run once for them.")
+    pairs_per_query: int | None = arg(16, "DPO: at most this many (positive, negative) pairs per query (None: all).")
+    region_prob: float = arg(0.0, "Region-conditioned models: the share of boxes (DPO: pairs) trained with a random "
+                             "region around the box's centre (the others: the whole image). 0 trains no region.")
+    feature_cache: str | None = arg(None, "Folder of the frozen-encoder feature cache. When set, features are computed "
+                                    "once and training skips the ViT and CLIP text encoder.")
+
+    def __post_init__(self):
+        if self.dataset_format not in DATASET_FORMATS:
+            raise ValueError(f"dataset_format must be one of {DATASET_FORMATS}, got {self.dataset_format!r}")
+        if not self.dataset:
+            raise ValueError("dataset is empty: give 'synthetic', a PIPE hub id / parquet folder or an OPA root")
+        check_positive(self, "max_train_queries", "pairs_per_query", "synthetic_scenes", "boxes_per_image",
+                       "pairs_per_image")
 
 
 @dataclass
 class LocationRunDefaults(RunDefaults):
     """Defaults the location stages share (supervised and DPO)."""
 
-    per_device_train_batch_size: int = field(default=64, metadata={"help": "Examples (DPO: pairs) per device batch."})
-    warmup_steps: float = field(default=0.03, metadata={"help": "Warmup steps (a float < 1 is a ratio)."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    save_steps: float = field(default=500, metadata={"help": "Checkpoint every N steps."})
-    save_total_limit: int | None = field(default=2, metadata={"help": "Keep the N newest checkpoints."})
-    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "DDP: no unused parameters."})
+    per_device_train_batch_size: int = arg(64, "Examples (DPO: pairs) per device batch.")
+    warmup_steps: float = arg(0.03, "Warmup steps (a float < 1 is a ratio).")
+    logging_steps: float = arg(10, "Log every N steps.")
+    save_steps: float = arg(500, "Checkpoint every N steps.")
+    save_total_limit: int | None = arg(2, "Keep the N newest checkpoints.")
+    ddp_find_unused_parameters: bool | None = arg(False, "DDP: no unused parameters.")
 
 
 @dataclass
 class SFTArguments(LocationRunDefaults, TrainingArguments):
     """``TrainingArguments`` with defaults for the supervised stages (pretrain on PIPE, finetune on OPA)."""
 
-    output_dir: str | None = field(default="runs/sft", metadata={"help": "Where checkpoints and the final model go."})
-    learning_rate: float = field(default=3e-4, metadata={"help": "Peak AdamW learning rate."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    label_names: list[str] | None = field(default_factory=lambda: ["box_tokens"],
-                                          metadata={"help": "Batch keys that are labels."})
+    output_dir: str | None = arg("runs/sft", "Where checkpoints and the final model go.")
+    learning_rate: float = arg(3e-4, "Peak AdamW learning rate.")
+    weight_decay: float = arg(0.01, "AdamW weight decay.")
+    label_names: list[str] | None = arg(help="Batch keys that are labels.", default_factory=lambda: ["box_tokens"])
 
 
 @dataclass
@@ -127,12 +118,10 @@ class DPOArguments(LocationRunDefaults, DPOConfig):
     chosen box, weighted through ``loss_weights``, e.g. ``[sigmoid, sft]`` with ``[1.0, 0.2]``).
     """
 
-    output_dir: str | None = field(default="runs/dpo", metadata={"help": "Where checkpoints and the final model go."})
-    learning_rate: float = field(default=2e-5, metadata={"help": "Peak AdamW learning rate."})
-    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of "
-                                                                                  "activation_checkpointing."})
-    label_names: list[str] | None = field(default_factory=lambda: ["chosen_tokens"],
-                                          metadata={"help": "Batch keys that are labels."})
+    output_dir: str | None = arg("runs/dpo", "Where checkpoints and the final model go.")
+    learning_rate: float = arg(2e-5, "Peak AdamW learning rate.")
+    gradient_checkpointing: bool | None = arg(None, "Deprecated alias of activation_checkpointing.")
+    label_names: list[str] | None = arg(help="Batch keys that are labels.", default_factory=lambda: ["chosen_tokens"])
 
     def __post_init__(self):
         super().__post_init__()
@@ -143,8 +132,7 @@ class DPOArguments(LocationRunDefaults, DPOConfig):
 
 def training_arguments_class(stage: str) -> type:
     """The trainer-arguments dataclass of a stage."""
-    check_stage(stage)
-    return DPOArguments if stage == "dpo" else SFTArguments
+    return DPOArguments if check_stage(stage) == "dpo" else SFTArguments
 
 
 def check_stage(stage: str) -> str:
@@ -156,26 +144,10 @@ def check_stage(stage: str) -> str:
 def parse_stage_args(stage: str, argv: Sequence[str] | None = None, prog: str | None = None
                      ) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """Parse ``[--config file.yaml] [--field value ...]`` for ``stage`` into the three argument objects."""
-    model_args, data_args, train_args = parse_config((ModelArguments, DataArguments, training_arguments_class(stage)),
-                                                     argv, prog)
-    check_data_args(data_args)
-    return model_args, data_args, train_args
+    return parse_config((ModelArguments, DataArguments, training_arguments_class(stage)), argv, prog)
 
 
 def load_stage_config(stage: str, config: str | None = None, **overrides
                       ) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """Python counterpart of the scripts: ``load_stage_config("dpo", "cfg.yaml", learning_rate=1e-5)``."""
     return parse_stage_args(stage, config_argv(config, **overrides))
-
-
-def check_data_args(data_args: DataArguments) -> DataArguments:
-    if data_args.dataset_format not in DATASET_FORMATS:
-        raise ValueError(f"dataset_format must be one of {DATASET_FORMATS}, got {data_args.dataset_format!r}")
-    if not data_args.dataset:
-        raise ValueError("dataset is empty: give 'synthetic', a PIPE hub id / parquet folder or an OPA root")
-    for name in ("max_train_queries", "pairs_per_query", "synthetic_scenes", "boxes_per_image",
-                 "pairs_per_image"):
-        value = getattr(data_args, name)
-        if value is not None and value <= 0:
-            raise ValueError(f"{name} must be positive, got {value}")
-    return data_args

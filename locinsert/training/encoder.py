@@ -48,8 +48,7 @@ class SceneLabelDataset(Dataset):
         si, flipped = self.index[i]
         scene = self.scenes[si].hflip() if flipped else self.scenes[si]
         image = Image.fromarray(scene.render())
-        labels = label_map(scene)
-        size = self.size
+        labels, size = label_map(scene), self.size
         if labels.shape != (size, size):  # the encoder's input size differs from the scene's: nearest labels
             labels = np.asarray(Image.fromarray(labels).resize((size, size), Image.NEAREST))
         return {"pixel_values": self.preprocess([image])[0], "labels": torch.from_numpy(labels.astype(np.int64))}

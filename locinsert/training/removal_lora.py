@@ -31,7 +31,7 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from PIL import Image
 
 from ..io import check_output_dir, write_folder_atomic, write_json_atomic
 from .checkpoints import COMPLETE_MARKER, last_checkpoint, load_state, save_state
-from .runner import FINAL_DIR, SUMMARY_FILE, NonFiniteTrainingError, RunSummary, config_argv, parse_config
+from .runner import FINAL_DIR, SUMMARY_FILE, NonFiniteTrainingError, RunSummary, arg, config_argv, parse_config
 
 __all__ = ["RemovalLoraConfig", "RemovalLoraReport", "RemovalPairs", "add_removal_lora", "removal_loss",
            "train_removal_lora", "lora_state_dict", "DEFAULT_TARGETS"]
@@ -52,29 +52,29 @@ DATA = ("synthetic", "pipe")
 class RemovalLoraConfig:
     """Everything a run needs; ``RemovalLoraConfig.from_yaml(path, **overrides)`` reads a YAML file."""
 
-    output_dir: str = field(default="runs/removal_lora", metadata={"help": "Checkpoints and the final LoRA."})
-    pretrained: str = field(default="stabilityai/stable-diffusion-2-inpainting",
-                            metadata={"help": "The 9-channel inpainting pipeline to adapt (hub id or folder)."})
-    data: str = field(default="synthetic", metadata={"help": "synthetic (exact swapped pairs) or pipe."})
-    synthetic_examples: int = field(default=2000, metadata={"help": "Synthetic: swapped pairs to draw."})
-    synthetic_seed: int = field(default=0, metadata={"help": "Synthetic: seed of the world."})
-    synthetic_size: int = field(default=64, metadata={"help": "Synthetic: scene side in pixels."})
-    pipe_source: str = field(default="paint-by-inpaint/PIPE", metadata={"help": "PIPE: hub id or parquet folder."})
-    pipe_masks: str | None = field(default="paint-by-inpaint/PIPE_Masks", metadata={"help": "PIPE: object masks."})
-    pipe_rows: int | None = field(default=None, metadata={"help": "PIPE: stream at most this many rows."})
-    resolution: int = field(default=512, metadata={"help": "Training crop side in pixels."})
-    dilate: int = field(default=2, metadata={"help": "Grow each object mask by this many pixels."})
-    rank: int = field(default=4, metadata={"help": "LoRA rank."})
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS),
-                                      metadata={"help": "Attention projections that get a LoRA."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
-    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps."})
-    batch_size: int = field(default=4, metadata={"help": "Pairs per step."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
-    save_steps: int = field(default=250, metadata={"help": "Checkpoint every N steps."})
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)."})
-    seed: int = field(default=0, metadata={"help": "Seed of batches, noise and timesteps (step N: seed + N)."})
-    resume: bool = field(default=True, metadata={"help": "Continue from the last complete checkpoint."})
+    output_dir: str = arg("runs/removal_lora", "Checkpoints and the final LoRA.")
+    pretrained: str = arg("stabilityai/stable-diffusion-2-inpainting",
+                          "The 9-channel inpainting pipeline to adapt (hub id or folder).")
+    data: str = arg("synthetic", "synthetic (exact swapped pairs) or pipe.")
+    synthetic_examples: int = arg(2000, "Synthetic: swapped pairs to draw.")
+    synthetic_seed: int = arg(0, "Synthetic: seed of the world.")
+    synthetic_size: int = arg(64, "Synthetic: scene side in pixels.")
+    pipe_source: str = arg("paint-by-inpaint/PIPE", "PIPE: hub id or parquet folder.")
+    pipe_masks: str | None = arg("paint-by-inpaint/PIPE_Masks", "PIPE: object masks.")
+    pipe_rows: int | None = arg(None, "PIPE: stream at most this many rows.")
+    resolution: int = arg(512, "Training crop side in pixels.")
+    dilate: int = arg(2, "Grow each object mask by this many pixels.")
+    rank: int = arg(4, "LoRA rank.")
+    target_modules: list[str] = arg(help="Attention projections that get a LoRA.",
+                                    default_factory=lambda: list(DEFAULT_TARGETS))
+    learning_rate: float = arg(1e-4, "AdamW learning rate.")
+    max_steps: int = arg(1000, "Optimizer steps.")
+    batch_size: int = arg(4, "Pairs per step.")
+    gradient_accumulation_steps: int = arg(1, "Batches per optimizer step.")
+    save_steps: int = arg(250, "Checkpoint every N steps.")
+    mixed_precision: str = arg("no", "no, fp16 or bf16 (accelerate).")
+    seed: int = arg(0, "Seed of batches, noise and timesteps (step N: seed + N).")
+    resume: bool = arg(True, "Continue from the last complete checkpoint.")
 
     def __post_init__(self):
         if self.data not in DATA:
@@ -100,10 +100,7 @@ def parse_removal_lora_args(argv=None, prog: str | None = None) -> RemovalLoraCo
 
 def main(argv=None, prog: str | None = None) -> int:
     """Entry point of ``training/removal_lora.py`` and ``locinsert train removal-lora``."""
-    import sys
-
-    config = parse_removal_lora_args(sys.argv[1:] if argv is None else argv, prog)
-    report = train_removal_lora(config)
+    report = train_removal_lora(parse_removal_lora_args(argv, prog))
     print(f"{report.steps} steps, last loss {report.losses[-1]:.4f}; LoRA -> {report.final_dir}")
     return 0
 
@@ -123,11 +120,9 @@ class RemovalPairs(torch.utils.data.Dataset):
     def __init__(self, pairs, resolution: int, dilate: int = 0):
         from ..inpainting.removal import dilate_mask
 
-        self.items = []
-        for image, target, mask in pairs:
-            m = dilate_mask(np.asarray(mask, bool), dilate)
-            self.items.append((_to_tensor(image, resolution), _to_tensor(target, resolution),
-                               _mask_tensor(m, resolution)))
+        self.items = [(_to_tensor(image, resolution), _to_tensor(target, resolution),
+                       _mask_tensor(dilate_mask(np.asarray(mask, bool), dilate), resolution))
+                      for image, target, mask in pairs]
         if not self.items:
             raise ValueError("no removal pairs: the data source gave no examples")
 
@@ -273,15 +268,12 @@ def train_removal_lora(config: RemovalLoraConfig, pipe=None, pairs: RemovalPairs
     if accelerator.mixed_precision in ("fp16", "bf16"):
         from diffusers.training_utils import cast_training_params
         cast_training_params(unet, dtype=torch.float32)
-    params = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
+    optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=config.learning_rate)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     text = _empty_prompt(pipe)
 
-    step, losses, resumed = 0, [], None
-    if config.resume and (ckpt := last_checkpoint(config.output_dir)) is not None:
-        step, losses = _load_checkpoint(unet, optimizer, ckpt)
-        resumed = ckpt
+    resumed = last_checkpoint(config.output_dir) if config.resume else None
+    step, losses = _load_checkpoint(unet, optimizer, resumed) if resumed else (0, [])
     unet_p, optimizer = accelerator.prepare(unet, optimizer)
     unet_p.train()
     bar = tqdm(total=config.max_steps, initial=step, disable=not progress, desc="removal LoRA")

@@ -11,8 +11,9 @@ import json
 import logging
 import math
 import os
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
@@ -27,11 +28,36 @@ logger = logging.getLogger(__name__)
 
 FINAL_DIR = "final"
 SUMMARY_FILE = "run_summary.json"
-NEVER = ("false", "no", "none", "never")  # resume_from_checkpoint values that start afresh
 
 
 class NonFiniteTrainingError(ValueError):
     """A loss, a gradient or a weight became NaN or inf: the run stopped and wrote no final model."""
+
+
+def arg(default: Any = MISSING, help: str = "", **kwargs: Any) -> Any:
+    """A config dataclass field with its ``--help`` text (what trl's ``TrlParser`` shows)."""
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+def check_positive(config: Any, *names: str) -> None:
+    """``ValueError`` naming the first of the fields ``names`` of ``config`` that is set but not > 0."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+
+
+@dataclass
+class PresetModelArguments:
+    """What a run's model starts from: a saved model, or a new one of a config preset (``preset_overrides``)."""
+
+    model_name_or_path: str | None = arg(None, "A saved model (folder or hub id) to continue from, e.g. the previous "
+                                         "stage's '<output_dir>/final'. Unset: a new one from `preset`.")
+    preset: str = arg("synthetic", "The config preset of a new model: tiny, synthetic or base.")
+    pretrained_encoders: bool = arg(True, "For a new model: load the preset's pretrained encoder weights from the hub "
+                                    "(False: same shapes, random weights, offline).")
+    preset_overrides: dict | str | None = arg(None, "Extra config fields for a new model, as a mapping (YAML) or "
+                                              "JSON string.")
 
 
 @dataclass
@@ -39,12 +65,12 @@ class RunDefaults:
     """``TrainingArguments`` defaults every stage shares; put first in the bases of a stage's arguments
     (``class SFTArguments(RunDefaults, TrainingArguments)``) and override what differs."""
 
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
-    report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers (none, tensorboard...)."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "False: the collator builds batches."})
-    prediction_loss_only: bool = field(default=True, metadata={"help": "Eval computes the loss only."})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 (default: when the GPU supports it)."})
+    num_train_epochs: float = arg(1.0, "Epochs.")
+    lr_scheduler_type: str = arg("cosine", "Learning-rate schedule.")
+    report_to: None | str | list[str] = arg("none", "Loggers (none, tensorboard...).")
+    remove_unused_columns: bool = arg(False, "False: the collator builds batches.")
+    prediction_loss_only: bool = arg(True, "Eval computes the loss only.")
+    bf16: bool | None = arg(None, "bf16 (default: when the GPU supports it).")
 
     def __post_init__(self):
         if self.bf16 is None:  # when the GPU supports it, never on a CPU
@@ -166,16 +192,6 @@ def check_run_arguments(args) -> None:
                          "`accelerate launch --cpu`)")
 
 
-def resume_target(args) -> str | bool | None:
-    """``resume_from_checkpoint`` as the run reads it: unset = the last complete checkpoint, if any."""
-    value = args.resume_from_checkpoint
-    if value is None:
-        return True
-    if isinstance(value, str) and value.lower() in NEVER:
-        return None
-    return value
-
-
 def check_finite_checkpoint(folder: str) -> None:
     """Refuse to resume from a checkpoint whose model weights hold NaN or inf."""
     from safetensors import safe_open
@@ -203,19 +219,13 @@ def _finished_at(checkpoint: str, args) -> bool:
     return state.get("max_steps", 0) > 0 and step >= state["max_steps"]
 
 
-def run_training(stage: str, args: TrainingArguments, build: Callable[[], RunParts], callbacks: Sequence[TrainerCallback] = ()
-                 ) -> RunSummary:
+def run_training(stage: str, args: TrainingArguments, build: Callable[[], RunParts],
+                 callbacks: Sequence[TrainerCallback] = ()) -> RunSummary:
     """Run one stage's training life cycle (see the module docstring) and return its summary.
 
-    Args:
-        stage: the stage's name, recorded in the summary.
-        args: its ``TrainingArguments``.
-        build: called after the checks and the seeding; returns the stage's :class:`RunParts`.
-        callbacks: extra ``TrainerCallback`` objects, after the runner's own.
-
-    Raises:
-        ValueError: impossible arguments (before any work), or a checkpoint that cannot be resumed.
-        NonFiniteTrainingError: the loss, a gradient or the final weights became NaN or inf.
+    ``build`` is called after the checks and the seeding; ``callbacks`` run after the runner's own. Raises
+    ``ValueError`` on impossible arguments (before any work) or a checkpoint that cannot be resumed, and
+    :class:`NonFiniteTrainingError` when the loss, a gradient or the final weights became NaN or inf.
     """
     check_run_arguments(args)
     t0 = time.time()
@@ -228,7 +238,8 @@ def run_training(stage: str, args: TrainingArguments, build: Callable[[], RunPar
     if args.should_save:
         discard_incomplete_checkpoints(args.output_dir)
     trainer.accelerator.wait_for_everyone()
-    resume = resolve_resume(args.output_dir, resume_target(args))
+    unset = args.resume_from_checkpoint is None  # unset: the last complete checkpoint, if any
+    resume = resolve_resume(args.output_dir, True if unset else args.resume_from_checkpoint)
     metrics: dict = {}
     if resume:
         check_finite_checkpoint(resume)
@@ -255,25 +266,17 @@ def run_training(stage: str, args: TrainingArguments, build: Callable[[], RunPar
 
 # -- configs ---------------------------------------------------------------------------------------
 
-def use_cpu_for_multiprocess_without_gpu() -> bool:
-    """Under ``torchrun`` without GPUs, set ``ACCELERATE_USE_CPU`` (as ``accelerate launch --cpu`` does) so the
-    processes join one CPU DDP group instead of each training alone; returns True when it did."""
-    if (int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-            and "ACCELERATE_USE_CPU" not in os.environ):
-        os.environ["ACCELERATE_USE_CPU"] = "true"
-        return True
-    return False
-
-
 def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, prog: str | None = None):
-    """``[--config file.yaml] [--field value ...]`` -> one instance per dataclass (trl's ``TrlParser``); flags
-    override the file; a missing or malformed file is a ``FileNotFoundError`` / ``ValueError`` naming it."""
+    """``[--config file.yaml] [--field value ...]`` (default: ``sys.argv[1:]``) -> one instance per dataclass (trl's
+    ``TrlParser``); flags override the file; a missing or malformed file is a ``FileNotFoundError`` / ``ValueError``."""
     import yaml
     from trl import TrlParser
 
-    use_cpu_for_multiprocess_without_gpu()
-    argv = list(argv) if argv is not None else None
-    if argv is not None and "--config" in argv:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # torchrun without GPUs: as `accelerate launch --cpu`, one CPU DDP group instead of each process alone
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
             raise ValueError("--config needs a YAML file path")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from typing import Sequence
 
 import torch
@@ -30,22 +29,18 @@ logger = logging.getLogger(__name__)
 
 # -- data ------------------------------------------------------------------------------------------
 
-def resolve_dataset_format(data_args: DataArguments, stage: str) -> str:
+def resolve_dataset_format(data_args: DataArguments) -> str:
     """``synthetic`` | ``pipe`` | ``opa`` for the configured dataset."""
-    if data_args.dataset_format != "auto":
-        return data_args.dataset_format
-    if data_args.dataset == "synthetic":
+    path, fmt = data_args.dataset, data_args.dataset_format
+    if fmt != "auto":
+        return fmt
+    if path == "synthetic":
         return "synthetic"
-    path = data_args.dataset
     if os.path.isdir(path):
-        names = set(os.listdir(path)) | (set(os.listdir(os.path.join(path, "data")))
-                                         if os.path.isdir(os.path.join(path, "data")) else set())
-        if any(n.endswith(("_set.csv", "_data_pair.csv")) for n in names):
-            return "opa"
-        return "pipe"
-    if path.endswith(".csv"):
-        return "opa"
-    return "pipe"  # a hub id or a parquet file
+        sub = os.path.join(path, "data")
+        names = os.listdir(path) + (os.listdir(sub) if os.path.isdir(sub) else [])
+        return "opa" if any(n.endswith(("_set.csv", "_data_pair.csv")) for n in names) else "pipe"
+    return "opa" if path.endswith(".csv") else "pipe"  # else a hub id or a parquet file
 
 
 def load_queries(data_args: DataArguments, stage: str, split: str, num_bins: int, seed: int | None = None,
@@ -56,7 +51,7 @@ def load_queries(data_args: DataArguments, stage: str, split: str, num_bins: int
     ``dpo`` the OPA-like split (positives and hard negatives); ``split="test"`` is the held-out test
     split. Boxes are snapped to the model's ``num_bins`` grid.
     """
-    fmt = resolve_dataset_format(data_args, stage)
+    fmt = resolve_dataset_format(data_args)
     limit = data_args.max_train_queries if limit is None else limit
     if fmt == "synthetic":
         from ..data.synthetic import splits
@@ -72,9 +67,7 @@ def load_queries(data_args: DataArguments, stage: str, split: str, num_bins: int
     elif fmt == "pipe":
         from ..data.pipe import PipeQueries, load_pipe
 
-        masks = data_args.masks_dataset
-        masks = None if masks in (None, "", "none", "None") else masks
-        data = load_pipe(data_args.dataset, masks=masks, split=split)
+        data = load_pipe(data_args.dataset, masks=data_args.masks_dataset, split=split)
         logger.info("PIPE %s: %s", split, data.report)
         queries = PipeQueries(data.dataset)
     elif fmt == "opa":
@@ -113,17 +106,14 @@ def build_model(model_args: ModelArguments):
     return LocationModel(cfg)
 
 
-def _preprocess(model):
-    return getattr(model, "preprocessor", None) or model.preprocess
-
-
 def build_dataset(stage: str, queries, model, data_args: DataArguments, seed: int = 0, features=None):
     """``BoxDataset`` for the supervised stages, ``PairDataset`` for DPO."""
     if data_args.region_prob and not getattr(model.config, "region_conditioning", False):
         raise ValueError(f"region_prob={data_args.region_prob} needs a region-conditioned model: "
                          "set region_conditioning=True")
-    kw = dict(num_bins=model.config.num_bins, preprocess=_preprocess(model), features=features,
-              hflip=data_args.hflip, region_prob=data_args.region_prob, region_seed=seed)
+    preprocess = getattr(model, "preprocessor", None) or model.preprocess
+    kw = dict(num_bins=model.config.num_bins, preprocess=preprocess, features=features, hflip=data_args.hflip,
+              region_prob=data_args.region_prob, region_seed=seed)
     if stage == "dpo":
         pairs = expand_pairs(queries, data_args.pairs_per_query, seed=seed)
         return PairDataset(queries, pairs, pairs_per_image=data_args.pairs_per_image, **kw)
@@ -132,7 +122,7 @@ def build_dataset(stage: str, queries, model, data_args: DataArguments, seed: in
 
 def cache_namespace(data_args: DataArguments, stage: str, split: str) -> str:
     """Prefix of feature-cache keys: image ids are unique within one dataset split only."""
-    fmt = resolve_dataset_format(data_args, stage)
+    fmt = resolve_dataset_format(data_args)
     if fmt == "synthetic":
         kind = "test" if split == "test" else ("pipe_like" if stage == "pretrain" else "opa_like")
         return f"synthetic/{kind}/seed{data_args.synthetic_seed}/size{data_args.synthetic_size}/"
@@ -208,20 +198,16 @@ def location_parts(stage: str, model_args: ModelArguments, data_args: DataArgume
         eval_dataset = build_dataset(stage, eval_queries, model, data_args, seed=training_args.seed)
     parts = RunParts(model=model, train_dataset=train_dataset, data_collator=collate, eval_dataset=eval_dataset)
     if stage == "dpo":
+        from ..modeling import LocationModel
         from .dpo import BoxDPOTrainer
 
-        ref_model = None
-        if model_args.ref_model_name_or_path:
-            from ..modeling import LocationModel
-
-            ref_model = LocationModel.from_pretrained(model_args.ref_model_name_or_path)
+        ref = model_args.ref_model_name_or_path
+        ref_model = LocationModel.from_pretrained(ref) if ref else None
         if getattr(training_args, "precompute_ref_log_probs", False) and train_dataset.ref_chosen_logps is None:
             scorer = ref_model if ref_model is not None else model
             scorer.to(training_args.device)
-            precompute_reference_logps(scorer, train_dataset,
-                                       training_args.precompute_ref_batch_size or
-                                       training_args.per_device_train_batch_size,
-                                       progress=not training_args.disable_tqdm)
+            batch_size = training_args.precompute_ref_batch_size or training_args.per_device_train_batch_size
+            precompute_reference_logps(scorer, train_dataset, batch_size, progress=not training_args.disable_tqdm)
         if train_dataset.ref_chosen_logps is not None:
             ref_model = False
         parts.trainer_class, parts.trainer_kwargs = BoxDPOTrainer, {"ref_model": ref_model}
@@ -235,21 +221,17 @@ def run_stage(stage: str, model_args: ModelArguments, data_args: DataArguments, 
 
     ``model`` / ``train_dataset`` override the ones the arguments describe (for callers that already hold them).
     """
-    check_stage(stage)
-    if stage == ENCODER_STAGE:
-        from .encoder import encoder_parts
+    if check_stage(stage) == ENCODER_STAGE:
+        from .encoder import run_encoder_stage
 
-        def build():
-            return encoder_parts(model_args, data_args, training_args, model=model)
-    else:
-        def build():
-            return location_parts(stage, model_args, data_args, training_args, model, train_dataset, features)
-    return run_training(stage, training_args, build, callbacks)
+        return run_encoder_stage(model_args, data_args, training_args, callbacks, model)
+    return run_training(stage, training_args, lambda: location_parts(stage, model_args, data_args, training_args,
+                                                                     model, train_dataset, features), callbacks)
 
 
 def main(stage: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Entry point of the ``training/`` scripts: ``[--config cfg.yaml] [--field value ...]``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model_args, data_args, training_args = parse_stage_args(stage, sys.argv[1:] if argv is None else argv, prog)
+    model_args, data_args, training_args = parse_stage_args(stage, argv, prog)
     print_summary(run_stage(stage, model_args, data_args, training_args), training_args)
     return 0
