@@ -116,10 +116,12 @@ def free_threads() -> int:
 
 
 def use_free_threads() -> int:
-    """``torch.set_num_threads(free_threads())``; returns the count."""
+    """``torch.set_num_threads(free_threads())`` (when it differs); returns the count."""
     import torch
 
-    torch.set_num_threads(free_threads())
+    threads = free_threads()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     return torch.get_num_threads()
 
 

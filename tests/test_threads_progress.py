@@ -157,3 +157,28 @@ def test_background_processes_take_threads_only_while_they_run(monkeypatch):
     finally:
         background.cancel_all()
         torch.set_num_threads(before)
+
+
+def test_training_runs_take_back_threads_a_finished_background_process_leaves(monkeypatch):
+    from types import SimpleNamespace as NS
+
+    from locinsert import threads
+    from locinsert.training.runner import FreeThreadsCallback
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_BESIDE", [])
+    monkeypatch.setattr(threads, "_BUDGET", {"threads": 2, "chosen": False})
+    try:
+        busy = [True]
+        threads.run_beside(lambda: busy[0])
+        callback = FreeThreadsCallback(every=5)
+        callback.on_step_begin(None, NS(global_step=0), None)
+        assert torch.get_num_threads() == 1
+        busy[0] = False
+        callback.on_step_begin(None, NS(global_step=3), None)   # between checks: unchanged
+        assert torch.get_num_threads() == 1
+        callback.on_step_begin(None, NS(global_step=5), None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

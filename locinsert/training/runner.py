@@ -20,6 +20,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ..io import check_output_dir
+from ..threads import use_free_threads
 from .trainer_logs import BoundedLogsMixin
 from .checkpoints import (AtomicCheckpointCallback, SafeCheckpointMixin, checkpoint_step,
                           discard_incomplete_checkpoints, resolve_resume, save_final_model, write_json_atomic)
@@ -121,6 +122,18 @@ class FiniteGradientCallback(TrainerCallback):
                 f"the gradient of {bad[0]} (and {len(bad) - 1} more) is NaN or inf at step {state.global_step + 1}: "
                 f"training diverged (learning_rate={args.learning_rate}); lower the learning rate or check the data")
         return control
+
+
+class FreeThreadsCallback(TrainerCallback):
+    """Every ``every`` steps, takes back the threads a finished background process leaves free
+    (``locinsert.threads.use_free_threads``: the demo's segmenter trains beside pretraining)."""
+
+    def __init__(self, every: int = 20):
+        self.every = every
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0:
+            use_free_threads()
 
 
 class RankLogCallback(TrainerCallback):
@@ -234,7 +247,8 @@ def run_training(stage: str, args: TrainingArguments, build: Callable[[], RunPar
     trainer = parts.trainer_class(
         model=parts.model, args=args, train_dataset=parts.train_dataset, eval_dataset=parts.eval_dataset,
         data_collator=parts.data_collator, **parts.trainer_kwargs,
-        callbacks=[AtomicCheckpointCallback(), RankLogCallback(), FiniteGradientCallback(), *callbacks])
+        callbacks=[AtomicCheckpointCallback(), RankLogCallback(), FiniteGradientCallback(), FreeThreadsCallback(),
+                   *callbacks])
     if args.should_save:
         discard_incomplete_checkpoints(args.output_dir)
     trainer.accelerator.wait_for_everyone()
