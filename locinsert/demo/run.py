@@ -99,12 +99,13 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
     try:
         report = run_synthetic_stages(str(out / "models"), budget=budget, seed=seed, evaluate=False,
                                       progress=progress, before_stage=before_stage)
-    except BaseException:
-        for job in segmenter:
+        result.seconds.update({f"train_{k}": v for k, v in report.seconds.items()})
+        result.cpu_seconds.update({f"train_{k}": v for k, v in report.cpu_seconds.items()})
+        if segmenter:   # done long before the location stages, as a rule
+            _textmask(result, budget, seed, progress, beside=segmenter[0])
+    finally:
+        for job in segmenter:   # stops it only when the stages failed first
             job.close()
-        raise
-    result.seconds.update({f"train_{k}": v for k, v in report.seconds.items()})
-    result.cpu_seconds.update({f"train_{k}": v for k, v in report.cpu_seconds.items()})
     result.training = {k: {"examples": r.num_examples,
                            "examples_per_s": r.train_metrics.get("train_samples_per_second")}
                        for k, r in report.results.items()}
@@ -136,7 +137,8 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
     result.edits = _edits(models["dpo"], test, EDIT_SCENES[budget], out / "edits", seed)
     _record(result, "insertion", t0, c0)
     _removal(result, models["dpo"], test, budget, seed)
-    _textmask(result, budget, seed, progress, segmenter[0] if segmenter else None)
+    if not segmenter:
+        _textmask(result, budget, seed, progress)
     _positional(result, models["dpo"], test, budget, seed, progress)
     _record(result, "total", t_start, c_start)
 

@@ -74,12 +74,17 @@ class BackgroundTextmask:
         """Wait for the training and return :func:`train_demo_textmask`'s dict plus ``wall_seconds``
         and ``cpu_seconds`` measured in the other process; its error, if it failed."""
         try:
-            return self._job.get()
-        finally:
+            value = self._job.get()
+        except BaseException:
             self.close()
+            raise
+        self._pool.close()   # let the process end by itself: killing it leaks the pool's semaphores
+        self._pool.join()
+        self._pool = None
+        return value
 
     def close(self) -> None:
-        """Stop the process (at once, if it is still training)."""
+        """Stop the process at once (when it is still training); nothing when it has ended."""
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()

@@ -262,7 +262,7 @@ def main(argv=None, prog: str | None = None) -> int:
                                                        "print each stage's figures on the held-out test split.")
     p.add_argument("--out", default="runs/synthetic", help="output folder (one subfolder per stage)")
     p.add_argument("--budget", default="default",
-                   help="quick (about a minute, a smoke run), default (the demo's, about 5 minutes) or long "
+                   help="quick (about a minute, a smoke run), default (the demo's, about 8 minutes) or long "
                         "(under an hour)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the world and of training (0 <= seed < 2**31)")
     p.add_argument("--no-eval", action="store_true", help="train only, skip the learning table")
