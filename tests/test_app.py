@@ -156,6 +156,7 @@ def test_session_inserts_this_object_from_a_reference(session, image_path, tmp_p
 
 # -- the page through its API -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_page_api_propose_choose_insert_finish(parts, image_path, tmp_path, request):
     pytest.importorskip("gradio")
     from gradio_client import Client, handle_file
@@ -246,6 +247,7 @@ def test_cli_app_uses_the_demo_model_and_warns_for_random_ones(ckpt, tmp_path):
     assert "UNTRAINED" in random["warning"] and random["record_info"]["untrained"] is True
 
 
+@pytest.mark.slow
 def test_cli_app_page_shows_the_warning_banner(tmp_path):
     pytest.importorskip("gradio")
     from locinsert.cli.app import build_page
@@ -295,6 +297,7 @@ def test_session_step_without_room_keeps_the_edit_and_says_why(parts, image_path
         s.apply()
 
 
+@pytest.mark.slow
 def test_core_imports_never_need_gradio():
     import os
     import subprocess

@@ -95,6 +95,7 @@ def downloaded(folder: Path, suffix: str):
     return files[0] if files and not busy else None
 
 
+@pytest.mark.slow
 def test_browser_upload_propose_click_insert_download(tmp_path):
     from locinsert.app.factory import create_app, example_scenes, session_factory
     from locinsert.app.figures import display_scale

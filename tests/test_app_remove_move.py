@@ -123,6 +123,7 @@ def test_remove_then_add_may_use_the_freed_place(parts, image_path):
     assert session.proposal.region is None        # no avoid boxes: the removed cup's place is free again
 
 
+@pytest.mark.slow
 def test_page_api_removes_the_chosen_part(parts, image_path, tmp_path, request):
     pytest.importorskip("gradio")
     from gradio_client import Client, handle_file
@@ -152,6 +153,7 @@ def test_page_api_removes_the_chosen_part(parts, image_path, tmp_path, request):
 
 # -- the command line ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_app_loads_the_segmenter_and_remover(tmp_path):
     from helpers_diffusers import tiny_clipseg
     from locinsert.cli.app import page_parts
@@ -169,6 +171,7 @@ def test_cli_app_loads_the_segmenter_and_remover(tmp_path):
     assert plain["segmenter"] is None and "remove/move: off" in plain["info"]
 
 
+@pytest.mark.slow
 def test_cli_app_uses_the_segmenter_the_demo_trained(tmp_path):
     """Without --model and --segmenter, the app finds objects with the demo's text-mask model."""
     from locinsert.cli.app import page_parts

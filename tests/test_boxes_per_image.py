@@ -87,6 +87,7 @@ def test_short_group_cycles_through_the_images_boxes():
     torch.testing.assert_close(item["box_tokens"][2], item["box_tokens"][0])
 
 
+@pytest.mark.slow
 def test_pretrain_with_several_boxes_per_image(tmp_path):
     """The stage end to end: k boxes per scene reach the model in one forward (and the cache path)."""
     out = tmp_path / "pre"

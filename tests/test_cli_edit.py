@@ -57,6 +57,7 @@ def test_edit_moves_and_adds_with_a_tiny_model(scene_files, tmp_path):
                  "--out", str(tmp_path / "a")]) == 0
 
 
+@pytest.mark.slow
 def test_remove_with_a_diffusers_pipeline_folder_and_lora(scene_files, tmp_path):
     from helpers_diffusers import tiny_sd_inpaint
     from test_removal import _lora_folder, tiny_unet

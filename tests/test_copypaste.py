@@ -236,6 +236,7 @@ def test_bad_yolo_lines_skip_their_image(tmp_path):
     assert any("y1.txt: line 1: unknown class 5" in p for p in ds.problems)
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT}
     r = subprocess.run([sys.executable, "-m", "locinsert.cli.main", "augment", str(tmp_path / "nope.json"),
@@ -261,6 +262,7 @@ augment(sys.argv[1], sys.argv[2], per_image=2, copies=2, shard_size=1, seed=5, p
 """
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_completes_without_duplicates(tmp_path):
     src, _ = make_coco(tmp_path / "src", n=6)
     augment(src, tmp_path / "ref", per_image=2, copies=2, shard_size=1, seed=5, progress=False)

@@ -9,6 +9,7 @@ from locinsert.modeling.sampling import compiled_decode_step, decode_boxes, deco
 IMAGE = (np.random.default_rng(0).random((40, 52, 3)) * 255).astype(np.uint8)
 
 
+@pytest.mark.slow
 def test_decode_step_traces_as_one_graph(model):
     # fullgraph=True fails on any graph break: what CUDA graphs need to capture a whole step.
     traced = torch.compile(decode_step, backend="eager", fullgraph=True)

@@ -34,6 +34,7 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_site_builds_strictly(site):
     assert (site / "index.html").is_file()
     assert (site / "reference" / "locinsert.html").is_file()
@@ -57,6 +58,7 @@ def test_every_page_has_one_title():
 
 
 
+@pytest.mark.slow
 def test_every_public_name_has_a_reference_entry(site):
     reference = docs_reference.reference_pages()
     documented = {p.module for p in reference}
@@ -104,6 +106,7 @@ def test_exported_classes_and_functions_have_a_one_line_summary():
     assert not missing, f"public names whose docstring has no summary line: {missing}"
 
 
+@pytest.mark.slow
 def test_site_fetches_nothing(site):
     """No web fonts, scripts or styles from elsewhere: the site builds and reads offline."""
     remote = re.compile(r'<(?:script|link)[^>]+(?:src|href)="(?:https?:)?//', re.I)

@@ -45,6 +45,7 @@ def test_dropout_is_on_by_default_and_disabled(tiny_path):
     assert all(m.p == 0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
 
 
+@pytest.mark.slow
 def test_first_loss_is_ln2_and_metrics_logged(tiny_path, queries, tmp_path):
     model = LocationModel.from_pretrained(tiny_path)
     args = _args(tmp_path, max_steps=2, per_device_train_batch_size=4, learning_rate=1e-2)
@@ -62,6 +63,7 @@ def test_first_loss_is_ln2_and_metrics_logged(tiny_path, queries, tmp_path):
     assert logs[1]["rewards/margins"] != 0.0  # the policy moved away from the reference
 
 
+@pytest.mark.slow
 def test_dpo_learns_the_preference(tiny_path, queries, tmp_path):
     model = LocationModel.from_pretrained(tiny_path)
     args = _args(tmp_path, max_steps=12, per_device_train_batch_size=8, learning_rate=3e-3, beta=0.5)
@@ -126,6 +128,7 @@ def _one_step(trainer_cls, stage, tiny_path, data, tmp_path, batch, ga, **kw):
     return loss, {k: (v.detach() - before[k]) for k, v in model.named_parameters() if k in before}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["finetune", "dpo"])
 def test_gradient_accumulation_matches_a_big_batch(stage, tiny_path, queries, tmp_path):
     probe = LocationModel.from_pretrained(tiny_path)
@@ -176,6 +179,7 @@ def test_pairs_grouped_per_image_score_like_single_pairs(tiny_path, queries):
         grouped.with_reference(torch.zeros(len(grouped)), torch.zeros(len(grouped)))
 
 
+@pytest.mark.slow
 def test_dpo_trains_on_grouped_pairs(tiny_path, queries, tmp_path):
     model = LocationModel.from_pretrained(tiny_path)
     data = PairDataset(queries, expand_pairs(queries, pairs_per_query=4), num_bins=16,

@@ -84,6 +84,7 @@ def _stage(stage, out, **kw):
     return synthetic_stage_args(stage, str(out), budget="quick", **fields)
 
 
+@pytest.mark.slow
 def test_encoder_stage_trains_resumes_and_feeds_pretraining(tmp_path):
     enc = run_stage("encoder", *_stage("encoder", tmp_path, max_steps=2, save_steps=1))
     assert enc.stage == "encoder" and enc.global_step == 2 and enc.num_examples == 16

@@ -1,5 +1,6 @@
 """`locinsert eval`: baselines on the synthetic world and on a real-format OPA archive, outputs, determinism."""
 
+import pytest
 import csv
 import json
 
@@ -17,6 +18,7 @@ def _eval(tmp_path, name, *extra):
     return out
 
 
+@pytest.mark.slow
 def test_random_on_synthetic_writes_json_csv_png_and_is_deterministic(tmp_path, capsys):
     a = _eval(tmp_path, "a", "--model", "random", "--seed", "3")
     b = _eval(tmp_path, "b", "--model", "random", "--seed", "3")
@@ -36,6 +38,7 @@ def test_random_on_synthetic_writes_json_csv_png_and_is_deterministic(tmp_path, 
     assert "oracle-prec" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_prior_with_compare_and_paper(tmp_path):
     a = _eval(tmp_path, "random", "--model", "random")
     p = _eval(tmp_path, "prior", "--model", "prior", "--compare", str(a / "curve.json"), "--paper", "all",
@@ -87,6 +90,7 @@ def test_a_saved_location_model_loads_through_from_pretrained(tmp_path, tiny_mod
     assert curve.at(4).oracle_precision is not None
 
 
+@pytest.mark.slow
 def test_fopa_pair_labels_with_an_image_root(tmp_path, capsys):
     from helpers_data import OPA_LABELS, OPA_TEST_FOREGROUNDS, build_opa_archive
 

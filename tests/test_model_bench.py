@@ -1,10 +1,12 @@
 """`locinsert bench sampling` runs every approach and reports consistent figures (no timing asserts)."""
 
+import pytest
 import json
 
 from locinsert.cli.main import main
 
 
+@pytest.mark.slow
 def test_bench_sampling_tiny(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = main(["bench", "sampling", "--preset", "tiny", "--num-samples", "8", "--repeats", "1",

@@ -101,6 +101,7 @@ def test_open_clip_local_dir(tmp_path):
     _round_trip(model, tmp_path, [folder])
 
 
+@pytest.mark.slow
 def test_pretrained_gpt2_body(tmp_path):
     from transformers import GPT2Config, GPT2Model
 
@@ -114,6 +115,7 @@ def test_pretrained_gpt2_body(tmp_path):
     _round_trip(model, tmp_path, [tmp_path / "gpt"])
 
 
+@pytest.mark.slow
 def test_hub_names_are_not_fetched_offline():
     # base with hub weights needs the network; offline it must fail loudly, not silently go random
     cfg = LocationModelConfig.preset("base")

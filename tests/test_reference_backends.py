@@ -186,6 +186,7 @@ def test_repaint_changes_only_the_box(sd_pipe, size, box):
     run(repaint(sd_pipe, guidance_scale=7.5, negative_prompt="blurry"), size, box, mug())
 
 
+@pytest.mark.slow
 def test_repaint_reference_decides_and_seed_reproduces(sd_pipe):
     inp = repaint(sd_pipe)
     red = run(inp, (80, 50), BOX, mug((220, 30, 30)))

@@ -168,6 +168,7 @@ def test_datasets_carry_one_region_per_box(k):
         BoxDataset(queries, 16, _pixels, region_prob=1.5)
 
 
+@pytest.mark.slow
 def test_finetune_and_dpo_train_a_region_conditioned_model(tmp_path, tiny_model_dir):
     fast = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--save_steps", "2", "--logging_steps", "1",
             "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--synthetic_scenes", "4"]

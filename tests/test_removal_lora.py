@@ -24,6 +24,7 @@ def eval_loss(pipe, pairs):
                                   torch.Generator().manual_seed(123), _empty_prompt(pipe)))
 
 
+@pytest.mark.slow
 def test_lora_training_lowers_the_loss_saves_reloads_exactly_and_resumes_exactly(tmp_path):
     # 32 px training crops (16x16 latents) keep the test fast; the UNet is convolutional.
     pairs = RemovalPairs.synthetic(8, seed=0, size=64, resolution=32, dilate=1)

@@ -52,6 +52,7 @@ def _assert_no_pickles(output_dir):
     assert seen
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     clean = run_stage("pretrain", *_args(tmp_path / "clean"))
     assert clean.global_step == 6 and clean.resumed_from is None
@@ -92,6 +93,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     assert losses == [1, 2, 3, 4, 5, 6]  # history continued from the checkpoint, not restarted
 
 
+@pytest.mark.slow
 def test_checkpoints_are_safetensors_and_marked(tmp_path):
     result = run_stage("pretrain", *_args(tmp_path, max_steps=2, save_steps=2))
     ckpts = list_checkpoints(str(tmp_path / "pretrain"))

@@ -213,6 +213,7 @@ def test_split_shapes(opa):
         synthetic.pipe_like(5, classes=["cup", "unicorn"])
 
 
+@pytest.mark.slow
 def test_every_negative_type_occurs_and_negatives_are_near_misses(opa):
     from locinsert.data.synthetic.calibration import negative_hardness
 

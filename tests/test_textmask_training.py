@@ -193,6 +193,7 @@ def _args(out, **kw):
     return parse_textmask_args(argv)
 
 
+@pytest.mark.slow
 def test_training_resumes_to_the_same_weights_without_pickles(tmp_path):
     clean = run_textmask(*_args(tmp_path / "clean", eval_scenes=3))
     assert clean.global_step == 6 and clean.resumed_from is None
@@ -232,6 +233,7 @@ def test_cli_train_textmask(tmp_path, capsys):
     assert "locinsert train: error: config file not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_pipe_masks_through_the_pipe_reader_and_a_training_run(tmp_path):
     from helpers_data import PIPE_ROWS, build_pipe
 
@@ -256,6 +258,7 @@ def test_pipe_masks_through_the_pipe_reader_and_a_training_run(tmp_path):
     assert result.global_step == 2 and result.evaluation is None and os.path.isdir(result.model_path)
 
 
+@pytest.mark.slow
 def test_demo_segmenter_in_a_second_process_reports_its_errors(tmp_path):
     """The demo's background training: a bad budget fails at once, here; a failure in the other
     process comes back from result(), and the process is gone afterwards."""

@@ -5,6 +5,7 @@ import pytest
 from locinsert.bench.training import format_results, run_training_bench
 
 
+@pytest.mark.slow
 def test_training_bench_reports_both_runs():
     r = run_training_bench("tiny", batch_size=4, steps=2, warmup=1, scenes=8)
     assert r["samples_per_s_without_cache"] > 0 and r["samples_per_s_with_cache"] > 0
@@ -15,6 +16,7 @@ def test_training_bench_reports_both_runs():
     assert "encoders once per pair" in text
 
 
+@pytest.mark.slow
 def test_training_bench_times_several_boxes_per_image():
     r = run_training_bench("tiny", batch_size=8, steps=1, warmup=0, scenes=8, trainer_loop=False,
                            model_step=False, boxes_per_image=4)

@@ -32,6 +32,7 @@ class Kill(TrainerCallback):
             raise KeyboardInterrupt(f"killed after checkpoint {self.at}")
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_and_writes_no_final_model(tmp_path):
     with pytest.raises(NonFiniteTrainingError, match="NaN or inf|diverged"):
         run_textmask(*_textmask(tmp_path / "run", "--learning_rate", "1e30", "--max_grad_norm", "0"))
@@ -66,6 +67,7 @@ def test_cli_answers_bad_training_settings_with_one_line(tmp_path, capsys):
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_with_non_finite_weights(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
@@ -80,6 +82,7 @@ def test_resume_refuses_a_checkpoint_with_non_finite_weights(tmp_path):
     assert not (out / "final").exists()
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_its_last_checkpoint_ends_there(tmp_path):
     fields = dict(preset="tiny", synthetic_scenes=24, max_steps=4, save_steps=2, per_device_train_batch_size=4,
                   logging_steps=1, disable_tqdm=True, image_encoder_checkpoint=None)

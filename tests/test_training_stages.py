@@ -70,6 +70,7 @@ def test_config_errors(tmp_path):
     assert cli(["train", "pretrain", "--config", str(tmp_path / "missing.yaml")]) == 2
 
 
+@pytest.mark.slow
 def test_synthetic_stages_from_their_configs(tmp_path):
     small = ["--preset", "tiny", "--synthetic_scenes", "8", "--preset_overrides", "{}"]
     assert cli(["train", "encoder", "--config", str(CONFIGS / "synthetic_encoder.yaml"), "--output_dir",
@@ -93,6 +94,7 @@ def test_synthetic_stages_from_their_configs(tmp_path):
     assert summary["num_examples"] > 0
 
 
+@pytest.mark.slow
 def test_pipe_parquet_pretrain(tmp_path):
     pipe_dir, masks_dir = build_pipe(tmp_path / "data")
     model, summary = _train("pretrain", CONFIGS / "pretrain_pipe.yaml", tmp_path / "run", "--preset", "tiny",
@@ -103,6 +105,7 @@ def test_pipe_parquet_pretrain(tmp_path):
     assert model.config.num_bins == 16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["finetune", "dpo"])
 def test_opa_archive(stage, tmp_path, tiny_model):
     root = tmp_path / "OPA"
@@ -112,6 +115,7 @@ def test_opa_archive(stage, tmp_path, tiny_model):
     assert summary["num_examples"] > 0
 
 
+@pytest.mark.slow
 def test_feature_cache(tmp_path):
     """A frozen image encoder's features are computed once and read back in the next run."""
     from locinsert.data.feature_cache import FeatureCache

@@ -25,6 +25,7 @@ def test_budgets_chain_the_stages():
         synthetic_stage_fields("pretrain", "out", "huge")
 
 
+@pytest.mark.slow
 def test_run_synthetic_stages_and_table(tmp_path):
     tiny = dict(preset="tiny", synthetic_scenes=6, max_steps=2, per_device_train_batch_size=4)
     report = run_synthetic_stages(str(tmp_path), budget="quick", progress=False, test_scenes=3,
