@@ -125,11 +125,14 @@ class FiniteGradientCallback(TrainerCallback):
 
 
 class FreeThreadsCallback(TrainerCallback):
-    """Every ``every`` steps, takes back the threads a finished background process leaves free
-    (``locinsert.threads.use_free_threads``: the demo's segmenter trains beside pretraining)."""
+    """Trains on the threads background processes leave free (``locinsert.threads.use_free_threads``): set
+    at the start of the run, then checked every ``every`` steps (the demo's segmenter ends mid-pretraining)."""
 
     def __init__(self, every: int = 20):
         self.every = every
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        use_free_threads()
 
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0:

@@ -149,14 +149,14 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
 
     ``overrides``: ``{stage: {field: value}}`` on top of the budget; ``test_scenes``: size of the test
     split (default: the budget's); ``before_stage``: called with each stage's name before it starts (the
-    demo starts its segmenter's training beside pretraining). Each stage runs on the threads that the
-    background processes leave free (``locinsert.threads.use_free_threads``). Re-running with the same
-    ``out_dir`` resumes an interrupted stage from its last checkpoint. Returns a :class:`SyntheticReport`.
+    demo starts its segmenter's training beside pretraining). Each stage trains on the threads that the
+    background processes leave free (``runner.FreeThreadsCallback``); the count is restored at the end.
+    Re-running with the same ``out_dir`` resumes an interrupted stage from its last checkpoint. Returns a :class:`SyntheticReport`.
     """
     import torch
     from tqdm.auto import tqdm
 
-    from ..threads import cpu_seconds, use_free_threads
+    from ..threads import cpu_seconds
     from .stages import run_stage
 
     overrides = overrides or {}
@@ -171,7 +171,6 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
             bar.set_postfix_str(stage)
             if before_stage is not None:
                 before_stage(stage)
-            use_free_threads()
             model_args, data_args, train_args = synthetic_stage_args(
                 stage, out_dir, budget, seed, disable_tqdm=not progress, **overrides.get(stage, {}))
             t0, c0 = time.time(), cpu_seconds()
