@@ -52,6 +52,50 @@ def test_labels_are_checked_and_the_loss_learns():
     assert loss.item() < 0.8 * first
 
 
+def test_balanced_label_weights_lift_rare_parts_and_keep_the_loss_scale():
+    from locinsert.data.synthetic.labels import label_map
+    from locinsert.data.synthetic.scenes import make_scenes
+    from locinsert.training.encoder import balanced_label_weights
+
+    scenes = make_scenes(40, seed=3)
+    counts = sum(torch.bincount(torch.from_numpy(label_map(s)).flatten(), minlength=len(PARTS)) for s in scenes)
+    share = counts.double() / counts.sum()
+    w = torch.tensor(balanced_label_weights(scenes, 0.5), dtype=torch.float64)
+    assert len(w) == len(PARTS) and abs(float((w * share).sum()) - 1) < 1e-6  # pixel-weighted mean 1
+    rare, common = PARTS.index("vase"), PARTS.index("floor")
+    assert w[rare] > 3 * w[common]
+    present = share > 0
+    # (1 / share) ** 0.5, up to the common scale
+    ratio = w[present] * share[present].sqrt()
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-6)
+    assert torch.allclose(torch.tensor(balanced_label_weights(scenes, 0.0), dtype=torch.float64),
+                          torch.ones(len(PARTS), dtype=torch.float64))
+
+
+def test_label_weights_weight_the_pixel_loss_and_are_checked():
+    m = _tiny_encoder().eval()
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, len(PARTS), (2, 32, 32))
+    y[0] = 0  # mostly one label, so weighting changes the mean
+    plain = m(x, labels=y).loss
+    m.config.label_weights = [5.0] + [1.0] * (len(PARTS) - 1)
+    logits = m(x).logits
+    expect = torch.nn.functional.cross_entropy(logits, y, weight=torch.tensor(m.config.label_weights))
+    weighted = m(x, labels=y).loss
+    assert torch.allclose(weighted, expect) and not torch.allclose(weighted, plain)
+    with pytest.raises(ValueError, match="label_weights must be"):
+        DenseEncoderConfig(label_names=list(PARTS), label_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="label_weights must be"):
+        DenseEncoderConfig(label_names=list(PARTS), label_weights=[-1.0] * len(PARTS))
+
+
+def test_label_balance_is_checked():
+    from locinsert.training.config import DataArguments
+
+    for bad in (-0.5, 3.0, float("nan")):
+        with pytest.raises(ValueError, match="label_balance"):
+            DataArguments(label_balance=bad)
+
+
 def test_saved_tower_loads_frozen_into_a_location_model(tmp_path):
     m = _tiny_encoder()
     m.save_pretrained(tmp_path)
@@ -86,8 +130,10 @@ def _stage(stage, out, **kw):
 
 @pytest.mark.slow
 def test_encoder_stage_trains_resumes_and_feeds_pretraining(tmp_path):
-    enc = run_stage("encoder", *_stage("encoder", tmp_path, max_steps=2, save_steps=1))
+    enc = run_stage("encoder", *_stage("encoder", tmp_path, max_steps=2, save_steps=1, label_balance=0.5))
     assert enc.stage == "encoder" and enc.global_step == 2 and enc.num_examples == 16
+    weights = DenseEncoderModel.from_pretrained(enc.model_path).config.label_weights  # saved with the model
+    assert weights is not None and len(weights) == len(PARTS) and max(weights) > 2 * min(weights)
     final = os.path.join(str(tmp_path), "encoder", "final")
     assert enc.model_path.endswith(os.path.join("encoder", "final")) and os.path.isfile(
         os.path.join(final, TIMM_WEIGHTS))

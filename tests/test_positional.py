@@ -203,6 +203,54 @@ def test_strict_inserter_refuses_and_default_places_anyway(small_model):
         ObjectInserter(m, None, strict=True, check_fit=False)
 
 
+@pytest.mark.parametrize("region", [None] + REGIONS, ids=["none", "centre-left", "inside-corner"])
+def test_refine_climbs_log_p_to_a_local_maximum_inside_the_region(small_model, every_box, region):
+    m = small_model
+    gen = torch.Generator().manual_seed(1)
+    starts = m.sample(IMAGE, "dog", num_samples=6, region=region, generator=gen)
+    for start, lp0 in zip(starts.boxes, starts.log_p):
+        box, lp = m.refine(IMAGE, "dog", start, region=region)
+        assert lp >= float(lp0) - 1e-5
+        assert abs(lp - float(m.score(IMAGE, "dog", box[None], region=region)[0])) < 1e-4  # its true log p
+        assert lp > float("-inf")  # still satisfies the region
+        # one-coordinate moves are among refine's, so no single-coordinate neighbour beats it
+        boxes, _ = every_box
+        tok, all_tok = m.boxes_to_tokens(box[None], 40, 40)[0], m.boxes_to_tokens(boxes, 40, 40)
+        one = ((all_tok - tok).abs().sum(1) == 1)
+        assert (m.score(IMAGE, "dog", boxes[one], region=region) <= lp + 1e-4).all()
+    # zero steps: the box back as it was
+    box, lp = m.refine(IMAGE, "dog", starts.boxes[0], region=region, max_steps=0)
+    assert torch.allclose(box, starts.boxes[0]) and abs(lp - float(starts.log_p[0])) < 1e-4
+
+
+def test_refine_checks_its_arguments(small_model):
+    m = small_model
+    with pytest.raises(ValueError, match="one box"):
+        m.refine(IMAGE, "dog", [[0, 0, 10, 10], [0, 0, 20, 20]])
+    with pytest.raises(ValueError, match="max_steps"):
+        m.refine(IMAGE, "dog", [0, 0, 10, 10], max_steps=-1)
+    with pytest.raises(ValueError, match="one class"):
+        m.refine(IMAGE, ["dog", "cat"], [0, 0, 10, 10])
+
+
+def test_inserter_refines_its_most_likely_candidate(small_model):
+    m = small_model
+    region = "on the left"
+    plain = ObjectInserter(m, None, num_candidates=8, refine=False, check_fit=False)
+    refined = ObjectInserter(m, None, num_candidates=8, check_fit=False)
+    a = plain.propose(IMAGE, "dog", region, generator=torch.Generator().manual_seed(4))
+    b = refined.propose(IMAGE, "dog", region, generator=torch.Generator().manual_seed(4))
+    i = int(torch.argmax(a.log_p))
+    box, lp = m.refine(IMAGE, "dog", a.boxes[i], region=region)
+    assert torch.allclose(b.boxes[i], box) and abs(float(b.log_p[i]) - lp) < 1e-4
+    others = torch.arange(8) != i
+    assert torch.equal(b.boxes[others], a.boxes[others])  # the other candidates stay samples
+    expect_q = m.score(IMAGE, "dog", box[None], region=region, likelihood="log_q")[0]
+    assert torch.allclose(b.log_q[i], expect_q, atol=1e-4)
+    with pytest.raises(TypeError, match="refine must be True or False"):
+        ObjectInserter(m, None, refine="yes")
+
+
 def test_roc_auc_and_calibration():
     assert roc_auc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
     assert roc_auc([0.5, 0.5], [True, False]) == 0.5
@@ -264,6 +312,24 @@ def test_propose_reports_the_fit_and_strict_exits_2(cli_files, tmp_path, capsys)
     assert main(["propose", image, "--object", "cup", "--where", "right", "--model", model,
                  "--fit-threshold", "3", "--out", str(out)]) == 2
     assert "--fit-threshold" in (err := capsys.readouterr().err) and "got 3" in err
+
+
+def test_propose_refines_the_most_likely_box_unless_told_not_to(cli_files, small_model, tmp_path):
+    from locinsert.cli.main import main
+
+    image, model = cli_files
+    runs = {}
+    for flag in ([], ["--no-refine"]):
+        out = tmp_path / ("r" if not flag else "n")
+        assert main(["propose", image, "--object", "cup", "--where", "left", "-n", "6", "--model", model,
+                     "--out", str(out), *flag]) == 0
+        runs[bool(flag)] = json.loads((out / "room_proposals.json").read_text())
+    plain, refined = runs[True], runs[False]
+    top = torch.tensor(plain["boxes"][0])     # listed best first
+    box, lp = small_model.refine(IMAGE, "cup", top, region="left")
+    assert torch.allclose(torch.tensor(refined["boxes"][0]), box) and abs(refined["log_p"][0] - lp) < 1e-4
+    assert refined["log_p"][0] >= plain["log_p"][0]
+    assert sorted(map(tuple, refined["boxes"][1:])) == sorted(map(tuple, plain["boxes"][1:]))
 
 
 def test_insert_and_edit_strict_exit_2_and_json_fit(cli_files, tmp_path, capsys):

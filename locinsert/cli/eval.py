@@ -79,6 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="candidates per positional request (default: ObjectInserter's)")
     q.add_argument("--fit-threshold", type=options.probability, default=None,
                    help="fit threshold for kept/flagged (default: the calibrated DEFAULT_FIT_THRESHOLD)")
+    q.add_argument("--no-refine", dest="refine", action="store_false",
+                   help="choose the most likely sampled box as it is, without moving it to its local maximum of "
+                        "log p (the inserter's refine=False; for comparison)")
     q.add_argument("--calibrate", action="store_true",
                    help="also report the largest threshold that keeps 92%% of the fitting requests "
                         "(calibrate on scenes other than the test split: another --world-seed)")
@@ -228,7 +231,7 @@ def _run_positional(args, out) -> int:
         raise ValueError(f"--positional needs a LocationModel checkpoint, got {args.model!r}")
     print(f"positional prompts: {len(queries)} queries of the {desc} x 8 phrases, K = {n}")
     result = positional_benchmark(model, queries, num_candidates=n, threshold=args.fit_threshold, seed=args.seed,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, refine=args.refine)
     if args.calibrate:
         result["calibration"] = calibrate_threshold([r["mass"] for r in result["requests"]],
                                                     [r["fits"] for r in result["requests"]])

@@ -59,6 +59,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sampler", default="smc", choices=("smc", "lookahead", "masked"),
                    help="how boxes obey --where: 'smc' follows p(box | box in region) (default); 'masked' "
                         "renormalises each coordinate without looking ahead (the older, biased sampler)")
+    g.add_argument("--no-refine", dest="refine", action="store_false",
+                   help="choose among the sampled boxes only; by default the most likely one is moved to its "
+                        "local maximum of log p (LocationModel.refine)")
     f = p.add_argument_group("fit verdict (with --where)")
     f.add_argument("--strict", action="store_true",
                    help="refuse (exit code 2) when the object hardly fits --where, naming where it fits best")
@@ -90,8 +93,8 @@ def sample_kwargs(args) -> dict:
 
 
 def inserter_kwargs(args, strict: bool = True) -> dict:
-    """``ObjectInserter`` keywords from --sampler, --fit-threshold and (``strict``) --strict."""
-    kw = dict(sampler=args.sampler, fit_threshold=fit_threshold(args))
+    """``ObjectInserter`` keywords from --sampler, --fit-threshold, --no-refine and (``strict``) --strict."""
+    kw = dict(sampler=args.sampler, fit_threshold=fit_threshold(args), refine=args.refine)
     if strict:
         kw["strict"] = bool(args.strict)
     return kw
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..images import load_image
     from ..fit import RegionDoesNotFit, fit_verdict
-    from ..editing.inserter import Candidates, overlay
+    from ..editing.inserter import Candidates, overlay, refine_most_likely
     from ..io import save_image_atomic, write_text_atomic
     from ..regions import Region, region_json
 
@@ -141,7 +144,10 @@ def run(args: argparse.Namespace) -> int:
         raise RegionDoesNotFit(verdict)
     s = model.sample(image, args.object.strip(), num_samples=args.num_samples, region=region,
                      generator=generator, sampler=args.sampler, **kwargs)
-    cands = Candidates(s.boxes.float().cpu(), s.log_p.float().cpu(), s.log_q.float().cpu(), verdict).by_likelihood()
+    cands = Candidates(s.boxes.float().cpu(), s.log_p.float().cpu(), s.log_q.float().cpu(), verdict)
+    if args.refine:
+        refine_most_likely(model, cands, image, args.object.strip(), region, kwargs.get("min_size"))
+    cands = cands.by_likelihood()
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem
     record = {"image": str(args.image), "width": image.width, "height": image.height, "object": args.object.strip(),

@@ -30,7 +30,7 @@ from ..regions import Region, as_region
 from ..validation import check_bool, check_choice, check_float, check_int
 
 __all__ = ["ObjectInserter", "InsertionResult", "InsertionStep", "Candidates", "SELECTIONS", "select_box",
-           "distinct_boxes", "overlay"]
+           "refine_most_likely", "distinct_boxes", "overlay"]
 
 SELECTIONS = ("logprob", "diverse", "random")
 
@@ -158,6 +158,23 @@ def distinct_boxes(boxes: torch.Tensor, logprobs: torch.Tensor, iou_threshold: f
     return torch.tensor(keep, dtype=torch.long)
 
 
+def refine_most_likely(model, cands: Candidates, image, obj: str, region=None, min_size: float | None = None) -> None:
+    """Move the most likely of ``cands`` to its local maximum of log p (``model.refine``), in place.
+
+    Its ``log_p`` (and ``log_q``, rescored) follow; the other candidates stay as drawn. A model
+    without ``refine`` (a baseline) leaves the candidates as they are.
+    """
+    if not len(cands) or not hasattr(model, "refine"):
+        return
+    i = int(torch.argmax(cands.log_p))
+    box, log_p = model.refine(image, obj, cands.boxes[i], region=region, min_size=min_size)
+    if not log_p > float(cands.log_p[i]):
+        return
+    cands.boxes[i], cands.log_p[i] = box.to(cands.boxes.dtype), log_p
+    if cands.log_q is not None:
+        cands.log_q[i] = model.score(image, obj, box[None], region=region, min_size=min_size, likelihood="log_q")[0]
+
+
 def select_box(boxes: torch.Tensor, logprobs: torch.Tensor, selection: str = "logprob", generator=None,
                diverse_top: int = 4, iou_threshold: float = 0.5) -> int:
     """Index of the chosen candidate; ``logprobs`` are the model's own log p (``Candidates.log_p``).
@@ -202,7 +219,9 @@ class ObjectInserter:
     default the object is still placed at the most likely box inside the region; ``strict=True``
     raises ``RegionDoesNotFit`` instead. ``check_fit=False`` skips the verdict (and its cost).
     Candidates are drawn by ``model.sample``'s default sampler (exact conditional sampling under
-    the region; ``sampler=`` picks another) and ranked by the model's own log p.
+    the region; ``sampler=`` picks another) and ranked by the model's own log p. With ``refine``
+    (default) the most likely candidate is then moved uphill in log p to its local maximum
+    (``LocationModel.refine``): under a region that made the chosen box plausible more often.
     """
 
     def __init__(self, model, inpainter, num_candidates: int = 16, selection: str = "logprob", *,
@@ -210,7 +229,8 @@ class ObjectInserter:
                  min_size: float | None = None, avoid_previous: bool = True, diverse_top: int = 4,
                  reference=None, reference_class: str | None = None, classifier=None,
                  vocabulary: Sequence[str] | None = None, strict: bool = False,
-                 fit_threshold: float = DEFAULT_FIT_THRESHOLD, check_fit: bool = True, sampler: str | None = None):
+                 fit_threshold: float = DEFAULT_FIT_THRESHOLD, check_fit: bool = True, sampler: str | None = None,
+                 refine: bool = True):
         if not hasattr(model, "sample"):
             raise TypeError(f"model must have a sample() method (a LocationModel), got {type(model).__name__}")
         if inpainter is not None and not hasattr(inpainter, "inpaint"):
@@ -231,6 +251,7 @@ class ObjectInserter:
         self.avoid_previous = check_bool(avoid_previous, "avoid_previous")
         self.strict = check_bool(strict, "strict")
         self.check_fit = check_bool(check_fit, "check_fit")
+        self.refine = check_bool(refine, "refine")
         self.fit_threshold = check_float(fit_threshold, "fit_threshold", minimum=0, maximum=1)
         if self.strict and not self.check_fit:
             raise ValueError("strict=True refuses regions the object does not fit, so it needs check_fit=True")
@@ -306,10 +327,14 @@ class ObjectInserter:
         log_p = getattr(s, "log_p", None)
         log_p = s.logprobs if log_p is None else log_p
         log_q = getattr(s, "log_q", None)
-        return Candidates(torch.as_tensor(s.boxes, dtype=torch.float32).reshape(-1, 4),
-                          torch.as_tensor(log_p, dtype=torch.float32).reshape(-1),
-                          None if log_q is None else torch.as_tensor(log_q, dtype=torch.float32).reshape(-1),
-                          verdict)
+        cands = Candidates(torch.as_tensor(s.boxes, dtype=torch.float32).reshape(-1, 4).clone(),
+                           torch.as_tensor(log_p, dtype=torch.float32).reshape(-1).clone(),
+                           None if log_q is None else torch.as_tensor(log_q, dtype=torch.float32).reshape(-1).clone(),
+                           verdict)
+        if self.refine:
+            refine_most_likely(self.model, cands, img, obj, region, self.sample_kwargs.get("min_size"))
+        return cands
+
 
     def __call__(self, image, instruction: str | Instruction | Sequence[str | Instruction], generator=None, *,
                  region=None, avoid=None, reference=None) -> InsertionResult:

@@ -114,13 +114,14 @@ def _ratios(box, truth) -> tuple[float, float]:
 
 def positional_benchmark(model, queries, phrases: Sequence[str] = BENCH_PHRASES, *, num_candidates: int = 16,
                          threshold: float | None = None, seed: int = 0, compare: bool = True,
-                         progress: bool = True, sampler: str | None = None) -> dict:
+                         progress: bool = True, sampler: str | None = None, refine: bool = True) -> dict:
     """Run the benchmark on synthetic ``queries`` (``PlacementQuery`` with ``meta["scene"]``).
 
     ``num_candidates``: K, the candidates per request (the inserter's default); ``threshold``: the
     fit threshold (default ``locinsert.fit.DEFAULT_FIT_THRESHOLD``); ``compare``: also run the old
     path (masked decoding ranked by log q); ``sampler``: override ``sample``'s sampler for the new
-    path (default: the library's default). Returns ``{"summary": {...}, "requests": [...]}``.
+    path (default: the library's default); ``refine``: the inserter's ``refine`` (the chosen box
+    moved to its local maximum of log p). Returns ``{"summary": {...}, "requests": [...]}``.
     """
     from tqdm.auto import tqdm
 
@@ -130,7 +131,7 @@ def positional_benchmark(model, queries, phrases: Sequence[str] = BENCH_PHRASES,
     from ..regions import Region
 
     threshold = DEFAULT_FIT_THRESHOLD if threshold is None else float(threshold)
-    inserter = ObjectInserter(model, None, num_candidates=num_candidates, fit_threshold=threshold)
+    inserter = ObjectInserter(model, None, num_candidates=num_candidates, fit_threshold=threshold, refine=refine)
     if sampler is not None:
         original = model.sample
 

@@ -44,7 +44,8 @@ class DenseEncoderConfig(PretrainedConfig):
     def __init__(self, image_encoder_type: str = "timm", image_encoder: str | None = "vit_tiny_patch16_224",
                  image_encoder_kwargs: dict | None = None, image_pretrained: bool | str = False,
                  image_size: int | None = None, image_mean: list | None = None, image_std: list | None = None,
-                 interpolation: str | None = None, label_names: list | None = None, **kwargs):
+                 interpolation: str | None = None, label_names: list | None = None,
+                 label_weights: list | None = None, **kwargs):
         self.image_encoder_type = image_encoder_type
         self.image_encoder = image_encoder
         self.image_encoder_kwargs = dict(image_encoder_kwargs or {})
@@ -52,9 +53,16 @@ class DenseEncoderConfig(PretrainedConfig):
         self.image_size, self.image_mean, self.image_std = image_size, image_mean, image_std
         self.interpolation = interpolation
         self.label_names = list(label_names or [])
+        # Per-label weights of the pixel loss (None: plain cross-entropy); the encoder stage's
+        # ``label_balance`` sets them from the training scenes' label shares.
+        self.label_weights = None if label_weights is None else [float(w) for w in label_weights]
         super().__init__(**kwargs)
         if len(self.label_names) < 2:
             raise ValueError(f"a dense encoder needs at least 2 label names, got {self.label_names}")
+        if self.label_weights is not None and (len(self.label_weights) != len(self.label_names)
+                                               or not all(w >= 0 and w < float("inf") for w in self.label_weights)):
+            raise ValueError(f"label_weights must be {len(self.label_names)} finite non-negative numbers (one per "
+                             f"label name), got {self.label_weights}")
 
     @classmethod
     def from_location_config(cls, location_config, label_names) -> "DenseEncoderConfig":
@@ -65,7 +73,7 @@ class DenseEncoderConfig(PretrainedConfig):
 
 @dataclass
 class DenseEncoderOutput(ModelOutput):
-    """``loss``: mean per-pixel cross-entropy; ``logits`` (B, C, S, S)."""
+    """``loss``: mean per-pixel cross-entropy (weighted by ``config.label_weights`` when set); ``logits`` (B, C, S, S)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
@@ -128,7 +136,9 @@ class DenseEncoderModel(CheckpointMixin, PreTrainedModel):
         if labels is not None:
             if labels.shape != (b, g * p, g * p):
                 raise ValueError(f"labels must have shape {(b, g * p, g * p)}, got {tuple(labels.shape)}")
-            loss = F.cross_entropy(logits.float(), labels.long().to(logits.device))
+            w = self.config.label_weights
+            w = None if w is None else torch.tensor(w, dtype=torch.float32, device=logits.device)
+            loss = F.cross_entropy(logits.float(), labels.long().to(logits.device), weight=w)
         return DenseEncoderOutput(loss=loss, logits=logits)
 
     def save_extra(self, folder: str, state: dict) -> None:

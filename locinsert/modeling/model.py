@@ -44,6 +44,18 @@ DECODE_CHUNK_BYTES = 2**30
 _REGION_TYPES = (str, list, tuple, np.ndarray, torch.Tensor, Region, Image.Image)
 
 
+def _neighbour_moves() -> torch.Tensor:
+    # (x1, y1, x2, y2) steps of one bin: one coordinate, the box shifted, the box grown or shrunk on both sides
+    moves = []
+    for d in (-1, 1):
+        moves += [[d, 0, 0, 0], [0, d, 0, 0], [0, 0, d, 0], [0, 0, 0, d], [d, 0, d, 0], [0, d, 0, d],
+                  [-d, 0, d, 0], [0, -d, 0, d]]
+    return torch.tensor(moves)
+
+
+_NEIGHBOUR_MOVES = _neighbour_moves()
+
+
 class MassEstimate(float):
     """A probability estimated by Monte Carlo: a ``float`` in [0, 1] that also carries its error.
 
@@ -708,6 +720,54 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
             decoded = box_ops.tokens_to_boxes(tokens, im.width, im.height, self.config.num_bins)
             logps = logps.masked_fill(~constraints[0].satisfied(decoded), float("-inf"))
         return logps
+
+    @torch.no_grad()
+    def refine(self, image, cls: str, box, region=None, min_size: float | None = None,
+               max_steps: int = 32) -> tuple[torch.Tensor, float]:
+        """Move ``box`` uphill in log p to a local maximum: ``(box, log_p)``, an xyxy pixel box and its log p.
+
+        Each step tries every neighbour one bin away (one coordinate, the whole box shifted, or the
+        box grown or shrunk on both sides) and moves to the most likely one that keeps ``region``
+        and ``min_size``, until none is more likely or ``max_steps`` steps are taken. The image and
+        class are encoded once. Sampled candidates land near the model's modes but rarely on them;
+        under a region, refining the most likely of 16 candidates made it plausible more often
+        (docs/experiments/positional-prompts.md). A box that breaks the region is returned as is, with -inf.
+        """
+        im = self.load_images(image)
+        if len(im) != 1:
+            raise ValueError("refine() takes one image; call it once per image")
+        im = im[0]
+        cls = _check_class_names(cls)
+        if len(cls) != 1:
+            raise ValueError("refine() takes one class name")
+        b = box_ops.check_boxes(box, im.width, im.height)
+        if b.shape[0] != 1:
+            raise ValueError(f"refine() takes one box, got {b.shape[0]}")
+        max_steps = check_int(max_steps, "max_steps", minimum=0)
+        min_size = check_float(min_size, "min_size", minimum=0, optional=True)
+        constraints = self._constraints([im], region, min_size)
+        cache = self.encode_prefix([im], cls, self._conditioning(constraints))
+        nb = self.config.num_bins
+
+        def log_p(tokens: torch.Tensor) -> torch.Tensor:
+            d = decode_boxes(self.decoder, self.lm_head, cache, len(tokens), None,
+                             forced=tokens[None].to(self.device), step_fn=self._step_fn)
+            boxes = box_ops.tokens_to_boxes(tokens, im.width, im.height, nb)
+            return d.log_p[0].cpu().masked_fill(~constraints[0].satisfied(boxes), float("-inf"))
+
+        tokens = box_ops.boxes_to_tokens(b, im.width, im.height, nb)[0]
+        best = float(log_p(tokens[None])[0])
+        if best == float("-inf"):
+            return b[0], best
+        for _ in range(max_steps):
+            near = (tokens[None] + _NEIGHBOUR_MOVES).clamp(0, nb - 1)
+            near = near[(near != tokens).any(1)]
+            scores = log_p(near)
+            i = int(torch.argmax(scores))
+            if not float(scores[i]) > best:
+                break
+            tokens, best = near[i], float(scores[i])
+        return box_ops.tokens_to_boxes(tokens[None], im.width, im.height, nb)[0], best
 
     @torch.no_grad()
     def region_mass(self, image, cls: str, region, num_samples: int = 256, min_size: float | None = None,
