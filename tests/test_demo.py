@@ -54,9 +54,8 @@ def test_demo_quick_writes_the_report(tmp_path):
     assert "## Finding objects by name" in report
     # Every step has its wall and CPU seconds, in metrics.json and in the report's time table.
     assert set(metrics["cpu_seconds"]) == set(metrics["seconds"])
-    assert all(isinstance(v, (int, float)) and v >= 0 for v in [*metrics["seconds"].values(),
-                                                                *metrics["cpu_seconds"].values()])
     assert "| step | seconds | CPU seconds |" in report
+    assert all(f"| {step}" in report for step in metrics["seconds"])  # a row per step
     # With a thread to spare the segmenter trains in a second process, beside pretraining; with one
     # (OMP_NUM_THREADS=1, one core) it trains after the location stages.
     from locinsert.threads import thread_budget

@@ -677,6 +677,16 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         pick = pick.to(tokens.device)
         return tokens.gather(1, pick[..., None].expand(-1, -1, 4)), log_q.gather(1, pick), log_p.gather(1, pick)
 
+    def _one_query(self, image, cls, method: str) -> tuple:
+        """The one image (PIL) and the one class (a list of one name) that ``method`` takes, checked."""
+        im = self.load_images(image)
+        if len(im) != 1:
+            raise ValueError(f"{method}() takes one image; call it once per image")
+        cls = _check_class_names(cls)
+        if len(cls) != 1:
+            raise ValueError(f"{method}() takes one class name")
+        return im[0], cls
+
     @torch.no_grad()
     def score(self, image, cls: str, boxes, region=None, min_size: float | None = None,
               likelihood: str | None = None, *, constrained: bool | None = None) -> torch.Tensor:
@@ -689,13 +699,7 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         the region or ``min_size`` gets -inf. ``constrained=True`` / ``False`` is the older spelling
         of ``"log_q"`` / ``"log_p"``.
         """
-        im = self.load_images(image)
-        if len(im) != 1:
-            raise ValueError("score() takes one image; call it once per image")
-        im = im[0]
-        cls = _check_class_names(cls)
-        if len(cls) != 1:
-            raise ValueError("score() takes one class name")
+        im, cls = self._one_query(image, cls, "score")
         if boxes is None:
             raise TypeError("boxes must be xyxy pixel boxes, (N, 4) or one (4,), got None")
         min_size = check_float(min_size, "min_size", minimum=0, optional=True)
@@ -733,13 +737,7 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         under a region, refining the most likely of 16 candidates made it plausible more often
         (docs/experiments/positional-prompts.md). A box that breaks the region is returned as is, with -inf.
         """
-        im = self.load_images(image)
-        if len(im) != 1:
-            raise ValueError("refine() takes one image; call it once per image")
-        im = im[0]
-        cls = _check_class_names(cls)
-        if len(cls) != 1:
-            raise ValueError("refine() takes one class name")
+        im, cls = self._one_query(image, cls, "refine")
         b = box_ops.check_boxes(box, im.width, im.height)
         if b.shape[0] != 1:
             raise ValueError(f"refine() takes one box, got {b.shape[0]}")
