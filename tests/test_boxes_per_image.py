@@ -35,6 +35,33 @@ def test_pipe_like_labels_several_classes_per_scene():
         splits.pipe_like(3, boxes_per_scene=0)
 
 
+def test_pipe_like_extra_boxes_add_a_class_without_moving_the_balanced_boxes():
+    balanced = splits.pipe_like(40, seed=4, boxes_per_scene=5)
+    extra = splits.pipe_like(40, seed=4, boxes_per_scene=5, extra_boxes=("cup",))
+    key = lambda q: (q.query_id, q.category, q.positives.tolist())  # noqa: E731
+    extra_keys = [key(q) for q in extra]
+    assert all(key(q) in extra_keys for q in balanced)   # the balanced split is untouched
+    added = [q for q in extra if key(q) not in [key(b) for b in balanced]]
+    assert len(added) > 30 and {q.category for q in added} == {"cup"}
+    assert all(Counter(q.category for q in extra if q.image_id == a.image_id)["cup"] == 2 for a in added)
+    assert len({q.query_id for q in extra}) == len(extra)   # a second cup is a query of its own
+    # a comma-separated string is the same request; unknown or repeated classes are refused
+    assert [key(q) for q in splits.pipe_like(40, seed=4, boxes_per_scene=5, extra_boxes="cup")] == extra_keys
+    with pytest.raises(ValueError, match="unknown classes.*lamp"):
+        splits.pipe_like(3, extra_boxes=("lamp",))
+    with pytest.raises(ValueError, match="twice"):
+        splits.pipe_like(3, extra_boxes="cup,cup")
+
+
+def test_extra_boxes_count_in_boxes_per_image():
+    from locinsert.training.config import DataArguments
+
+    args = DataArguments(dataset="synthetic", boxes_per_image=6, synthetic_extra_boxes="cup, bird")
+    assert args.extra_boxes() == ("cup", "bird")
+    assert DataArguments(dataset="synthetic").extra_boxes() == ()
+    with pytest.raises(ValueError, match="boxes_per_image=1 leaves no balanced box"):
+        DataArguments(dataset="synthetic", boxes_per_image=1, synthetic_extra_boxes="cup")
+
 def _preprocess(images):
     return torch.zeros(len(images), 3, 8, 8)
 

@@ -123,6 +123,21 @@ def test_pipe_like_started_in_the_background_gives_the_same_queries():
     assert background.pending() == []
     with pytest.raises(ValueError, match="boxes_per_scene"):
         background.start_pipe_like(10, boxes_per_scene=99)
+    # extra boxes are part of what identifies a split: the worker labels them the same way
+    direct = pipe_like(30, seed=4, boxes_per_scene=2, extra_boxes=("cup",))
+    background.start_pipe_like(30, seed=4, boxes_per_scene=2)
+    background.start_pipe_like(30, seed=4, boxes_per_scene=2, extra_boxes=("cup",))
+    collected = pipe_like(30, seed=4, boxes_per_scene=2, extra_boxes=("cup",))
+    assert len(background.pending()) == 1   # the split without extra boxes was not taken for it
+    background.cancel_all()
+    assert [(q.query_id, q.positives.tolist()) for q in collected] == [(q.query_id, q.positives.tolist())
+                                                                        for q in direct]
+    # the synthetic stages start the split their pretraining config asks for, extra boxes included
+    from locinsert.training.synthetic import _pretrain_labels_in_background
+
+    _pretrain_labels_in_background("unused", "quick", 0, {"boxes_per_image": 6, "synthetic_extra_boxes": "cup"})
+    assert [key[-2:] for key in background.pending()] == [(5, ("cup",))]
+    background.cancel_all()
 
 
 def test_background_processes_take_threads_only_while_they_run(monkeypatch):

@@ -74,6 +74,10 @@ class DataArguments:
                                "a scene); the image encoder and the decoder's image tokens run once for them. The "
                                "synthetic PIPE-like split then labels this many objects (of different classes) per "
                                "scene.")
+    synthetic_extra_boxes: str | None = arg(None, "Synthetic pretraining: comma-separated classes that get one more "
+                                            "box in every scene, counted in boxes_per_image (e.g. 'cup' with "
+                                            "boxes_per_image 6: five balanced boxes and a second cup). The class "
+                                            "learned last then sees more examples at a sixth of a scene's cost.")
     pairs_per_image: int = arg(1, "DPO: (positive, negative) pairs per example, all of one image; the image encoder "
                                "and the decoder's image tokens run once for them.")
     pairs_per_query: int | None = arg(16, "DPO: at most this many (positive, negative) pairs per query (None: all).")
@@ -91,6 +95,13 @@ class DataArguments:
             raise ValueError(f"label_balance must be a number in [0, 2], got {self.label_balance}")
         check_positive(self, "max_train_queries", "pairs_per_query", "synthetic_scenes", "boxes_per_image",
                        "pairs_per_image")
+        if self.extra_boxes() and self.boxes_per_image - len(self.extra_boxes()) < 1:
+            raise ValueError(f"boxes_per_image={self.boxes_per_image} leaves no balanced box beside "
+                             f"synthetic_extra_boxes={self.synthetic_extra_boxes!r}: it counts both")
+
+    def extra_boxes(self) -> tuple[str, ...]:
+        """``synthetic_extra_boxes`` as a tuple of class names."""
+        return tuple(c.strip() for c in (self.synthetic_extra_boxes or "").split(",") if c.strip())
 
 
 @dataclass

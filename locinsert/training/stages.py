@@ -61,7 +61,9 @@ def load_queries(data_args: DataArguments, stage: str, split: str, num_bins: int
         if split == "test":
             queries = splits.test_split(n, **kw)
         elif stage == "pretrain":
-            queries = splits.pipe_like(n, boxes_per_scene=data_args.boxes_per_image, **kw)
+            extra = data_args.extra_boxes()
+            queries = splits.pipe_like(n, boxes_per_scene=data_args.boxes_per_image - len(extra), extra_boxes=extra,
+                                       **kw)
         else:
             queries = splits.opa_like(n, **kw)
     elif fmt == "pipe":

@@ -204,9 +204,11 @@ def _pretrain_labels_in_background(out_dir: str, budget: str, seed: int, overrid
         return
     preset = fields.get("preset_overrides") if isinstance(fields.get("preset_overrides"), dict) else {}
     num_bins = preset.get("num_bins") or LocationModelConfig.preset(fields["preset"]).num_bins
+    extra = DataArguments(boxes_per_image=fields.get("boxes_per_image", 1),
+                          synthetic_extra_boxes=fields.get("synthetic_extra_boxes")).extra_boxes()
     start_pipe_like(fields["synthetic_scenes"], seed=fields["synthetic_seed"],
                     size=fields.get("synthetic_size", DataArguments.synthetic_size), num_bins=num_bins,
-                    boxes_per_scene=fields.get("boxes_per_image", 1))
+                    boxes_per_scene=fields.get("boxes_per_image", 1) - len(extra), extra_boxes=extra)
 
 
 def learning_table(out_dir: str, budget: str = "default", seed: int = 0, stages=STAGES, ks=(10, 100),

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 from ...threads import run_beside
 from .scenes import make_scenes
 from .splits import STARTED as _PENDING
-from .splits import _check_boxes_per_scene, _check_split_args, pipe_like_key, pipe_like_labels, pipe_like_queries
+from .splits import (_check_boxes_per_scene, _check_split_args, check_extra_boxes, pipe_like_key, pipe_like_labels,
+                     pipe_like_queries)
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ __all__ = ["start_pipe_like", "collect", "cancel_all", "pending"]
 class _LabelTask(Dataset):
     """One item: the labels of a PIPE-like split (computed in the worker process)."""
 
-    def __init__(self, scenes, seed, num_bins, classes, boxes_per_scene):
-        self.args = (scenes, seed, num_bins, classes, boxes_per_scene)
+    def __init__(self, scenes, seed, num_bins, classes, boxes_per_scene, extra_boxes=()):
+        self.args = (scenes, seed, num_bins, classes, boxes_per_scene, extra_boxes)
         self.done = _CONTEXT.Event()   # set in the worker when the labels are computed
 
     def __len__(self) -> int:
@@ -76,7 +77,7 @@ class _Job:
 
 
 def start_pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: int | None = 32, classes=None,
-                    boxes_per_scene: int = 1) -> tuple:
+                    boxes_per_scene: int = 1, extra_boxes=()) -> tuple:
     """Start generating ``pipe_like(...)`` (same arguments) in a worker process; returns its key.
 
     Raises:
@@ -84,10 +85,12 @@ def start_pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: in
     """
     classes = _check_split_args(num_scenes, classes, num_bins)
     _check_boxes_per_scene(boxes_per_scene, classes)
-    key = pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene)
+    extra_boxes = check_extra_boxes(extra_boxes, classes)
+    key = pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene, extra_boxes)
     if key not in _PENDING:
         scenes = make_scenes(num_scenes, seed, size, stream="pipe")
-        _PENDING[key] = _Job(scenes, classes, _LabelTask(scenes, seed, num_bins, classes, boxes_per_scene))
+        _PENDING[key] = _Job(scenes, classes, _LabelTask(scenes, seed, num_bins, classes, boxes_per_scene,
+                                                                 extra_boxes))
         run_beside(_PENDING[key].running)   # the worker takes a core from this process's threads
     return key
 

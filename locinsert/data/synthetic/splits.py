@@ -224,23 +224,29 @@ def _check_split_args(num_scenes, classes, num_bins):
 
 
 def pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: int | None = 32,
-              classes=None, boxes_per_scene: int = 1) -> list[PlacementQuery]:
+              classes=None, boxes_per_scene: int = 1, extra_boxes=()) -> list[PlacementQuery]:
     """PIPE-like pretraining data: one positive box per query, no negatives, and ``boxes_per_scene``
     queries (of different classes) per scene. PIPE pairs an object-free image with one object; a
     scene labelled for several objects is several such pairs sharing one image.
 
     Classes cycle over the scenes (balanced), starting at a random offset; a class without room in
     a scene gives its turn to the next, so a crowded scene can have fewer than ``boxes_per_scene``.
+    ``extra_boxes``: class names that get one more box in every scene with room for them, from a
+    random stream of their own (the balanced boxes stay the same); the class a model learns last
+    then sees more examples for little more compute (the scene's image is shared).
     A split started earlier with :func:`locinsert.data.synthetic.background.start_pipe_like` for the
     same arguments is collected instead of generated again (the same queries).
     """
     classes = _check_split_args(num_scenes, classes, num_bins)
     _check_boxes_per_scene(boxes_per_scene, classes)
-    started = STARTED.pop(pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene), None)
+    extra_boxes = check_extra_boxes(extra_boxes, classes)
+    started = STARTED.pop(pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene, extra_boxes),
+                          None)
     if started is not None:
         return started.result()
     scenes = make_scenes(num_scenes, seed, size, stream="pipe")
-    return pipe_like_queries(scenes, pipe_like_labels(scenes, seed, num_bins, classes, boxes_per_scene), classes)
+    labels = pipe_like_labels(scenes, seed, num_bins, classes, boxes_per_scene, extra_boxes)
+    return pipe_like_queries(scenes, labels, classes)
 
 
 #: PIPE-like splits being labelled elsewhere (``background.start_pipe_like``): key -> a job whose
@@ -248,9 +254,25 @@ def pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: int | No
 STARTED: dict[tuple, object] = {}
 
 
-def pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene) -> tuple:
+def pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene, extra_boxes=()) -> tuple:
     """What identifies one PIPE-like split (its arguments, classes resolved)."""
-    return ("pipe_like", int(num_scenes), int(seed), int(size), num_bins, tuple(classes), int(boxes_per_scene))
+    return ("pipe_like", int(num_scenes), int(seed), int(size), num_bins, tuple(classes), int(boxes_per_scene),
+            tuple(extra_boxes))
+
+
+def check_extra_boxes(extra_boxes, classes) -> tuple[str, ...]:
+    """``extra_boxes`` as a tuple of class names of the world (a comma-separated string is accepted)."""
+    if extra_boxes is None:
+        return ()
+    if isinstance(extra_boxes, str):
+        extra_boxes = [c.strip() for c in extra_boxes.split(",") if c.strip()]
+    extra = tuple(extra_boxes)
+    unknown = [c for c in extra if c not in classes]
+    if unknown:
+        raise ValueError(f"extra_boxes names unknown classes {unknown}; the world's classes are {list(classes)}")
+    if len(set(extra)) != len(extra):
+        raise ValueError(f"extra_boxes names a class twice: {list(extra)}")
+    return extra
 
 
 def _check_boxes_per_scene(boxes_per_scene, classes) -> None:
@@ -260,13 +282,15 @@ def _check_boxes_per_scene(boxes_per_scene, classes) -> None:
 
 
 def pipe_like_labels(scenes: list[Scene], seed: int, num_bins: int | None, classes: tuple[str, ...],
-                     boxes_per_scene: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     boxes_per_scene: int, extra_boxes: tuple[str, ...] = ()
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The labels of :func:`pipe_like` as three arrays: scene index (n,), class index (n,), box (n, 4).
 
     Plain arrays, so a worker process can hand them back cheaply; :func:`pipe_like_queries` makes
     the queries.
     """
     rng = scene_rng(seed, "pipe-labels")
+    extra_rng = scene_rng(seed, "pipe-labels-extra")   # its own stream: the balanced boxes do not move
     offset = int(rng.integers(0, len(classes)))
     scene_index, class_index, boxes = [], [], []
     for i, scene in enumerate(scenes):
@@ -281,6 +305,12 @@ def pipe_like_labels(scenes: list[Scene], seed: int, num_bins: int | None, class
                 found += 1
                 if found == boxes_per_scene:
                     break
+        for name in extra_boxes:
+            pos = sample_positives(scene, name, 1, extra_rng, num_bins)
+            if len(pos):
+                scene_index.append(i)
+                class_index.append(classes.index(name))
+                boxes.append(pos[0])
     return (np.asarray(scene_index, dtype=np.int64), np.asarray(class_index, dtype=np.int64),
             np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
 
@@ -289,10 +319,14 @@ def pipe_like_queries(scenes: list[Scene], labels: tuple[np.ndarray, np.ndarray,
                       classes: tuple[str, ...]) -> list[PlacementQuery]:
     """The queries of :func:`pipe_like` from its scenes and :func:`pipe_like_labels`."""
     empty = np.zeros((0, 4))
-    out = []
+    out, seen = [], set()
     for i, c, box in zip(*labels):
         scene, cls = scenes[int(i)], classes[int(c)]
-        out.append(_query(scene, cls, box[None], empty, [], f"{scene.scene_id}/{cls}"))
+        qid = f"{scene.scene_id}/{cls}"
+        if qid in seen:   # a class's extra box (extra_boxes): a second query of the scene
+            qid += "/2"
+        seen.add(qid)
+        out.append(_query(scene, cls, box[None], empty, [], qid))
     return out
 
 
