@@ -89,8 +89,8 @@ def start_pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: in
     key = pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene, extra_boxes)
     if key not in _PENDING:
         scenes = make_scenes(num_scenes, seed, size, stream="pipe")
-        _PENDING[key] = _Job(scenes, classes, _LabelTask(scenes, seed, num_bins, classes, boxes_per_scene,
-                                                                 extra_boxes))
+        task = _LabelTask(scenes, seed, num_bins, classes, boxes_per_scene, extra_boxes)
+        _PENDING[key] = _Job(scenes, classes, task)
         run_beside(_PENDING[key].running)   # the worker takes a core from this process's threads
     return key
 
