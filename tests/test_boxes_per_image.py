@@ -57,10 +57,14 @@ def test_extra_boxes_count_in_boxes_per_image():
     from locinsert.training.config import DataArguments
 
     args = DataArguments(dataset="synthetic", boxes_per_image=6, synthetic_extra_boxes="cup, bird")
-    assert args.extra_boxes() == ("cup", "bird")
-    assert DataArguments(dataset="synthetic").extra_boxes() == ()
+    assert args.pipe_like_boxes() == {"boxes_per_scene": 4, "extra_boxes": ("cup", "bird")}
+    assert DataArguments(dataset="synthetic", boxes_per_image=5).pipe_like_boxes() == \
+        {"boxes_per_scene": 5, "extra_boxes": ()}
     with pytest.raises(ValueError, match="boxes_per_image=1 leaves no balanced box"):
         DataArguments(dataset="synthetic", boxes_per_image=1, synthetic_extra_boxes="cup")
+    with pytest.raises(ValueError, match="unknown classes.*lamp"):   # at the config, before any data is made
+        DataArguments(dataset="synthetic", boxes_per_image=6, synthetic_extra_boxes="lamp")
+
 
 def _preprocess(images):
     return torch.zeros(len(images), 3, 8, 8)

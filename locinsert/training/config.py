@@ -95,13 +95,18 @@ class DataArguments:
             raise ValueError(f"label_balance must be a number in [0, 2], got {self.label_balance}")
         check_positive(self, "max_train_queries", "pairs_per_query", "synthetic_scenes", "boxes_per_image",
                        "pairs_per_image")
-        if self.extra_boxes() and self.boxes_per_image - len(self.extra_boxes()) < 1:
+        if self.synthetic_extra_boxes and self.pipe_like_boxes()["boxes_per_scene"] < 1:
             raise ValueError(f"boxes_per_image={self.boxes_per_image} leaves no balanced box beside "
                              f"synthetic_extra_boxes={self.synthetic_extra_boxes!r}: it counts both")
 
-    def extra_boxes(self) -> tuple[str, ...]:
-        """``synthetic_extra_boxes`` as a tuple of class names."""
-        return tuple(c.strip() for c in (self.synthetic_extra_boxes or "").split(",") if c.strip())
+    def pipe_like_boxes(self) -> dict:
+        """The synthetic PIPE-like split's ``boxes_per_scene`` and ``extra_boxes`` (checked class names):
+        ``boxes_per_image`` counts both."""
+        from ..data.synthetic.oracle import CLASSES
+        from ..data.synthetic.splits import check_extra_boxes
+
+        extra = check_extra_boxes(self.synthetic_extra_boxes, CLASSES)
+        return {"boxes_per_scene": self.boxes_per_image - len(extra), "extra_boxes": extra}
 
 
 @dataclass

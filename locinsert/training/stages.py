@@ -61,9 +61,7 @@ def load_queries(data_args: DataArguments, stage: str, split: str, num_bins: int
         if split == "test":
             queries = splits.test_split(n, **kw)
         elif stage == "pretrain":
-            extra = data_args.extra_boxes()
-            queries = splits.pipe_like(n, boxes_per_scene=data_args.boxes_per_image - len(extra), extra_boxes=extra,
-                                       **kw)
+            queries = splits.pipe_like(n, **data_args.pipe_like_boxes(), **kw)
         else:
             queries = splits.opa_like(n, **kw)
     elif fmt == "pipe":

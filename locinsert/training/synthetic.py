@@ -197,18 +197,15 @@ def _pretrain_labels_in_background(out_dir: str, budget: str, seed: int, overrid
     its arguments turn out different."""
     from ..data.synthetic.background import start_pipe_like
     from ..modeling import LocationModelConfig
-    from .config import DataArguments
 
     fields = synthetic_stage_fields("pretrain", out_dir, budget, seed, **overrides)
     if fields.get("dataset") != "synthetic":
         return
     preset = fields.get("preset_overrides") if isinstance(fields.get("preset_overrides"), dict) else {}
     num_bins = preset.get("num_bins") or LocationModelConfig.preset(fields["preset"]).num_bins
-    extra = DataArguments(boxes_per_image=fields.get("boxes_per_image", 1),
-                          synthetic_extra_boxes=fields.get("synthetic_extra_boxes")).extra_boxes()
-    start_pipe_like(fields["synthetic_scenes"], seed=fields["synthetic_seed"],
-                    size=fields.get("synthetic_size", DataArguments.synthetic_size), num_bins=num_bins,
-                    boxes_per_scene=fields.get("boxes_per_image", 1) - len(extra), extra_boxes=extra)
+    _, data_args, _ = synthetic_stage_args("pretrain", out_dir, budget, seed, **overrides)  # what the stage reads
+    start_pipe_like(data_args.synthetic_scenes, seed=data_args.synthetic_seed, size=data_args.synthetic_size,
+                    num_bins=num_bins, **data_args.pipe_like_boxes())
 
 
 def learning_table(out_dir: str, budget: str = "default", seed: int = 0, stages=STAGES, ks=(10, 100),
