@@ -33,7 +33,8 @@ def test_presets_build_configs_offline():
 def test_synthetic_preset_shapes():
     m = LocationModel(LocationModelConfig.preset("synthetic"))
     assert m.config.image_size == 64 and m.config.num_bins == 32
-    assert m.prefix_length == 16 + 1 + 2  # 4x4 patches of 16 px
+    assert m.prefix_length == 16 + 1 + 1  # 4x4 patches of 16 px, the CLS token, BOS carrying the class
+    assert m.config.class_as_bos and len(m.decoder.h) == 2
     assert any(p.requires_grad for p in m.image_encoder.parameters())
     assert not any(p.requires_grad for p in m.class_encoder.parameters())
     n = sum(p.numel() for n_, p in m.named_parameters() if not n_.startswith("class_encoder"))
@@ -274,3 +275,40 @@ def test_shared_prefix_forward_follows_dropout():
     torch.testing.assert_close(out, full, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="do not continue"):
         shared_prefix_forward(m.decoder, shared, torch.randn(3, 3, 32))
+
+
+def test_class_as_bos_one_token_fewer_same_model_contract(image, tmp_path):
+    """class_as_bos: the prefix is one token shorter, and training, scoring, sampling, the shared
+    image prefix, region conditioning and save/load agree with each other as for the default."""
+    torch.manual_seed(0)
+    own = LocationModel(LocationModelConfig.preset("tiny"))
+    torch.manual_seed(0)
+    m = LocationModel(LocationModelConfig.preset("tiny", class_as_bos=True)).eval()
+    assert m.prefix_length == own.prefix_length - 1
+    pv = m.preprocess([image, image])
+    feats, cls = m.encode_image(pv), m.encode_class(["dog", "cup"])
+    assert m.prefix_embeddings(feats, cls).shape[1] == m.prefix_length
+    # the class decides the first coordinate's distribution through the merged token
+    first = m(image_features=feats, class_features=cls).logits
+    assert not torch.allclose(first[0], first[1])
+    region = Region((10.0, 5.0, 50.0, 40.0))
+    s = m.sample(image, "dog", num_samples=20, region=region, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(m.score(image, "dog", s.boxes, region=region), s.logprobs, atol=1e-4, rtol=1e-4)
+    raw = m.score(image, "dog", s.boxes, constrained=False)
+    out = m(pixel_values=m.preprocess(image).expand(20, -1, -1, -1), classes=["dog"] * 20, box_tokens=s.tokens)
+    torch.testing.assert_close(raw, out.box_logps, atol=1e-4, rtol=1e-4)
+    # several boxes per image through the shared image prefix = the plain forward of each
+    tokens = torch.randint(0, m.config.num_bins, (3 * 2, 4))
+    classes = ["dog", "cup", "cup", "lamp", "dog", "chair"]
+    shared = m(pixel_values=pv, classes=classes, box_tokens=tokens)
+    plain = m(pixel_values=pv.repeat(3, 1, 1, 1), classes=classes, box_tokens=tokens)
+    torch.testing.assert_close(shared.box_logps, plain.box_logps, atol=1e-5, rtol=1e-5)
+    assert shared.logits.shape == (6, 4, m.config.num_bins)
+    # a region-conditioned model still starts as the unconditioned one
+    before = m.score(image, "dog", s.boxes, constrained=False)
+    m.enable_region_conditioning()
+    torch.testing.assert_close(m.score(image, "dog", s.boxes, constrained=False), before)
+    m.save_pretrained(tmp_path)
+    loaded = LocationModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.class_as_bos and loaded.prefix_length == m.prefix_length
+    torch.testing.assert_close(loaded.score(image, "dog", s.boxes, constrained=False), before)

@@ -133,10 +133,12 @@ def test_pipe_like_started_in_the_background_gives_the_same_queries():
     assert [(q.query_id, q.positives.tolist()) for q in collected] == [(q.query_id, q.positives.tolist())
                                                                         for q in direct]
     # the synthetic stages start the split their pretraining config asks for, extra boxes included
-    from locinsert.training.synthetic import _pretrain_labels_in_background
+    from locinsert.training.synthetic import start_pretrain_labels
 
-    _pretrain_labels_in_background("unused", "quick", 0, {"boxes_per_image": 6, "synthetic_extra_boxes": "cup"})
-    assert [key[-2:] for key in background.pending()] == [(5, ("cup",))]
+    start_pretrain_labels("unused", "quick", 0, {"boxes_per_image": 7, "synthetic_extra_boxes": "cup,bird"})
+    assert [key[-2:] for key in background.pending()] == [(5, ("cup", "bird"))]
+    start_pretrain_labels("unused", "quick", 0, {"boxes_per_image": 7, "synthetic_extra_boxes": "cup,bird"})
+    assert len(background.pending()) == 1   # started once: a second call is a no-op
     background.cancel_all()
 
 

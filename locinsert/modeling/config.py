@@ -43,6 +43,8 @@ PRESETS: dict[str, dict] = {
     # classes, distinct random embeddings are all the decoder needs, and frozen features are memoised.
     # Patch 16 (a 4x4 grid): training is example-bound, and 16 image tokens instead of 64 make a
     # step about 3x cheaper for the same loss per example (measured: docs/experiments/synthetic-learning.md).
+    # A 2-layer decoder with the class in the BOS token: pretraining reaches the 4-layer decoder's
+    # held-out precision at equal examples for about 0.6x the compute (same page, "A leaner decoder").
     "synthetic": dict(
         num_bins=32,
         image_encoder_type="timm", image_encoder="vit_tiny_patch16_224",
@@ -52,7 +54,8 @@ PRESETS: dict[str, dict] = {
         class_encoder_kwargs=dict(embed_dim=64, vision_cfg=_TINY_VISION,
                                   text_cfg=dict(context_length=16, vocab_size=49408, width=64, heads=4, layers=2)),
         freeze_class_encoder=True,
-        decoder_config=dict(n_embd=128, n_layer=4, n_head=4, n_positions=128, **_GELU),
+        decoder_config=dict(n_embd=128, n_layer=2, n_head=4, n_positions=128, **_GELU),
+        class_as_bos=True,
     ),
     # The paper-sized model: ViT-B/16 at 224 (timm), open_clip ViT-B-32 text tower, GPT-2 small.
     "base": dict(
@@ -105,6 +108,10 @@ class LocationModelConfig(PretrainedConfig):
     the model is p(box | image, class, region); ``LocationModel.enable_region_conditioning`` turns
     it on for a trained model.
 
+    ``class_as_bos``: the class embedding is added to the BOS token instead of taking a token of its
+    own. Every box then costs one decoder token fewer (four instead of five in training), and the
+    prefix is one token shorter.
+
     Once a model is built, its config no longer asks for hub weights (they are in the checkpoint),
     so ``from_pretrained`` of a saved model never downloads encoder weights.
     """
@@ -135,6 +142,7 @@ class LocationModelConfig(PretrainedConfig):
         decoder_pretrained: str | None = None,
         weights_source: dict | None = None,
         region_conditioning: bool = False,
+        class_as_bos: bool = False,
         **kwargs,
     ):
         self.num_bins = check_int(num_bins, "num_bins", minimum=2)
@@ -160,6 +168,7 @@ class LocationModelConfig(PretrainedConfig):
         # Where hub weights came from (provenance only; never used to download).
         self.weights_source = dict(weights_source or {})
         self.region_conditioning = bool(region_conditioning)
+        self.class_as_bos = bool(class_as_bos)
         super().__init__(**kwargs)
         if "{}" not in self.class_prompt:
             raise ValueError(f"class_prompt must contain '{{}}' for the class name, got {self.class_prompt!r}")

@@ -7,6 +7,9 @@ class ──► CLIP text ──► pooled ──► class_proj ───┤ pre
 prefix ──► GPT-2 (inputs_embeds) ──► x1 ──► y1 ──► x2 ──► y2   (lm_head over num_bins)
 ```
 
+With ``config.class_as_bos`` the class embedding is added to BOS instead of taking a token of its own
+(prefix T + 1 tokens).
+
 Training uses the ordinary ``GPT2Model`` forward with teacher forcing (``forward``). Sampling and
 scoring use the shared-prefix decoder in ``sampling.py`` with the masks of ``constraints.py``.
 """
@@ -194,7 +197,7 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         self.lm_head = nn.Linear(d, config.num_bins, bias=False)
         self.region_embed = RegionEmbedding(d) if config.region_conditioning else None
         self._record_encoders()
-        self.prefix_length = self._num_image_tokens() + 2
+        self.prefix_length = self._num_image_tokens() + self._class_tokens
         if self.prefix_length + 3 > dcfg.n_positions:
             raise ValueError(f"decoder n_positions={dcfg.n_positions} is too small for a prefix of "
                              f"{self.prefix_length} tokens + 3 box tokens")
@@ -249,6 +252,11 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         self.preprocessor = ImagePreprocessor(
             "timm" if cfg.image_encoder_type == "timm" else "hf", cfg.image_size, cfg.image_mean, cfg.image_std,
             cfg.interpolation)
+
+    @property
+    def _class_tokens(self) -> int:
+        """Tokens between the image tokens and the first coordinate: class and BOS, or both in one."""
+        return 1 if self.config.class_as_bos else 2
 
     def _num_image_tokens(self) -> int:
         enc = self.image_encoder.model
@@ -384,7 +392,8 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
 
     def prefix_embeddings(self, image_features: torch.Tensor, class_features: torch.Tensor,
                           regions: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, D_img), (B, D_cls) -> prefix (B, T + 2, D): image tokens, class token, BOS.
+        """(B, T, D_img), (B, D_cls) -> prefix (B, T + 2, D): image tokens, class token, BOS
+        (B, T + 1, D with ``class_as_bos``: the class embedding added to BOS).
 
         ``regions`` (B, 4): normalised rectangles a region-conditioned model reads (None: the whole image).
         """
@@ -394,6 +403,7 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
     def _class_and_bos(self, class_features: torch.Tensor, rows: int, regions: torch.Tensor | None = None
                        ) -> torch.Tensor:
         """(C, D_cls) -> (rows, 2, D): each row's class token then BOS; C divides rows (block layout).
+        With ``class_as_bos``, (rows, 1, D): BOS plus the class embedding.
 
         A region-conditioned model adds each row's region embedding to its class token.
         """
@@ -405,7 +415,8 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         elif regions is not None:
             raise ValueError("regions given to a model without region conditioning "
                              "(enable_region_conditioning(), then train with region_prob > 0)")
-        return torch.cat([cls, self.decoder.wte.weight[self.config.num_bins].expand(rows, 1, -1)], 1)
+        bos = self.decoder.wte.weight[self.config.num_bins].expand(rows, 1, -1)
+        return cls + bos if self.config.class_as_bos else torch.cat([cls, bos], 1)
 
     def _features(self, pixel_values, classes, image_features, class_features):
         if image_features is None:
@@ -463,13 +474,13 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         if tokens.shape[0] == b:
             embeds = torch.cat([self.prefix_embeddings(image_features, class_features, regions),
                                 self.decoder.wte(tokens[:, :3])], 1)
-            hidden = self.decoder(inputs_embeds=embeds, use_cache=False).last_hidden_state[:, -5:]
+            hidden = self.decoder(inputs_embeds=embeds, use_cache=False).last_hidden_state[:, -4:]
         else:
             tails = torch.cat([self._class_and_bos(class_features, tokens.shape[0], regions),
                                self.decoder.wte(tokens[:, :3])], 1)
             image = self.image_proj(image_features.to(self.device, self.dtype))
-            hidden = shared_prefix_forward(self.decoder, image, tails)
-        logits = self.lm_head(hidden[:, 1:])  # predicted at BOS and at the first three coordinates
+            hidden = shared_prefix_forward(self.decoder, image, tails)[:, -4:]
+        logits = self.lm_head(hidden)  # predicted at BOS and at the first three coordinates
         logp = torch.log_softmax(logits.float(), -1).gather(-1, tokens[..., None])[..., 0]
         return LocationModelOutput(loss=-logp.mean(), logits=logits, box_logps=logp.sum(-1))
 

@@ -6,7 +6,8 @@ model, but the model was never asked to be good *inside* a region: where its fav
 elsewhere, its best in-region box is often a poor one. A region-conditioned model is told the region
 and trained on boxes whose centre lies in it, so its in-region distribution is learned directly.
 
-The region enters the prefix as an embedding of its normalised rectangle added to the class token.
+The region enters the prefix as an embedding of its normalised rectangle added to the class token
+(to the class-carrying BOS token of a ``class_as_bos`` model).
 That keeps every token's position (a model pretrained without regions keeps what it learned), and
 because the embedding's last layer starts at zero, adding it to a trained model changes nothing until
 training on regions begins. "No region" is the whole image, ``WHOLE_IMAGE``: the model then is the

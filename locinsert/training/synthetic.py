@@ -34,15 +34,17 @@ def _budget(test_scenes: int, encoder: int, pretrain: int, finetune: int, dpo: i
 
     return {"test_scenes": test_scenes,
             "encoder": stage(encoder, 2 * batch, 2e-3),
-            "pretrain": stage(pretrain, batch, 2e-3, boxes_per_image=5),
+            "pretrain": stage(pretrain, batch, 2e-3, boxes_per_image=6, synthetic_extra_boxes="cup"),
             "finetune": stage(finetune, batch, 1e-4),
             "dpo": stage(dpo, batch, dpo_lr, pairs_per_query=4, **_DPO_LOSS)}
 
 
 # Per budget: the world's sizes and each stage's overrides of its config fields. Pretraining labels
-# five objects per scene (boxes_per_image=5): the scene's image runs through the encoder and the
-# decoder's image tokens once for five boxes (measured in docs/experiments/synthetic-learning.md: more precision per box and
-# per second than one box per scene); `long` is the same stages, scaled (under an hour on 2 cores).
+# six objects per scene, five balanced over the classes and a second cup (boxes_per_image=6,
+# synthetic_extra_boxes="cup"): the scene's image runs through the encoder and the decoder's image
+# tokens once for six boxes (more precision per box and per second than one box per scene), and the
+# cup, the class learnt last, learns from its box count rather than the scene count (both measured
+# in docs/experiments/synthetic-learning.md); `long` is the same stages, scaled (under an hour on 2 cores).
 SYNTHETIC_BUDGETS: dict[str, dict] = {
     "quick": _budget(40, encoder=1000, pretrain=400, finetune=120, dpo=60, batch=16, dpo_lr=1e-4),
     "default": _budget(200, encoder=20000, pretrain=60000, finetune=2000, dpo=1000),
@@ -166,7 +168,7 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
     threads = torch.get_num_threads()
     try:
         if ENCODER_STAGE in stages and "pretrain" in stages:
-            _pretrain_labels_in_background(out_dir, budget, seed, overrides.get("pretrain", {}))
+            start_pretrain_labels(out_dir, budget, seed, overrides.get("pretrain"))
         for stage in bar:
             bar.set_postfix_str(stage)
             if before_stage is not None:
@@ -191,10 +193,12 @@ def run_synthetic_stages(out_dir: str, budget: str = "default", seed: int = 0, s
     return report
 
 
-def _pretrain_labels_in_background(out_dir: str, budget: str, seed: int, overrides: dict) -> None:
+def start_pretrain_labels(out_dir: str, budget: str = "default", seed: int = 0, overrides: dict | None = None) -> None:
     """Start labelling pretraining's PIPE-like split in a worker process, to overlap the encoder stage
     (``locinsert.data.synthetic.background``); pretraining collects it, or generates it itself when
-    its arguments turn out different."""
+    its arguments turn out different. ``run_synthetic_stages`` calls it; calling it earlier (the demo
+    does, before its data step) gives the worker a head start, and a second call starts nothing."""
+    overrides = overrides or {}
     from ..data.synthetic.background import start_pipe_like
     from ..modeling import LocationModelConfig
 
@@ -245,7 +249,7 @@ _STAGE_NAMES = {"pretrain": "1. pretrain (PIPE-like)", "finetune": "2. + finetun
 
 
 __all__ = ["SYNTHETIC_BUDGETS", "synthetic_stage_args", "run_synthetic_stages", "learning_table", "budget_stages",
-           "SyntheticReport"]
+           "SyntheticReport", "start_pretrain_labels"]
 
 
 def main(argv=None, prog: str | None = None) -> int:

@@ -94,9 +94,9 @@ def _overlap_share(b: np.ndarray, others: np.ndarray) -> np.ndarray:
         return np.zeros(len(b))
     lt = np.maximum(b[:, None, :2], others[None, :, :2])
     rb = np.minimum(b[:, None, 2:], others[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
+    wh = np.maximum(rb - lt, 0)   # maximum, not clip: the same numbers at a fraction of the call cost
     inter = wh[..., 0] * wh[..., 1]
-    area = np.clip((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-9, None)
+    area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-9)
     return (inter / area[:, None]).max(1)
 
 
@@ -153,7 +153,7 @@ def plausible_np(scene: Scene, cls: str, boxes) -> np.ndarray:
     ok = np.isfinite(b).all(1)
     ok &= (b[:, 0] >= 0) & (b[:, 1] >= 0) & (b[:, 2] <= S) & (b[:, 3] <= S)
     ok &= (w >= MIN_SIDE * S) & (h >= MIN_SIDE * S)
-    aspect = w / np.clip(h, 1e-9, None)
+    aspect = w / np.maximum(h, 1e-9)
     ok &= (aspect >= rule.aspect[0]) & (aspect <= rule.aspect[1])
     avoid = np.concatenate([getattr(scene, a) for a in rule.avoid], 0)
     ok &= _overlap_share(b, avoid) <= OVERLAP_TOL

@@ -41,7 +41,7 @@ def depth_scale(y, horizon: float, size: int):
 
     Vectorised over ``y``; values above the horizon clamp to 0.5.
     """
-    t = np.clip((np.asarray(y, dtype=np.float64) - horizon) / max(size - horizon, 1e-9), 0.0, 1.0)
+    t = np.minimum(np.maximum((np.asarray(y, dtype=np.float64) - horizon) / max(size - horizon, 1e-9), 0.0), 1.0)
     return MIN_SCALE + (1.0 - MIN_SCALE) * t
 
 

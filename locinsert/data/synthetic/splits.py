@@ -37,15 +37,21 @@ def snap(boxes: np.ndarray, size: int, num_bins: int | None) -> np.ndarray:
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if num_bins is None:
         return np.round(b)
-    t = np.clip(np.floor(b / size * num_bins), 0, num_bins - 1)
+    # minimum/maximum and column writes instead of clip/stack: the same numbers, and this runs some
+    # 400,000 times on a few dozen boxes each, where numpy's per-call overhead is the cost.
+    t = np.minimum(np.maximum(np.floor(b / size * num_bins), 0), num_bins - 1)
     x2 = np.maximum(t[:, 2], np.minimum(t[:, 0] + 1, num_bins - 1))
     y2 = np.maximum(t[:, 3], np.minimum(t[:, 1] + 1, num_bins - 1))
-    t = np.stack([np.minimum(t[:, 0], x2 - 1), np.minimum(t[:, 1], y2 - 1), x2, y2], 1)
+    np.minimum(t[:, 0], x2 - 1, out=t[:, 0])
+    np.minimum(t[:, 1], y2 - 1, out=t[:, 1])
+    t[:, 2], t[:, 3] = x2, y2
     return (t + 0.5) * (size / num_bins)
 
 
 def _from_bottom(cx, y2, w, h) -> np.ndarray:
-    return np.stack([cx - w / 2, y2 - h, cx + w / 2, y2], -1)
+    out = np.empty(np.broadcast(cx, y2, w, h).shape + (4,))
+    out[..., 0], out[..., 1], out[..., 2], out[..., 3] = cx - w / 2, y2 - h, cx + w / 2, y2
+    return out
 
 
 def propose(scene: Scene, cls: str, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -68,28 +74,28 @@ def propose(scene: Scene, cls: str, n: int, rng: np.random.Generator) -> np.ndar
         y2 = t[:, 1] + rng.uniform(0, 1, n) * d
         h = rule.height * S * scene.scale_at(t[:, 3]) * u(*hb)
         w = h * asp
-        cx = t[:, 0] + w / 2 + rng.uniform(0, 1, n) * np.clip(t[:, 2] - t[:, 0] - w, 0, None)
+        cx = t[:, 0] + w / 2 + rng.uniform(0, 1, n) * np.maximum(t[:, 2] - t[:, 0] - w, 0)
     elif rule.support in ("floor", "wall_base"):
         lo = hz + FLOOR_MARGIN * S + 1 if rule.support == "floor" else hz + 2
         hi = S if rule.support == "floor" else hz + 0.25 * (S - hz)
         y2 = u(lo, hi)
         h = rule.height * S * scene.scale_at(y2) * u(*hb)
         w = h * asp
-        cx = w / 2 + rng.uniform(0, 1, n) * np.clip(S - w, 0, None)
+        cx = w / 2 + rng.uniform(0, 1, n) * np.maximum(S - w, 0)
     elif rule.support == "wall":
         h = rule.height * hz * u(*hb)
         cy = u(0.33 * hz, 0.57 * hz)
         y2 = cy + h / 2
         w = h * asp
-        cx = w / 2 + rng.uniform(0, 1, n) * np.clip(S - w, 0, None)
+        cx = w / 2 + rng.uniform(0, 1, n) * np.maximum(S - w, 0)
     else:  # window
         if len(scene.windows) == 0:
             return np.zeros((0, 4))
         win = scene.windows[rng.integers(0, len(scene.windows), n)]
         h = rule.height * (win[:, 3] - win[:, 1]) * u(*hb)
         w = h * asp
-        cx = win[:, 0] + 1 + w / 2 + rng.uniform(0, 1, n) * np.clip(win[:, 2] - win[:, 0] - 2 - w, 0, None)
-        y2 = win[:, 1] + 1 + h + rng.uniform(0, 1, n) * np.clip(win[:, 3] - win[:, 1] - 2 - h, 0, None)
+        cx = win[:, 0] + 1 + w / 2 + rng.uniform(0, 1, n) * np.maximum(win[:, 2] - win[:, 0] - 2 - w, 0)
+        y2 = win[:, 1] + 1 + h + rng.uniform(0, 1, n) * np.maximum(win[:, 3] - win[:, 1] - 2 - h, 0)
     return _from_bottom(cx, y2, w, h)
 
 
