@@ -9,6 +9,7 @@ import torch
 
 from locinsert.boxes import boxes_to_tokens
 from locinsert.cli.main import main as cli
+from locinsert.data.augment import hflip_boxes
 from locinsert.data.synthetic import splits
 from locinsert.modeling import LocationModel, LocationModelConfig
 from locinsert.training.datasets import BoxDataset, collate
@@ -101,6 +102,12 @@ def test_dataset_groups_an_images_boxes_and_collate_stacks_blocks():
     assert batch["classes"][3] == ds[1]["classes"][1]
     flipped = BoxDataset(queries, 16, preprocess=_preprocess, boxes_per_image=3, hflip=True)
     assert len(flipped) == 2 * len(ds)
+    for i in range(len(flipped)):   # row j of an item: box j of its group, mirrored in the mirrored items
+        group, mirrored = flipped.index[i]
+        for j, (qi, k) in enumerate(group):
+            q = queries[qi]
+            box = hflip_boxes(q.positives[k:k + 1], q.width) if mirrored else q.positives[k:k + 1]
+            assert flipped[i]["box_tokens"][j].tolist() == boxes_to_tokens(box, q.width, q.height, 16)[0].tolist()
     with pytest.raises(ValueError, match="boxes_per_image"):
         BoxDataset(queries, 16, preprocess=_preprocess, boxes_per_image=0)
     with pytest.raises(ValueError, match="class names each"):

@@ -64,3 +64,22 @@ def test_clear_errors(tmp_path):
         load_image([[1, 2], [3, 4]])
     with pytest.raises(ValueError, match="query"):
         load_image(tmp_path / "missing.png", name="query")
+
+
+@pytest.mark.parametrize("mean, std, interpolation", [((0.5,) * 3, (0.5,) * 3, "bicubic"),
+                                                      ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")])
+def test_preprocessor_shortcut_at_input_size_gives_the_transforms_numbers(mean, std, interpolation):
+    # Images already at the encoder's input size skip timm's resize and crop (identities there); the
+    # numbers must be exactly the transform's, and other sizes still go through it.
+    import torch
+
+    from locinsert.modeling.encoders import ImagePreprocessor
+
+    pre = ImagePreprocessor("timm", 32, mean, std, interpolation)
+    rng = np.random.default_rng(0)
+    same = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(5)]
+    other = [Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))]   # resized: not the shortcut
+    out = pre(same + other)
+    assert out.shape == (6, 3, 32, 32) and out.dtype == torch.float32
+    for i, im in enumerate(same + other):
+        assert torch.equal(out[i], pre.transform(im)), i

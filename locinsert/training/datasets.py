@@ -166,22 +166,20 @@ class BoxDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         group, flipped = self.index[i]
         item = self.prefix(group[0][0], flipped)
-        tokens, classes, regions = [], [], []
-        for qi, j in group:
-            q = self.queries[qi]
-            w, h = _size(q)
-            box = q.positives[j : j + 1]
-            if flipped:
-                box = hflip_boxes(box, w)
-            tokens.append(boxes_to_tokens(box, w, h, self.num_bins)[0].long())
-            classes.append(q.category)
-            if self.region_prob:
-                regions.append(training_regions(box, w, h, self.region_prob, self.region_seed,
-                                                i * len(group) + len(regions))[0])
+        w, h = _size(self.queries[group[0][0]])   # a group's boxes are all on one image
+        boxes = torch.cat([self.queries[qi].positives[j : j + 1] for qi, j in group])
+        if flipped:
+            boxes = hflip_boxes(boxes, w)
+        # One call for the whole group: on a few boxes, torch's per-call overhead is the cost (a third
+        # of a pretraining step when each box was tokenised on its own).
+        tokens = boxes_to_tokens(boxes, w, h, self.num_bins).long()
+        classes = [self.queries[qi].category for qi, _ in group]
+        regions = [training_regions(boxes[j : j + 1], w, h, self.region_prob, self.region_seed, i * len(group) + j)[0]
+                   for j in range(len(group))] if self.region_prob else []
         if self.boxes_per_image == 1:
             item["box_tokens"] = tokens[0]
         else:
-            item["box_tokens"], item["classes"] = torch.stack(tokens), classes
+            item["box_tokens"], item["classes"] = tokens, classes
         if regions:
             item["regions"] = regions[0] if self.boxes_per_image == 1 else torch.stack(regions)
         return item
@@ -231,24 +229,20 @@ class PairDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         group, flipped = self.index[i]
         item = self.prefix(group[0][0], flipped)
-        chosen, rejected, classes, regions = [], [], [], []
-        for qi, c, r in group:
-            q = self.queries[qi]
-            w, h = _size(q)
-            boxes = torch.stack([c, r])
-            if flipped:
-                boxes = hflip_boxes(boxes, w)
-            tokens = boxes_to_tokens(boxes, w, h, self.num_bins).long()
-            chosen.append(tokens[0])
-            rejected.append(tokens[1])
-            classes.append(q.category)
-            if self.region_prob:
-                regions.append(training_regions(boxes[:1], w, h, self.region_prob, self.region_seed,
-                                                i * len(group) + len(regions))[0])
+        w, h = _size(self.queries[group[0][0]])   # a group's pairs are all on one image
+        k = len(group)
+        boxes = torch.stack([c for _, c, _ in group] + [r for _, _, r in group])   # chosen boxes, then rejected
+        if flipped:
+            boxes = hflip_boxes(boxes, w)
+        tokens = boxes_to_tokens(boxes, w, h, self.num_bins).long()   # one call for the group (see BoxDataset)
+        chosen, rejected = tokens[:k], tokens[k:]
+        classes = [self.queries[qi].category for qi, _, _ in group]
+        regions = [training_regions(boxes[j : j + 1], w, h, self.region_prob, self.region_seed, i * k + j)[0]
+                   for j in range(k)] if self.region_prob else []
         if self.pairs_per_image == 1:
             item["chosen_tokens"], item["rejected_tokens"] = chosen[0], rejected[0]
         else:
-            item["chosen_tokens"], item["rejected_tokens"] = torch.stack(chosen), torch.stack(rejected)
+            item["chosen_tokens"], item["rejected_tokens"] = chosen, rejected
             item["classes"] = classes
         if regions:
             item["regions"] = regions[0] if self.pairs_per_image == 1 else torch.stack(regions)

@@ -248,22 +248,25 @@ def paint(scene: Scene, out: np.ndarray, value) -> np.ndarray:
     S, hz = scene.size, int(scene.horizon)
     out[:hz] = value("wall", 0)
     out[hz:] = value("floor", 0)
-    for i, w in enumerate(scene.windows):
+    # Plain Python floats: every training image is painted anew, and rounding numpy scalars box by
+    # box cost more than the painting itself.
+    for i, w in enumerate(scene.windows.tolist()):
         _fill(out, w, value("window_frame", i))
         _fill(out, (w[0] + 1, w[1] + 1, w[2] - 1, w[3] - 1), value("glass", i))
-    floor_things = [("crate", i, c) for i, c in enumerate(scene.crates)] + \
-                   [("table", i, t) for i, t in enumerate(scene.tables)]
+    tops = scene.table_tops.tolist()
+    floor_things = [("crate", i, c) for i, c in enumerate(scene.crates.tolist())] + \
+                   [("table", i, t) for i, t in enumerate(scene.tables.tolist())]
     for kind, i, b in sorted(floor_things, key=lambda t: t[2][3]):  # far (higher up) first
         if kind == "crate":
             _fill(out, b, value("crate_edge", i))
             _fill(out, (b[0] + 1, b[1] + 1, b[2] - 1, b[3] - 1), value("crate", i))
         else:
-            d = scene.table_tops[i]
-            leg = max(1, int(round(0.05 * S * scene.scale_at(b[3]))))
+            d = tops[i]
+            leg = max(1, int(round(0.05 * S * float(scene.scale_at(b[3])))))
             _fill(out, (b[0] + 1, b[1] + d, b[0] + 1 + leg, b[3]), value("table_leg", i))
             _fill(out, (b[2] - 1 - leg, b[1] + d, b[2] - 1, b[3]), value("table_leg", i))
             _fill(out, (b[0], b[1], b[2], b[1] + d), value("table_top", i))
-    for i, v in enumerate(scene.vases):
+    for i, v in enumerate(scene.vases.tolist()):
         _fill(out, v, value("vase", i))
     return out
 
