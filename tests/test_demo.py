@@ -64,3 +64,9 @@ def test_demo_quick_writes_the_report(tmp_path):
     assert beside == (thread_budget() > 1)
     assert ("| train_textmask (in a second process, beside pretraining) |" if beside else "| train_textmask |") in report
     assert "train_textmask" in metrics["seconds"] and "wall_seconds" not in metrics["textmask"]
+    assert "cpu_seconds" not in metrics["textmask"]
+    # The positional-prompt benchmark likewise runs beside the evaluation when a thread is free.
+    assert metrics["positional"].get("beside", False) == beside
+    assert ("| positional (in a second process, beside the evaluation) |" if beside else "| positional |") in report
+    assert (out / "positional.png").is_file() and metrics["positional"]["requests"] > 0
+    assert {"wall_seconds", "cpu_seconds"}.isdisjoint(metrics["positional"])

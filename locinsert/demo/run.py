@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io import save_figure, write_json_atomic, write_text_atomic
-from ..threads import cpu_seconds, thread_budget
+from ..threads import cpu_seconds, thread_budget, use_free_threads
 
 #: Edited scenes per budget. Training and test sizes: ``locinsert.training.synthetic.SYNTHETIC_BUDGETS``.
 EDIT_SCENES = {"quick": 3, "default": 6}
@@ -98,7 +98,7 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
 
     # 2. Training: the image encoder on the world's part labels, then the paper's three stages; the
     # app's segmenter trains beside pretraining when this process has a core to spare.
-    segmenter = []
+    segmenter, positional = [], None
 
     def before_stage(stage: str) -> None:
         if stage == "pretrain" and thread_budget() > 1:
@@ -116,39 +116,49 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
     finally:
         for job in segmenter:   # stops it only when the stages failed first
             job.close()
-    result.training = {k: {"examples": r.num_examples,
-                           "examples_per_s": r.train_metrics.get("train_samples_per_second")}
-                       for k, r in report.results.items()}
-    models = {stage: LocationModel.from_pretrained(out / "models" / stage / "final").eval()
-              for stage in ("pretrain", "finetune", "dpo")}
+    try:
+        result.training = {k: {"examples": r.num_examples,
+                               "examples_per_s": r.train_metrics.get("train_samples_per_second")}
+                           for k, r in report.results.items()}
+        models = {stage: LocationModel.from_pretrained(out / "models" / stage / "final").eval()
+                  for stage in ("pretrain", "finetune", "dpo")}
 
-    # 3. Evaluation: one sampling pass at K = 100 per method, prefixes for smaller K.
-    t0, c0 = time.time(), cpu_seconds()
-    methods = {"random": RandomBoxes(num_bins=num_bins), "class prior": ClassPrior.fit(train_queries),
-               "pretrained (PIPE-like)": models["pretrain"], "fine-tuned (no DPO)": models["finetune"],
-               "DPO": models["dpo"]}
-    curves = []
-    (out / "curves").mkdir(exist_ok=True)
-    # The image ablation: the DPO model with every query's image swapped for another scene's.
-    runs = [(name, m, test) for name, m in methods.items()]
-    runs.append(("DPO, images shuffled", models["dpo"], shuffle_images(test)))
-    for name, m, queries in runs:
-        c = evaluate(m, queries, seed=seed, progress=progress, name=name, per_category=True)
-        curves.append(c)
-        c.to_json(out / "curves" / f"{_slug(name)}.json")
-    save_figure(curves[:-1], out / "tpr_fpr.png", title="synthetic test split: TPR vs FPR, K = 10..100")
-    result.table = [curve_row(c) for c in curves]
-    _sample_figure(models, test, out / "samples.png", seed)
-    _record(result, "evaluation", t0, c0)
+        # The positional-prompt benchmark needs only the saved DPO model: with a core to spare it runs in a
+        # second process, beside the evaluation.
+        positional = _start_positional(out, budget, seed) if thread_budget() > 1 else None
+        use_free_threads()
 
-    # 4. Insertion with positional prompts, through the public ObjectInserter.
-    t0, c0 = time.time(), cpu_seconds()
-    result.edits = _edits(models["dpo"], test, EDIT_SCENES[budget], out / "edits", seed)
-    _record(result, "insertion", t0, c0)
-    _removal(result, models["dpo"], test, budget, seed)
-    if not segmenter:
-        _textmask(result, budget, seed, progress)
-    _positional(result, models["dpo"], test, budget, seed, progress)
+        # 3. Evaluation: one sampling pass at K = 100 per method, prefixes for smaller K.
+        t0, c0 = time.time(), cpu_seconds()
+        methods = {"random": RandomBoxes(num_bins=num_bins), "class prior": ClassPrior.fit(train_queries),
+                   "pretrained (PIPE-like)": models["pretrain"], "fine-tuned (no DPO)": models["finetune"],
+                   "DPO": models["dpo"]}
+        curves = []
+        (out / "curves").mkdir(exist_ok=True)
+        # The image ablation: the DPO model with every query's image swapped for another scene's.
+        runs = [(name, m, test) for name, m in methods.items()]
+        runs.append(("DPO, images shuffled", models["dpo"], shuffle_images(test)))
+        for name, m, queries in runs:
+            c = evaluate(m, queries, seed=seed, progress=progress, name=name, per_category=True)
+            curves.append(c)
+            c.to_json(out / "curves" / f"{_slug(name)}.json")
+        save_figure(curves[:-1], out / "tpr_fpr.png", title="synthetic test split: TPR vs FPR, K = 10..100")
+        result.table = [curve_row(c) for c in curves]
+        _sample_figure(models, test, out / "samples.png", seed)
+        _record(result, "evaluation", t0, c0)
+
+        # 4. Insertion with positional prompts, through the public ObjectInserter.
+        t0, c0 = time.time(), cpu_seconds()
+        result.edits = _edits(models["dpo"], test, EDIT_SCENES[budget], out / "edits", seed)
+        _record(result, "insertion", t0, c0)
+        _removal(result, models["dpo"], test, budget, seed)
+        if not segmenter:
+            _textmask(result, budget, seed, progress)
+        _positional(result, models["dpo"], test, budget, seed, progress, beside=positional)
+        use_free_threads()
+    finally:
+        if positional is not None:   # stops it only when something failed before its result was taken
+            positional.close()
     _record(result, "total", t_start, c_start)
 
     metrics = {"budget": budget, "seed": seed, "machine": _machine(), "seconds": result.seconds,
@@ -187,19 +197,42 @@ def _textmask(result: DemoResult, budget: str, seed: int, progress: bool, beside
         _record(result, "train_textmask", t0, c0)
         return
     result.textmask = {**beside.result(), "beside": True}
-    # Its process is reaped now, so the CPU counted since t0 is its whole cost (imports included); any
-    # wait for it shows in the total.
+    # Its own process's figures (imports included); any wait for it shows in the total.
     result.seconds["train_textmask"] = result.textmask.pop("wall_seconds")
-    result.cpu_seconds["train_textmask"] = round(cpu_seconds() - c0, 1)
+    result.cpu_seconds["train_textmask"] = result.textmask.pop("cpu_seconds")
 
 
-def _positional(result: DemoResult, model, test, budget: str, seed: int, progress: bool) -> None:
-    """7. Positional prompts: the benchmark's own module, one call."""
+def _positional(result: DemoResult, model, test, budget: str, seed: int, progress: bool, beside=None) -> None:
+    """7. Positional prompts: the benchmark's own module, one call. ``beside``: it already runs in another
+    process (:func:`_start_positional`; the times recorded are that process's own)."""
     from ..editing.positional import demo_section
 
-    t0, c0 = time.time(), cpu_seconds()
-    result.positional = demo_section(model, test, result.out_dir, budget, seed, progress)
-    _record(result, "positional", t0, c0)
+    if beside is None:
+        t0, c0 = time.time(), cpu_seconds()
+        result.positional = demo_section(model, test, result.out_dir, budget, seed, progress)
+        _record(result, "positional", t0, c0)
+        return
+    summary = beside.result()
+    result.seconds["positional"] = summary.pop("wall_seconds")
+    result.cpu_seconds["positional"] = summary.pop("cpu_seconds")
+    result.positional = {**summary, "beside": True}
+
+
+def _start_positional(out: Path, budget: str, seed: int):
+    from .beside import Beside
+
+    return Beside(_positional_of_saved_model, str(out), budget, seed)
+
+
+def _positional_of_saved_model(out_dir: str, budget: str, seed: int) -> dict:
+    """The positional section for the DPO model the demo saved in ``out_dir`` (run in another process)."""
+    from ..editing.positional import demo_section
+    from ..modeling import LocationModel
+    from ..training.synthetic import synthetic_test_queries
+
+    model = LocationModel.from_pretrained(Path(out_dir) / "models" / "dpo" / "final").eval()
+    test = synthetic_test_queries(budget, seed, model.config.num_bins)
+    return demo_section(model, test, out_dir, budget, seed, progress=False)
 
 
 def _slug(name: str) -> str:
@@ -382,8 +415,10 @@ def _report_md(result: DemoResult, budget: str, n_test: int, machine: str) -> st
         lines += positional_lines(result.positional)
     lines += ["", "## Time", "", "Wall seconds, and CPU seconds (user + system, this process and its workers: what a step",
               "costs whatever else the machine runs).", "", "| step | seconds | CPU seconds |", "|---|---|---|"]
-    beside = " (in a second process, beside pretraining)" if result.textmask.get("beside") else ""
-    lines += [f"| {k}{beside if k == 'train_textmask' else ''} | {v} | {result.cpu_seconds.get(k, 'n/a')} |"
+    beside = {k: f" (in a second process, beside {where})" for k, where, section in
+              (("train_textmask", "pretraining", result.textmask), ("positional", "the evaluation", result.positional))
+              if section.get("beside")}
+    lines += [f"| {k}{beside.get(k, '')} | {v} | {result.cpu_seconds.get(k, 'n/a')} |"
               for k, v in result.seconds.items()]
     lines += ["", "| training stage | examples | examples/s (Trainer) |", "|---|---|---|"]
     lines += [f"| {k} | {v['examples']} | {_fmt(v['examples_per_s'])} |" for k, v in result.training.items()]

@@ -11,13 +11,11 @@ trains it in a second process beside pretraining (:func:`start_demo_textmask`), 
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import time
 from pathlib import Path
 
-__all__ = ["TEXTMASK_BUDGETS", "TEXTMASK_DIR", "train_demo_textmask", "start_demo_textmask", "BackgroundTextmask",
-           "find_demo_segmenter", "report_lines"]
+__all__ = ["TEXTMASK_BUDGETS", "TEXTMASK_DIR", "train_demo_textmask", "start_demo_textmask", "find_demo_segmenter",
+           "report_lines"]
 
 #: Overrides of the synthetic text-mask recipe per demo budget (the default is the recipe itself:
 #: 800 scenes, one epoch at batch 16, about a CPU minute).
@@ -57,61 +55,18 @@ def train_demo_textmask(out_dir: str | os.PathLike, budget: str = "default", see
             "quality": result.evaluation}
 
 
-class BackgroundTextmask:
-    """:func:`train_demo_textmask` running in a process of its own (one thread); see :func:`start_demo_textmask`."""
-
-    def __init__(self, out_dir: str | os.PathLike, budget: str, seed: int):
-        if budget not in TEXTMASK_BUDGETS:   # fail here, not in the other process
-            raise ValueError(f"unknown budget {budget!r}; choose one of {sorted(TEXTMASK_BUDGETS)}")
-        # spawn: a fresh interpreter, so no OpenMP state is inherited from this process's threads
-        self._pool = multiprocessing.get_context("spawn").Pool(1)
-        self._job = self._pool.apply_async(_train_in_this_process, (str(out_dir), budget, seed))
-
-    def running(self) -> bool:
-        return self._pool is not None and not self._job.ready()
-
-    def result(self) -> dict:
-        """Wait for the training and return :func:`train_demo_textmask`'s dict plus the ``wall_seconds``
-        the other process measured; its error, if it failed."""
-        try:
-            value = self._job.get()
-        except BaseException:
-            self.close()
-            raise
-        self._pool.close()   # let the process end by itself: killing it leaks the pool's semaphores
-        self._pool.join()
-        self._pool = None
-        return value
-
-    def close(self) -> None:
-        """Stop the process at once (when it is still training); nothing when it has ended."""
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
-
-
-def start_demo_textmask(out_dir: str | os.PathLike, budget: str = "default", seed: int = 0) -> BackgroundTextmask:
-    """Start :func:`train_demo_textmask` in another process and return at once; it counts as a busy core
-    for this process's threads (``locinsert.threads.run_beside``) until it ends.
+def start_demo_textmask(out_dir: str | os.PathLike, budget: str = "default", seed: int = 0):
+    """Start :func:`train_demo_textmask` in another process (``locinsert.demo.beside.Beside``, one thread)
+    and return the job at once; its ``result()`` is the function's dict plus ``wall_seconds``.
 
     Raises:
-        ValueError: an unknown budget.
+        ValueError: an unknown budget (here, not in the other process).
     """
-    from ..threads import run_beside
+    from .beside import Beside
 
-    job = BackgroundTextmask(out_dir, budget, seed)
-    run_beside(job.running)
-    return job
-
-
-def _train_in_this_process(out_dir: str, budget: str, seed: int) -> dict:
-    from ..threads import configure_threads
-
-    configure_threads(1)
-    t0 = time.time()
-    result = train_demo_textmask(out_dir, budget, seed, progress=False)
-    return {**result, "wall_seconds": round(time.time() - t0, 1)}
+    if budget not in TEXTMASK_BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {sorted(TEXTMASK_BUDGETS)}")
+    return Beside(train_demo_textmask, str(out_dir), budget, seed, False)
 
 
 def find_demo_segmenter(demo_dir: str | os.PathLike = "locinsert-demo") -> Path | None:

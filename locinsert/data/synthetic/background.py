@@ -10,8 +10,9 @@ The encoder stage that comes before it does not need it, so the demo starts it f
 
 The worker computes exactly what :func:`~locinsert.data.synthetic.splits.pipe_like` computes (the
 same code, the same seeds), so the queries do not depend on whether the split was started early.
-The scenes are drawn in the calling process before the worker starts (they are cheap), so the worker
-gets them with the process and sends back only three arrays.
+Both processes draw the scenes from the same seed: the worker to label them, the caller when it
+collects the labels (while the worker finishes), so only three arrays cross between them and the
+caller's start returns at once (drawing the demo's 60,000 scenes takes several seconds).
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ import multiprocessing
 from torch.utils.data import DataLoader, Dataset
 
 from ...threads import run_beside
-from .scenes import make_scenes
 from .splits import STARTED as _PENDING
 from .splits import (_check_boxes_per_scene, _check_split_args, check_extra_boxes, pipe_like_key, pipe_like_labels,
-                     pipe_like_queries)
+                     pipe_like_queries, pipe_like_scenes)
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +33,11 @@ __all__ = ["start_pipe_like", "collect", "cancel_all", "pending"]
 
 
 class _LabelTask(Dataset):
-    """One item: the labels of a PIPE-like split (computed in the worker process)."""
+    """One item: the labels of a PIPE-like split (its scenes drawn and labelled in the worker process)."""
 
-    def __init__(self, scenes, seed, num_bins, classes, boxes_per_scene, extra_boxes=()):
-        self.args = (scenes, seed, num_bins, classes, boxes_per_scene, extra_boxes)
+    def __init__(self, num_scenes, seed, size, num_bins, classes, boxes_per_scene, extra_boxes=()):
+        self.scenes_args = (num_scenes, seed, size)
+        self.args = (seed, num_bins, classes, boxes_per_scene, extra_boxes)
         self.done = _CONTEXT.Event()   # set in the worker when the labels are computed
 
     def __len__(self) -> int:
@@ -44,7 +45,7 @@ class _LabelTask(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return pipe_like_labels(*self.args)
+            return pipe_like_labels(pipe_like_scenes(*self.scenes_args), *self.args)
         finally:
             self.done.set()
 
@@ -58,8 +59,8 @@ def _as_is(item):
 
 
 class _Job:
-    def __init__(self, scenes, classes, task: _LabelTask):
-        self.scenes, self.classes = scenes, classes
+    def __init__(self, classes, task: _LabelTask):
+        self.classes, self.scenes_args = classes, task.scenes_args
         loader = DataLoader(task, batch_size=None, num_workers=1, collate_fn=_as_is, multiprocessing_context=_CONTEXT)
         self.iterator = iter(loader)   # the worker starts now and computes the one item
         self.running = lambda: self.iterator is not None and not task.done.is_set()
@@ -67,10 +68,11 @@ class _Job:
     def result(self):
         logger.info("collecting the PIPE-like split generated in the background")
         try:
+            scenes = pipe_like_scenes(*self.scenes_args)   # the worker's scenes, drawn here while it finishes
             labels = next(self.iterator)
         finally:
             self.close()
-        return pipe_like_queries(self.scenes, labels, self.classes)
+        return pipe_like_queries(scenes, labels, self.classes)
 
     def close(self) -> None:
         self.iterator = None   # the DataLoader iterator stops its worker when it is released
@@ -88,9 +90,8 @@ def start_pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: in
     extra_boxes = check_extra_boxes(extra_boxes, classes)
     key = pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene, extra_boxes)
     if key not in _PENDING:
-        scenes = make_scenes(num_scenes, seed, size, stream="pipe")
-        task = _LabelTask(scenes, seed, num_bins, classes, boxes_per_scene, extra_boxes)
-        _PENDING[key] = _Job(scenes, classes, task)
+        task = _LabelTask(num_scenes, seed, size, num_bins, classes, boxes_per_scene, extra_boxes)
+        _PENDING[key] = _Job(classes, task)
         run_beside(_PENDING[key].running)   # the worker takes a core from this process's threads
     return key
 

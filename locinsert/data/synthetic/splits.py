@@ -250,7 +250,7 @@ def pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: int | No
                           None)
     if started is not None:
         return started.result()
-    scenes = make_scenes(num_scenes, seed, size, stream="pipe")
+    scenes = pipe_like_scenes(num_scenes, seed, size)
     labels = pipe_like_labels(scenes, seed, num_bins, classes, boxes_per_scene, extra_boxes)
     return pipe_like_queries(scenes, labels, classes)
 
@@ -258,6 +258,11 @@ def pipe_like(num_scenes: int, seed: int = 0, size: int = 64, num_bins: int | No
 #: PIPE-like splits being labelled elsewhere (``background.start_pipe_like``): key -> a job whose
 #: ``result()`` returns the queries. ``pipe_like`` takes its split from here when one was started.
 STARTED: dict[tuple, object] = {}
+
+
+def pipe_like_scenes(num_scenes: int, seed: int = 0, size: int = 64) -> list[Scene]:
+    """The scenes of :func:`pipe_like` (a stream of their own)."""
+    return make_scenes(num_scenes, seed, size, stream="pipe")
 
 
 def pipe_like_key(num_scenes, seed, size, num_bins, classes, boxes_per_scene, extra_boxes=()) -> tuple:
