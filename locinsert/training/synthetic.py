@@ -47,7 +47,7 @@ def _budget(test_scenes: int, encoder: int, pretrain: int, finetune: int, dpo: i
 # in docs/experiments/synthetic-learning.md); `long` is the same stages, scaled (under an hour on 2 cores).
 SYNTHETIC_BUDGETS: dict[str, dict] = {
     "quick": _budget(40, encoder=1000, pretrain=400, finetune=120, dpo=60, batch=16, dpo_lr=1e-4),
-    "default": _budget(200, encoder=20000, pretrain=60000, finetune=2000, dpo=1000),
+    "default": _budget(200, encoder=20000, pretrain=60000, finetune=1000, dpo=1000),
     "long": _budget(200, encoder=80000, pretrain=240000, finetune=8000, dpo=4000),
 }
 
