@@ -112,6 +112,9 @@ def test_pipe_like_started_in_the_background_gives_the_same_queries():
     direct = pipe_like(40, seed=4, boxes_per_scene=3)
     background.start_pipe_like(40, seed=4, boxes_per_scene=3)
     assert len(background.pending()) == 1
+    background.wait_all()   # labelled, not collected: still pending, and collecting it gives the same split
+    job = background._PENDING[background.pending()[0]]
+    assert not job.running() and len(job.scenes) == 40 and background.pending()
     collected = pipe_like(40, seed=4, boxes_per_scene=3)
     assert background.pending() == []
     assert [(q.query_id, q.category, q.positives.tolist()) for q in collected] == \

@@ -102,8 +102,10 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
 
     def before_stage(stage: str) -> None:
         if stage == "pretrain" and thread_budget() > 1:
+            from ..data.synthetic.background import wait_all
             from .textmask import start_demo_textmask
 
+            wait_all()   # the labelling worker's core first: three busy processes on two cores slow all three
             segmenter.append(start_demo_textmask(out, budget, seed))
 
     try:

@@ -29,7 +29,7 @@ from .splits import (_check_boxes_per_scene, _check_split_args, check_extra_boxe
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["start_pipe_like", "collect", "cancel_all", "pending"]
+__all__ = ["start_pipe_like", "collect", "wait_all", "cancel_all", "pending"]
 
 
 class _LabelTask(Dataset):
@@ -60,19 +60,27 @@ def _as_is(item):
 
 class _Job:
     def __init__(self, classes, task: _LabelTask):
-        self.classes, self.scenes_args = classes, task.scenes_args
+        self.classes, self.task, self.scenes = classes, task, None
         loader = DataLoader(task, batch_size=None, num_workers=1, collate_fn=_as_is, multiprocessing_context=_CONTEXT)
         self.iterator = iter(loader)   # the worker starts now and computes the one item
         self.running = lambda: self.iterator is not None and not task.done.is_set()
 
+    def wait(self) -> None:
+        """Draw the scenes here (the worker's own, from the same seed) while the worker finishes, then
+        wait until its labels are computed."""
+        if self.scenes is None:
+            self.scenes = pipe_like_scenes(*self.task.scenes_args)
+        if self.iterator is not None:
+            self.task.done.wait()
+
     def result(self):
         logger.info("collecting the PIPE-like split generated in the background")
         try:
-            scenes = pipe_like_scenes(*self.scenes_args)   # the worker's scenes, drawn here while it finishes
+            self.wait()
             labels = next(self.iterator)
         finally:
             self.close()
-        return pipe_like_queries(scenes, labels, self.classes)
+        return pipe_like_queries(self.scenes, labels, self.classes)
 
     def close(self) -> None:
         self.iterator = None   # the DataLoader iterator stops its worker when it is released
@@ -103,6 +111,14 @@ def collect(key: tuple):
     if job is None:
         return None
     return job.result()
+
+
+def wait_all() -> None:
+    """Wait until every split started is labelled, without collecting it (its scenes are drawn here
+    meanwhile). The demo calls it before starting other background work, so that the worker's core
+    is free by then."""
+    for job in list(_PENDING.values()):
+        job.wait()
 
 
 def pending() -> list[tuple]:
