@@ -132,3 +132,48 @@ def test_resample_tends_to_the_exact_conditional(small_model):
                                atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="temperature=1"):
         m.sample(IMAGE, "dog", num_samples=4, region=region, resample=2, temperature=0.5)
+
+
+def test_reusing_prefixes_encodes_each_image_and_class_once_with_the_same_results():
+    """Inside model.reusing_prefixes() an (image, class) prefix is encoded once and reused by every
+    call; the numbers are those of separate calls, and outside the block nothing is kept."""
+    import threading
+
+    from PIL import Image
+
+    torch.manual_seed(0)
+    m = LocationModel(LocationModelConfig.preset("tiny", num_bins=8)).eval()
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    other = Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    calls = []
+    encode = m.encode_image
+    m.encode_image = lambda pv: calls.append(pv.shape[0]) or encode(pv)
+
+    def ask(generator_seed: int):
+        g = torch.Generator().manual_seed(generator_seed)
+        s = m.sample(img, "cup", num_samples=6, region="on the left", generator=g)
+        mass = m.region_mass(img, "cup", "on the left", num_samples=16, generator=g)
+        scored = m.score(img, "cup", s.boxes)
+        box, log_p = m.refine(img, "cup", s.boxes[0])
+        return s.boxes, float(mass), scored, box, log_p
+
+    plain = ask(1)
+    assert len(calls) == 4          # every call encodes
+    calls.clear()
+    with m.reusing_prefixes():
+        reused = ask(1)
+        assert len(calls) == 1      # once for the image and class
+        m.score(img, "bird", s_boxes := reused[0])     # another class: encoded
+        m.score(other, "cup", s_boxes)                 # another image: encoded
+        with m.reusing_prefixes():                     # nested: the outer block's memo
+            m.score(img, "cup", s_boxes)
+        assert len(calls) == 3
+        seen = []                                      # another thread has a memo of its own
+        worker = threading.Thread(target=lambda: seen.append(m.score(img, "cup", s_boxes)))
+        worker.start()
+        worker.join()
+        assert len(calls) == 4 and len(seen) == 1
+    for a, b in zip(plain, reused):
+        assert (a == b).all() if isinstance(a, torch.Tensor) else a == b
+    m.score(img, "cup", s_boxes)
+    assert len(calls) == 5          # after the block: encoded again

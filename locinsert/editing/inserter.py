@@ -16,6 +16,7 @@ zero-shot over a vocabulary (``locinsert.editing.zero_shot``).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -313,6 +314,11 @@ class ObjectInserter:
         if avoid is not None and len(avoid):
             region = (region or Region(None)).with_avoid(as_boxes(avoid, "avoid boxes"))
         n = self.num_candidates if num_candidates is None else check_int(num_candidates, "num_candidates", minimum=1)
+        reuse = getattr(self.model, "reusing_prefixes", None)   # a LocationModel: encode the image once
+        with reuse() if reuse is not None else contextlib.nullcontext():
+            return self._propose(img, obj, region, n, generator)
+
+    def _propose(self, img, obj: str, region, n: int, generator) -> Candidates:
         verdict = None
         if self.check_fit and has_area(region) and hasattr(self.model, "region_mass"):
             verdict = fit_verdict(self.model, img, obj, region, threshold=self.fit_threshold,

@@ -125,10 +125,8 @@ def positional_benchmark(model, queries, phrases: Sequence[str] = BENCH_PHRASES,
     """
     from tqdm.auto import tqdm
 
-    from ..data.synthetic import is_plausible
     from ..fit import DEFAULT_FIT_THRESHOLD
-    from .inserter import ObjectInserter, select_box
-    from ..regions import Region
+    from .inserter import ObjectInserter
 
     threshold = DEFAULT_FIT_THRESHOLD if threshold is None else float(threshold)
     inserter = ObjectInserter(model, None, num_candidates=num_candidates, fit_threshold=threshold, refine=refine)
@@ -144,28 +142,39 @@ def positional_benchmark(model, queries, phrases: Sequence[str] = BENCH_PHRASES,
     requests: list[PositionalRequest] = []
     work = [(q, p) for q in queries for p in phrases]
     for q, phrase in tqdm(work, desc="positional requests", unit="request", disable=not progress):
-        scene = q.meta["scene"]
-        region = Region.parse(phrase)
-        truth = _true_in_region(scene, q.category, region, num_bins)
-        cands = inserter.propose(q.image, q.category, region, generator=gen)
-        i = select_box(cands.boxes, cands.log_p)
-        ok = is_plausible(scene, q.category, cands.boxes)
-        fits = len(truth) > 0
-        wr, hr = _ratios(cands.boxes[i], truth) if fits else (float("nan"), float("nan"))
-        r = PositionalRequest(q.query_id, q.category, phrase, fits, cands.fit.mass, cands.fit.message,
-                              [round(float(v), 2) for v in cands.boxes[i]], bool(ok[i]), float(ok.float().mean()),
-                              wr, hr)
-        if compare:
-            old = model.sample(q.image, q.category, num_samples=num_candidates, region=region, sampler="masked",
-                               generator=gen)
-            j = int(torch.argmax(old.log_q))
-            ok_old = is_plausible(scene, q.category, old.boxes)
-            r.before = [round(float(v), 2) for v in old.boxes[j]]
-            r.before_plausible, r.before_precision = bool(ok_old[j]), float(ok_old.float().mean())
-            if fits:
-                r.before_width_ratio, r.before_height_ratio = _ratios(old.boxes[j], truth)
-        requests.append(r)
+        with model.reusing_prefixes():   # both paths ask about the same image and class
+            requests.append(_request(model, inserter, q, phrase, num_bins, num_candidates, gen, compare))
     return {"summary": summarise(requests, threshold, num_candidates), "requests": [vars(r) for r in requests]}
+
+
+def _request(model, inserter, q, phrase: str, num_bins: int, num_candidates: int, gen, compare: bool
+             ) -> PositionalRequest:
+    """One (query, phrase) request through the default path and, with ``compare``, the old one."""
+    from ..data.synthetic import is_plausible
+    from .inserter import select_box
+    from ..regions import Region
+
+    scene = q.meta["scene"]
+    region = Region.parse(phrase)
+    truth = _true_in_region(scene, q.category, region, num_bins)
+    cands = inserter.propose(q.image, q.category, region, generator=gen)
+    i = select_box(cands.boxes, cands.log_p)
+    ok = is_plausible(scene, q.category, cands.boxes)
+    fits = len(truth) > 0
+    wr, hr = _ratios(cands.boxes[i], truth) if fits else (float("nan"), float("nan"))
+    r = PositionalRequest(q.query_id, q.category, phrase, fits, cands.fit.mass, cands.fit.message,
+                          [round(float(v), 2) for v in cands.boxes[i]], bool(ok[i]), float(ok.float().mean()),
+                          wr, hr)
+    if compare:
+        old = model.sample(q.image, q.category, num_samples=num_candidates, region=region, sampler="masked",
+                           generator=gen)
+        j = int(torch.argmax(old.log_q))
+        ok_old = is_plausible(scene, q.category, old.boxes)
+        r.before = [round(float(v), 2) for v in old.boxes[j]]
+        r.before_plausible, r.before_precision = bool(ok_old[j]), float(ok_old.float().mean())
+        if fits:
+            r.before_width_ratio, r.before_height_ratio = _ratios(old.boxes[j], truth)
+    return r
 
 
 class _SamplerOverride:

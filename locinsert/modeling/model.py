@@ -37,6 +37,7 @@ from .checkpoint_io import CheckpointMixin
 from .config import LocationModelConfig
 from .constraints import BoxConstraints
 from .encoders import ImagePreprocessor, build_class_encoder, build_image_encoder
+from .prefix_memo import memoised_prefix, reusing_prefixes
 from .region_prefix import RegionEmbedding, check_rects, constraint_rects, whole_image
 from .sampling import (DECODE_SAMPLERS, PrefixCache, compiled_decode_step, decode_boxes, prefix_forward,
                        shared_prefix_forward)
@@ -518,8 +519,18 @@ class LocationModel(CheckpointMixin, PreTrainedModel):
         ``regions`` (B, 4): what a region-conditioned model is told (None: the whole image).
         """
         pixel_values = self.preprocessor(images).to(self.device)
-        prefix = self.prefix_embeddings(self.encode_image(pixel_values), self.encode_class(classes), regions)
-        return prefix_forward(self.decoder, prefix)
+
+        def encode() -> PrefixCache:
+            prefix = self.prefix_embeddings(self.encode_image(pixel_values), self.encode_class(classes), regions)
+            return prefix_forward(self.decoder, prefix)
+
+        return memoised_prefix(self, pixel_values, list(classes), regions, encode)
+
+    def reusing_prefixes(self):
+        """A context manager: inside it, an (image, class) prefix already encoded is reused by
+        ``sample``, ``score``, ``refine`` and ``region_mass`` (``prefix_memo``). ``ObjectInserter``
+        opens one per object placed."""
+        return reusing_prefixes(self)
 
     def _conditioning(self, constraints: list[BoxConstraints]) -> torch.Tensor | None:
         """The regions a region-conditioned model reads for these constraints (None for other models)."""
