@@ -64,8 +64,6 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
     import torch
 
     from ..data import synthetic
-    from ..evaluation import ClassPrior, RandomBoxes, curve_row, evaluate, shuffle_images
-    from ..evaluation.curves import save_figure
     from ..modeling import LocationModel, LocationModelConfig
     from ..data.synthetic.background import cancel_all
     from ..training.synthetic import (run_synthetic_stages, start_pretrain_labels, synthetic_finetune_queries,
@@ -130,24 +128,7 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
         positional = _start_positional(out, budget, seed) if thread_budget() > 1 else None
         use_free_threads()
 
-        # 3. Evaluation: one sampling pass at K = 100 per method, prefixes for smaller K.
-        t0, c0 = time.time(), cpu_seconds()
-        methods = {"random": RandomBoxes(num_bins=num_bins), "class prior": ClassPrior.fit(train_queries),
-                   "pretrained (PIPE-like)": models["pretrain"], "fine-tuned (no DPO)": models["finetune"],
-                   "DPO": models["dpo"]}
-        curves = []
-        (out / "curves").mkdir(exist_ok=True)
-        # The image ablation: the DPO model with every query's image swapped for another scene's.
-        runs = [(name, m, test) for name, m in methods.items()]
-        runs.append(("DPO, images shuffled", models["dpo"], shuffle_images(test)))
-        for name, m, queries in runs:
-            c = evaluate(m, queries, seed=seed, progress=progress, name=name, per_category=True)
-            curves.append(c)
-            c.to_json(out / "curves" / f"{_slug(name)}.json")
-        save_figure(curves[:-1], out / "tpr_fpr.png", title="synthetic test split: TPR vs FPR, K = 10..100")
-        result.table = [curve_row(c) for c in curves]
-        _sample_figure(models, test, out / "samples.png", seed)
-        _record(result, "evaluation", t0, c0)
+        _evaluation(result, models, train_queries, test, num_bins, seed, progress)
 
         # 4. Insertion with positional prompts, through the public ObjectInserter.
         t0, c0 = time.time(), cpu_seconds()
@@ -171,6 +152,33 @@ def run_demo(out_dir: str | os.PathLike = "locinsert-demo", quick: bool = False,
     write_json_atomic(out / "metrics.json", metrics)
     write_text_atomic(out / "report.md", _report_md(result, budget, len(test), metrics["machine"]))
     return result
+
+
+def _evaluation(result: DemoResult, models: dict, train_queries, test, num_bins: int, seed: int,
+                progress: bool) -> None:
+    """3. Evaluation: one sampling pass at K = 100 per method (prefixes for smaller K), the curves, the
+    learning table and the samples picture."""
+    from ..evaluation import ClassPrior, RandomBoxes, curve_row, evaluate, shuffle_images
+    from ..evaluation.curves import save_figure as save_curves
+
+    out = result.out_dir
+    t0, c0 = time.time(), cpu_seconds()
+    methods = {"random": RandomBoxes(num_bins=num_bins), "class prior": ClassPrior.fit(train_queries),
+               "pretrained (PIPE-like)": models["pretrain"], "fine-tuned (no DPO)": models["finetune"],
+               "DPO": models["dpo"]}
+    curves = []
+    (out / "curves").mkdir(exist_ok=True)
+    # The image ablation: the DPO model with every query's image swapped for another scene's.
+    runs = [(name, m, test) for name, m in methods.items()]
+    runs.append(("DPO, images shuffled", models["dpo"], shuffle_images(test)))
+    for name, m, queries in runs:
+        c = evaluate(m, queries, seed=seed, progress=progress, name=name, per_category=True)
+        curves.append(c)
+        c.to_json(out / "curves" / f"{_slug(name)}.json")
+    save_curves(curves[:-1], out / "tpr_fpr.png", title="synthetic test split: TPR vs FPR, K = 10..100")
+    result.table = [curve_row(c) for c in curves]
+    _sample_figure(models, test, out / "samples.png", seed)
+    _record(result, "evaluation", t0, c0)
 
 
 def _record(result: DemoResult, step: str, t0: float, c0: float) -> None:
