@@ -201,15 +201,21 @@ def _textmask(result: DemoResult, budget: str, seed: int, progress: bool, beside
     training already running in another process (the time recorded is that process's own)."""
     from .textmask import train_demo_textmask
 
-    t0, c0 = time.time(), cpu_seconds()
-    if beside is None:
-        result.textmask = train_demo_textmask(result.out_dir, budget, seed, progress=progress)
-        _record(result, "train_textmask", t0, c0)
+    if beside is not None:
+        result.textmask = _result_beside(result, "train_textmask", beside)
         return
-    result.textmask = {**beside.result(), "beside": True}
-    # Its own process's figures (imports included); any wait for it shows in the total.
-    result.seconds["train_textmask"] = result.textmask.pop("wall_seconds")
-    result.cpu_seconds["train_textmask"] = result.textmask.pop("cpu_seconds")
+    t0, c0 = time.time(), cpu_seconds()
+    result.textmask = train_demo_textmask(result.out_dir, budget, seed, progress=progress)
+    _record(result, "train_textmask", t0, c0)
+
+
+def _result_beside(result: DemoResult, step: str, job) -> dict:
+    """A ``Beside`` job's dict, marked ``beside``; its process's own wall and CPU seconds (imports
+    included) become the step's. Any wait for it shows in the total."""
+    section = job.result()
+    result.seconds[step] = section.pop("wall_seconds")
+    result.cpu_seconds[step] = section.pop("cpu_seconds")
+    return {**section, "beside": True}
 
 
 def _positional(result: DemoResult, model, test, budget: str, seed: int, progress: bool, beside=None) -> None:
@@ -217,15 +223,12 @@ def _positional(result: DemoResult, model, test, budget: str, seed: int, progres
     process (:func:`_start_positional`; the times recorded are that process's own)."""
     from ..editing.positional import demo_section
 
-    if beside is None:
-        t0, c0 = time.time(), cpu_seconds()
-        result.positional = demo_section(model, test, result.out_dir, budget, seed, progress)
-        _record(result, "positional", t0, c0)
+    if beside is not None:
+        result.positional = _result_beside(result, "positional", beside)
         return
-    summary = beside.result()
-    result.seconds["positional"] = summary.pop("wall_seconds")
-    result.cpu_seconds["positional"] = summary.pop("cpu_seconds")
-    result.positional = {**summary, "beside": True}
+    t0, c0 = time.time(), cpu_seconds()
+    result.positional = demo_section(model, test, result.out_dir, budget, seed, progress)
+    _record(result, "positional", t0, c0)
 
 
 def _start_positional(out: Path, budget: str, seed: int):

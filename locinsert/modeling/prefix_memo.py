@@ -52,7 +52,7 @@ def memoised_prefix(model, pixel_values: torch.Tensor, classes: list[str], regio
         if cls == classes and _equal(pv, pixel_values) and _equal(reg, regions):
             return prefix
     prefix = encode()
-    entries.append((pixel_values, list(classes), regions, prefix))
+    entries.append((pixel_values, classes, regions, prefix))
     return prefix
 
 
