@@ -8,7 +8,7 @@ held-out test split: oracle precision, coverage, TPR/FPR at K = 10 and 100.
 Every budget first trains the image encoder on the world's per-pixel part labels (stage
 ``encoder``); the location model starts from it, frozen. The budgets are the same stages as
 ``training/configs/synthetic_*.yaml``, sized for a 2-core CPU: ``quick`` (about a minute, for
-``locinsert demo --quick`` and tests: a smoke run), ``default`` (the demo's, about 8 minutes) and
+``locinsert demo --quick`` and tests: a smoke run), ``default`` (the demo's, 5 to 7 minutes) and
 ``long`` (under an hour, where the method goes with more examples).
 """
 
@@ -264,7 +264,7 @@ def main(argv=None, prog: str | None = None) -> int:
                                                        "print each stage's figures on the held-out test split.")
     p.add_argument("--out", default="runs/synthetic", help="output folder (one subfolder per stage)")
     p.add_argument("--budget", default="default",
-                   help="quick (about a minute, a smoke run), default (the demo's, about 8 minutes) or long "
+                   help="quick (about a minute, a smoke run), default (the demo's, 5 to 7 minutes on 2 cores) or long "
                         "(under an hour)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the world and of training (0 <= seed < 2**31)")
     p.add_argument("--no-eval", action="store_true", help="train only, skip the learning table")
