@@ -11,7 +11,9 @@ fits, it also names the supported phrase where it fits best::
 
 The default threshold, :data:`DEFAULT_FIT_THRESHOLD`, was calibrated on the synthetic world (held-out
 scenes whose ground truth says which regions have room for the class; see
-``locinsert.editing.positional.calibrate_threshold`` and the positional-prompts guide).
+``locinsert.editing.positional.calibrate_threshold`` and the positional-prompts guide). A model
+calibrated on its own (``config.fit_threshold``, written by ``locinsert eval --positional --calibrate
+--save-threshold``) uses its own threshold instead: :func:`model_fit_threshold`.
 ``ObjectInserter``, ``ObjectEditor`` (move) and the CLI attach a :class:`FitVerdict` to their
 candidates; with ``strict=True`` they raise :class:`RegionDoesNotFit` instead of placing the object.
 """
@@ -25,7 +27,7 @@ import torch
 from .regions import Region, as_region
 from .validation import check_float, check_int
 
-__all__ = ["DEFAULT_FIT_THRESHOLD", "FIT_SAMPLES", "ALTERNATIVE_PHRASES", "FitVerdict", "RegionDoesNotFit",
+__all__ = ["DEFAULT_FIT_THRESHOLD", "model_fit_threshold", "FIT_SAMPLES", "ALTERNATIVE_PHRASES", "FitVerdict", "RegionDoesNotFit",
            "fit_verdict", "has_area", "describe_region"]
 
 #: Below this share of the model's probability the object "hardly fits" the region. Calibrated on
@@ -33,6 +35,19 @@ __all__ = ["DEFAULT_FIT_THRESHOLD", "FIT_SAMPLES", "ALTERNATIVE_PHRASES", "FitVe
 #: disjoint from the test split, the largest threshold that keeps 92 % of the requests that fit
 #: (``calibrate_threshold``) was 0.043, rounded to 0.04; it flags 95 % of the hopeless ones there.
 DEFAULT_FIT_THRESHOLD = 0.04
+
+
+def model_fit_threshold(model) -> float:
+    """The fit threshold for ``model``: its calibrated ``config.fit_threshold``, else :data:`DEFAULT_FIT_THRESHOLD`.
+
+    The threshold belongs to the model: a better-trained model puts less of its probability where an
+    object has no room (on the synthetic world the ``long`` budget's model keeps 90 % of the fitting
+    requests at 0.02, the default budget's at 0.04).
+    """
+    t = getattr(getattr(model, "config", None), "fit_threshold", None)
+    return DEFAULT_FIT_THRESHOLD if t is None else check_float(t, "the model's fit_threshold", minimum=0, maximum=1)
+
+
 #: Importance samples behind one region mass (its standard error falls as 1 / sqrt of this).
 FIT_SAMPLES = 128
 #: Unconstrained samples that estimate the alternatives' masses when the asked region hardly fits.
@@ -159,12 +174,13 @@ def _alternative_masses(model, image, obj: str, region: Region, phrases, num_sam
     return out
 
 
-def fit_verdict(model, image, obj: str, region, *, threshold: float = DEFAULT_FIT_THRESHOLD,
+def fit_verdict(model, image, obj: str, region, *, threshold: float | None = None,
                 num_samples: int = FIT_SAMPLES, min_size: float | None = None,
                 generator: torch.Generator | None = None, alternatives=ALTERNATIVE_PHRASES,
                 alternative_samples: int = ALTERNATIVE_SAMPLES) -> FitVerdict | None:
     """The fit verdict of placing ``obj`` in ``region`` of ``image`` (``None`` if the region has no area).
 
+    ``threshold``: None uses the model's own (:func:`model_fit_threshold`).
     ``model`` needs ``region_mass`` (a ``LocationModel``). When the object hardly fits, the masses of
     the ``alternatives`` (phrases; those that describe the asked rectangle itself are skipped) are
     estimated from ``alternative_samples`` unconstrained boxes and the largest is named.
@@ -173,7 +189,8 @@ def fit_verdict(model, image, obj: str, region, *, threshold: float = DEFAULT_FI
         ValueError: bad threshold or sample counts, or a region no box can satisfy.
         TypeError: a model without ``region_mass``.
     """
-    threshold = check_float(threshold, "fit threshold", minimum=0, maximum=1)
+    threshold = (model_fit_threshold(model) if threshold is None
+                 else check_float(threshold, "fit threshold", minimum=0, maximum=1))
     num_samples = check_int(num_samples, "num_samples", minimum=1)
     alternative_samples = check_int(alternative_samples, "alternative_samples", minimum=1)
     region = as_region(region)

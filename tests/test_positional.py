@@ -362,3 +362,54 @@ def test_editor_move_reports_the_fit_and_strict_refuses(small_model):
     strict = ObjectEditor(small_model, fit_threshold=1.0, num_candidates=3, strict=True)
     with pytest.raises(RegionDoesNotFit, match="a box hardly fits on the right"):
         strict.move(IMAGE, "on the right", "box", mask=mask, generator=torch.Generator().manual_seed(0))
+
+
+def test_a_model_carries_its_own_fit_threshold(small_model, tmp_path):
+    """config.fit_threshold survives save/load and is what fit verdicts use unless a threshold is given."""
+    from locinsert.fit import DEFAULT_FIT_THRESHOLD, model_fit_threshold
+
+    assert small_model.config.fit_threshold is None and model_fit_threshold(small_model) == DEFAULT_FIT_THRESHOLD
+    path = tmp_path / "calibrated"
+    small_model.config.fit_threshold = 1.0   # nothing fits: the verdict must follow the model's threshold
+    try:
+        small_model.save_pretrained(path)
+    finally:
+        small_model.config.fit_threshold = None
+    m = LocationModel.from_pretrained(path)
+    assert m.config.fit_threshold == 1.0 and model_fit_threshold(m) == 1.0
+    assert ObjectInserter(m, None).fit_threshold == 1.0 and ObjectInserter(m, None, fit_threshold=0.0).fit_threshold == 0.0
+    v = fit_verdict(m, IMAGE, "cup", "on the left", generator=torch.Generator().manual_seed(0))
+    assert v.threshold == 1.0 and not v.fits
+    assert fit_verdict(m, IMAGE, "cup", "on the left", threshold=0.0).fits
+    with pytest.raises(ValueError, match="fit_threshold must be"):
+        LocationModelConfig.preset("tiny", fit_threshold=1.5)
+
+
+def test_eval_calibrates_and_saves_the_threshold_into_the_checkpoint(tmp_path, capsys):
+    """`locinsert eval --positional --calibrate --save-threshold` writes config.json's fit_threshold (atomically),
+    and the next benchmark of that model uses it."""
+    from locinsert.cli.main import main
+
+    torch.manual_seed(0)
+    model = tmp_path / "model"
+    LocationModel(LocationModelConfig.preset("tiny", num_bins=32)).eval().save_pretrained(model)
+    before = json.loads((model / "config.json").read_text())
+    common = ["eval", "--model", str(model), "--positional", "--num-scenes", "6", "--max-queries", "4", "-n", "2",
+              "--world-seed", "1", "--no-progress"]
+    assert main([*common, "--calibrate", "--save-threshold", "--out", str(tmp_path / "cal")]) == 0
+    said = capsys.readouterr().out
+    cal = json.loads((tmp_path / "cal" / "positional.json").read_text())["calibration"]
+    after = json.loads((model / "config.json").read_text())
+    assert after["fit_threshold"] == round(cal["threshold"], 3) and "wrote fit_threshold" in said
+    assert {k: v for k, v in after.items() if k != "fit_threshold"} == {k: v for k, v in before.items()
+                                                                        if k != "fit_threshold"}
+    assert not [p for p in model.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert LocationModel.from_pretrained(model).config.fit_threshold == after["fit_threshold"]
+    assert main([*common, "--out", str(tmp_path / "again")]) == 0
+    summary = json.loads((tmp_path / "again" / "positional.json").read_text())["summary"]
+    assert summary["threshold"] == after["fit_threshold"]
+    # --save-threshold alone is a user's mistake: one line, exit 2
+    capsys.readouterr()
+    assert main([*common, "--save-threshold", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "add --calibrate" in err and len(err.strip().splitlines()) == 1

@@ -26,6 +26,7 @@ positional.json and positional.png (prompts, old and new chosen boxes, verdicts)
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from . import options
 from .options import BASELINE_CHOICES as BASELINE_NAMES
@@ -78,13 +79,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("-n", "--num-candidates", type=options.positive_int, default=None,
                    help="candidates per positional request (default: ObjectInserter's)")
     q.add_argument("--fit-threshold", type=options.probability, default=None,
-                   help="fit threshold for kept/flagged (default: the calibrated DEFAULT_FIT_THRESHOLD)")
+                   help="fit threshold for kept/flagged (default: the model's calibrated threshold, else the library's "
+                        "DEFAULT_FIT_THRESHOLD)")
     q.add_argument("--no-refine", dest="refine", action="store_false",
                    help="choose the most likely sampled box as it is, without moving it to its local maximum of "
                         "log p (the inserter's refine=False; for comparison)")
     q.add_argument("--calibrate", action="store_true",
                    help="also report the largest threshold that keeps 92%% of the fitting requests "
                         "(calibrate on scenes other than the test split: another --world-seed)")
+    q.add_argument("--save-threshold", action="store_true",
+                   help="with --calibrate: write the calibrated threshold into the model folder's config.json "
+                        "(fit_threshold); ObjectInserter, the CLI and the app then use it for this model")
 
     o = p.add_argument_group("output")
     o.add_argument("--out", default="locinsert-eval", help="output folder (default: locinsert-eval)")
@@ -204,6 +209,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_saveable(args) -> None:
+    if not args.calibrate:
+        raise ValueError("--save-threshold saves the calibrated threshold: add --calibrate")
+    if not (Path(args.model) / "config.json").is_file():
+        raise ValueError(f"--save-threshold writes into a local model folder with a config.json; "
+                         f"{args.model!r} is not one")
+
+
+def save_fit_threshold(model_dir, threshold: float) -> float:
+    """Write ``threshold`` (rounded to 3 decimals) into ``model_dir/config.json`` as ``fit_threshold``.
+
+    Only that field changes; the file is replaced atomically. Returns the value written.
+    """
+    import json
+
+    from locinsert.io import write_text_atomic
+    from locinsert.validation import check_float
+
+    value = round(check_float(threshold, "fit threshold", minimum=0, maximum=1), 3)
+    path = Path(model_dir) / "config.json"
+    config = json.loads(path.read_text())
+    config["fit_threshold"] = value
+    write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return value
+
+
 def _run_positional(args, out) -> int:
     """``--positional``: the positional-prompt benchmark on the synthetic world."""
     import inspect
@@ -224,6 +255,8 @@ def _run_positional(args, out) -> int:
         raise ValueError(f"-n must be at least 1, got {n}")
     if args.fit_threshold is not None and not 0 <= args.fit_threshold <= 1:
         raise ValueError(f"--fit-threshold must be a probability in [0, 1], got {args.fit_threshold}")
+    if args.save_threshold:
+        _check_saveable(args)
     queries, _, desc = _load_queries(args)
     queries = list(queries)[: args.max_queries] if args.max_queries else list(queries)
     model = _load_model(args, None)
@@ -243,5 +276,8 @@ def _run_positional(args, out) -> int:
         c = result["calibration"]
         print(f"calibrated threshold on these requests: {c['threshold']:.4g} (keeps {c['kept']:.3f} of those "
               f"that fit, flags {c['flagged']:.3f} of the hopeless; balanced accuracy {c['balanced_accuracy']:.3f})")
+        if args.save_threshold:
+            print(f"wrote fit_threshold = {save_fit_threshold(args.model, c['threshold'])} into "
+                  f"{Path(args.model) / 'config.json'}")
     print(f"wrote {out / 'positional.json'}, {out / 'positional.png'}")
     return 0

@@ -67,7 +67,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="refuse (exit code 2) when the object hardly fits --where, naming where it fits best")
     f.add_argument("--fit-threshold", type=options.probability, default=None, metavar="P",
                    help="share of the model's probability below which the object 'hardly fits' "
-                        "(default: the calibrated locinsert.fit.DEFAULT_FIT_THRESHOLD)")
+                        "(default: the model's calibrated threshold, else locinsert.fit.DEFAULT_FIT_THRESHOLD)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -100,13 +100,11 @@ def inserter_kwargs(args, strict: bool = True) -> dict:
     return kw
 
 
-def fit_threshold(args) -> float:
-    """--fit-threshold checked (default: the calibrated threshold)."""
-    from ..fit import DEFAULT_FIT_THRESHOLD
-
+def fit_threshold(args) -> float | None:
+    """--fit-threshold checked; None when not given (the model's calibrated threshold, else the library's)."""
     t = getattr(args, "fit_threshold", None)
     if t is None:
-        return DEFAULT_FIT_THRESHOLD
+        return None
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"--fit-threshold must be a probability in [0, 1], got {t}")
     return float(t)

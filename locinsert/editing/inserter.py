@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..boxes import as_boxes, box_iou
-from ..fit import DEFAULT_FIT_THRESHOLD, FitVerdict, RegionDoesNotFit, fit_verdict, has_area
+from ..fit import FitVerdict, RegionDoesNotFit, fit_verdict, has_area, model_fit_threshold
 from ..images import load_image
 from .instructions import Instruction, parse_instructions
 from ..regions import Region, as_region
@@ -216,7 +216,8 @@ class ObjectInserter:
 
     Under a region (a phrase such as "on the right", a box or a mask) every step also gets a
     ``FitVerdict`` (``locinsert.fit``): the share of the model's probability inside the region and,
-    when that is below ``fit_threshold``, the supported phrase where the object fits best. By
+    when that is below ``fit_threshold`` (default: the model's calibrated threshold, else the
+    library's; ``locinsert.fit.model_fit_threshold``), the supported phrase where the object fits best. By
     default the object is still placed at the most likely box inside the region; ``strict=True``
     raises ``RegionDoesNotFit`` instead. ``check_fit=False`` skips the verdict (and its cost).
     Candidates are drawn by ``model.sample``'s default sampler (exact conditional sampling under
@@ -230,7 +231,7 @@ class ObjectInserter:
                  min_size: float | None = None, avoid_previous: bool = True, diverse_top: int = 4,
                  reference=None, reference_class: str | None = None, classifier=None,
                  vocabulary: Sequence[str] | None = None, strict: bool = False,
-                 fit_threshold: float = DEFAULT_FIT_THRESHOLD, check_fit: bool = True, sampler: str | None = None,
+                 fit_threshold: float | None = None, check_fit: bool = True, sampler: str | None = None,
                  refine: bool = True):
         if not hasattr(model, "sample"):
             raise TypeError(f"model must have a sample() method (a LocationModel), got {type(model).__name__}")
@@ -253,7 +254,8 @@ class ObjectInserter:
         self.strict = check_bool(strict, "strict")
         self.check_fit = check_bool(check_fit, "check_fit")
         self.refine = check_bool(refine, "refine")
-        self.fit_threshold = check_float(fit_threshold, "fit_threshold", minimum=0, maximum=1)
+        self.fit_threshold = (model_fit_threshold(model) if fit_threshold is None
+                              else check_float(fit_threshold, "fit_threshold", minimum=0, maximum=1))
         if self.strict and not self.check_fit:
             raise ValueError("strict=True refuses regions the object does not fit, so it needs check_fit=True")
         self.diverse_top = check_int(diverse_top, "diverse_top", minimum=1)

@@ -118,17 +118,17 @@ def positional_benchmark(model, queries, phrases: Sequence[str] = BENCH_PHRASES,
     """Run the benchmark on synthetic ``queries`` (``PlacementQuery`` with ``meta["scene"]``).
 
     ``num_candidates``: K, the candidates per request (the inserter's default); ``threshold``: the
-    fit threshold (default ``locinsert.fit.DEFAULT_FIT_THRESHOLD``); ``compare``: also run the old
+    fit threshold (default: the model's, ``locinsert.fit.model_fit_threshold``); ``compare``: also run the old
     path (masked decoding ranked by log q); ``sampler``: override ``sample``'s sampler for the new
     path (default: the library's default); ``refine``: the inserter's ``refine`` (the chosen box
     moved to its local maximum of log p). Returns ``{"summary": {...}, "requests": [...]}``.
     """
     from tqdm.auto import tqdm
 
-    from ..fit import DEFAULT_FIT_THRESHOLD
+    from ..fit import model_fit_threshold
     from .inserter import ObjectInserter
 
-    threshold = DEFAULT_FIT_THRESHOLD if threshold is None else float(threshold)
+    threshold = model_fit_threshold(model) if threshold is None else float(threshold)
     inserter = ObjectInserter(model, None, num_candidates=num_candidates, fit_threshold=threshold, refine=refine)
     if sampler is not None:
         original = model.sample

@@ -12,7 +12,7 @@ import copy
 from transformers import PretrainedConfig
 
 from ..boxes import DEFAULT_NUM_BINS
-from ..validation import check_int
+from ..validation import check_float, check_int
 
 # A CLIP vision tower is required by open_clip's constructor even though only the text tower is
 # kept; the smallest legal one keeps construction cheap for the random text towers below.
@@ -112,6 +112,11 @@ class LocationModelConfig(PretrainedConfig):
     own. Every box then costs one decoder token fewer (four instead of five in training), and the
     prefix is one token shorter.
 
+    ``fit_threshold``: this model's calibrated fit threshold (``locinsert eval --positional
+    --calibrate --save-threshold`` writes it); fit verdicts use it instead of
+    ``locinsert.fit.DEFAULT_FIT_THRESHOLD``. A better model puts less probability where an object
+    has no room, so its threshold is lower. None: the library's default.
+
     Once a model is built, its config no longer asks for hub weights (they are in the checkpoint),
     so ``from_pretrained`` of a saved model never downloads encoder weights.
     """
@@ -143,6 +148,7 @@ class LocationModelConfig(PretrainedConfig):
         weights_source: dict | None = None,
         region_conditioning: bool = False,
         class_as_bos: bool = False,
+        fit_threshold: float | None = None,
         **kwargs,
     ):
         self.num_bins = check_int(num_bins, "num_bins", minimum=2)
@@ -169,6 +175,7 @@ class LocationModelConfig(PretrainedConfig):
         self.weights_source = dict(weights_source or {})
         self.region_conditioning = bool(region_conditioning)
         self.class_as_bos = bool(class_as_bos)
+        self.fit_threshold = check_float(fit_threshold, "fit_threshold", minimum=0, maximum=1, optional=True)
         super().__init__(**kwargs)
         if "{}" not in self.class_prompt:
             raise ValueError(f"class_prompt must contain '{{}}' for the class name, got {self.class_prompt!r}")
