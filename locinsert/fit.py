@@ -28,7 +28,7 @@ from .regions import Region, as_region
 from .validation import check_float, check_int
 
 __all__ = ["DEFAULT_FIT_THRESHOLD", "model_fit_threshold", "FIT_SAMPLES", "ALTERNATIVE_PHRASES", "FitVerdict", "RegionDoesNotFit",
-           "fit_verdict", "has_area", "describe_region"]
+           "fit_verdict", "has_area", "describe_region", "save_fit_threshold"]
 
 #: Below this share of the model's probability the object "hardly fits" the region. Calibrated on
 #: the synthetic world with the default-budget demo model: on 480 requests of calibration scenes
@@ -37,15 +37,40 @@ __all__ = ["DEFAULT_FIT_THRESHOLD", "model_fit_threshold", "FIT_SAMPLES", "ALTER
 DEFAULT_FIT_THRESHOLD = 0.04
 
 
-def model_fit_threshold(model) -> float:
-    """The fit threshold for ``model``: its calibrated ``config.fit_threshold``, else :data:`DEFAULT_FIT_THRESHOLD`.
+def model_fit_threshold(model, threshold: float | None = None, *, name: str = "fit_threshold") -> float:
+    """The fit threshold to use with ``model``: ``threshold`` when given, else the model's calibrated
+    ``config.fit_threshold``, else :data:`DEFAULT_FIT_THRESHOLD`; checked to lie in [0, 1] (``name``
+    is what an error calls it).
 
     The threshold belongs to the model: a better-trained model puts less of its probability where an
     object has no room (on the synthetic world the ``long`` budget's model keeps 90 % of the fitting
     requests at 0.02, the default budget's at 0.04).
     """
-    t = getattr(getattr(model, "config", None), "fit_threshold", None)
-    return DEFAULT_FIT_THRESHOLD if t is None else check_float(t, "the model's fit_threshold", minimum=0, maximum=1)
+    if threshold is None:
+        threshold = getattr(getattr(model, "config", None), "fit_threshold", None)
+        if threshold is None:
+            return DEFAULT_FIT_THRESHOLD
+    return check_float(threshold, name, minimum=0, maximum=1)
+
+
+def save_fit_threshold(model_dir, threshold: float) -> float:
+    """Write ``threshold`` (rounded to 3 decimals) into a saved model's ``config.json`` as ``fit_threshold``.
+
+    Only that field changes, and the file is replaced atomically. Returns the value written.
+    """
+    import json
+    from pathlib import Path
+
+    from .io import write_text_atomic
+
+    value = round(check_float(threshold, "fit threshold", minimum=0, maximum=1), 3)
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{str(model_dir)!r} is not a saved model folder (it has no config.json)")
+    config = json.loads(path.read_text())
+    config["fit_threshold"] = value
+    write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return value
 
 
 #: Importance samples behind one region mass (its standard error falls as 1 / sqrt of this).
@@ -189,8 +214,7 @@ def fit_verdict(model, image, obj: str, region, *, threshold: float | None = Non
         ValueError: bad threshold or sample counts, or a region no box can satisfy.
         TypeError: a model without ``region_mass``.
     """
-    threshold = (model_fit_threshold(model) if threshold is None
-                 else check_float(threshold, "fit threshold", minimum=0, maximum=1))
+    threshold = model_fit_threshold(model, threshold, name="fit threshold")
     num_samples = check_int(num_samples, "num_samples", minimum=1)
     alternative_samples = check_int(alternative_samples, "alternative_samples", minimum=1)
     region = as_region(region)

@@ -365,24 +365,24 @@ def test_editor_move_reports_the_fit_and_strict_refuses(small_model):
 
 
 def test_a_model_carries_its_own_fit_threshold(small_model, tmp_path):
-    """config.fit_threshold survives save/load and is what fit verdicts use unless a threshold is given."""
-    from locinsert.fit import DEFAULT_FIT_THRESHOLD, model_fit_threshold
+    """config.fit_threshold (written by save_fit_threshold) survives loading and is what fit verdicts use
+    unless a threshold is given."""
+    from locinsert.fit import DEFAULT_FIT_THRESHOLD, model_fit_threshold, save_fit_threshold
 
     assert small_model.config.fit_threshold is None and model_fit_threshold(small_model) == DEFAULT_FIT_THRESHOLD
     path = tmp_path / "calibrated"
-    small_model.config.fit_threshold = 1.0   # nothing fits: the verdict must follow the model's threshold
-    try:
-        small_model.save_pretrained(path)
-    finally:
-        small_model.config.fit_threshold = None
+    small_model.save_pretrained(path)
+    assert save_fit_threshold(path, 0.99999) == 1.0   # nothing fits: the verdict must follow the model's threshold
     m = LocationModel.from_pretrained(path)
-    assert m.config.fit_threshold == 1.0 and model_fit_threshold(m) == 1.0
+    assert m.config.fit_threshold == 1.0 and model_fit_threshold(m) == 1.0 and model_fit_threshold(m, 0.25) == 0.25
     assert ObjectInserter(m, None).fit_threshold == 1.0 and ObjectInserter(m, None, fit_threshold=0.0).fit_threshold == 0.0
     v = fit_verdict(m, IMAGE, "cup", "on the left", generator=torch.Generator().manual_seed(0))
     assert v.threshold == 1.0 and not v.fits
     assert fit_verdict(m, IMAGE, "cup", "on the left", threshold=0.0).fits
     with pytest.raises(ValueError, match="fit_threshold must be"):
         LocationModelConfig.preset("tiny", fit_threshold=1.5)
+    with pytest.raises(ValueError, match="no config.json"):
+        save_fit_threshold(tmp_path / "nothing", 0.1)
 
 
 def test_eval_calibrates_and_saves_the_threshold_into_the_checkpoint(tmp_path, capsys):

@@ -217,24 +217,6 @@ def _check_saveable(args) -> None:
                          f"{args.model!r} is not one")
 
 
-def save_fit_threshold(model_dir, threshold: float) -> float:
-    """Write ``threshold`` (rounded to 3 decimals) into ``model_dir/config.json`` as ``fit_threshold``.
-
-    Only that field changes; the file is replaced atomically. Returns the value written.
-    """
-    import json
-
-    from locinsert.io import write_text_atomic
-    from locinsert.validation import check_float
-
-    value = round(check_float(threshold, "fit threshold", minimum=0, maximum=1), 3)
-    path = Path(model_dir) / "config.json"
-    config = json.loads(path.read_text())
-    config["fit_threshold"] = value
-    write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
-    return value
-
-
 def _run_positional(args, out) -> int:
     """``--positional``: the positional-prompt benchmark on the synthetic world."""
     import inspect
@@ -277,6 +259,8 @@ def _run_positional(args, out) -> int:
         print(f"calibrated threshold on these requests: {c['threshold']:.4g} (keeps {c['kept']:.3f} of those "
               f"that fit, flags {c['flagged']:.3f} of the hopeless; balanced accuracy {c['balanced_accuracy']:.3f})")
         if args.save_threshold:
+            from locinsert.fit import save_fit_threshold
+
             print(f"wrote fit_threshold = {save_fit_threshold(args.model, c['threshold'])} into "
                   f"{Path(args.model) / 'config.json'}")
     print(f"wrote {out / 'positional.json'}, {out / 'positional.png'}")

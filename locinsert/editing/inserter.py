@@ -254,8 +254,7 @@ class ObjectInserter:
         self.strict = check_bool(strict, "strict")
         self.check_fit = check_bool(check_fit, "check_fit")
         self.refine = check_bool(refine, "refine")
-        self.fit_threshold = (model_fit_threshold(model) if fit_threshold is None
-                              else check_float(fit_threshold, "fit_threshold", minimum=0, maximum=1))
+        self.fit_threshold = model_fit_threshold(model, fit_threshold)
         if self.strict and not self.check_fit:
             raise ValueError("strict=True refuses regions the object does not fit, so it needs check_fit=True")
         self.diverse_top = check_int(diverse_top, "diverse_top", minimum=1)

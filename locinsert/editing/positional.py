@@ -125,11 +125,10 @@ def positional_benchmark(model, queries, phrases: Sequence[str] = BENCH_PHRASES,
     """
     from tqdm.auto import tqdm
 
-    from ..fit import model_fit_threshold
     from .inserter import ObjectInserter
 
-    threshold = model_fit_threshold(model) if threshold is None else float(threshold)
     inserter = ObjectInserter(model, None, num_candidates=num_candidates, fit_threshold=threshold, refine=refine)
+    threshold = inserter.fit_threshold   # the given one, else the model's (locinsert.fit.model_fit_threshold)
     if sampler is not None:
         original = model.sample
 
