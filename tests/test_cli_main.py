@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from locinsert.cli.main import COMMANDS, build_parser, main
+from locinsert.cli.options import STAGE_CHOICES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +65,15 @@ def test_unknown_option_is_an_error(capsys):
         main(["demo", "--no-such-option"])
     assert e.value.code == 2
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage", STAGE_CHOICES)
+def test_train_stage_help(stage, capsys):
+    # each stage builds its own parser from config dataclasses; one bad help text breaks the whole page
+    with pytest.raises(SystemExit) as e:
+        main(["train", stage, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--help" in out and len(out.splitlines()) > 10, out
+    if stage == "encoder":
+        assert "80 % of the pixels" in " ".join(out.split())   # the text reads as written, unescaped

@@ -36,8 +36,11 @@ class NonFiniteTrainingError(ValueError):
 
 
 def arg(default: Any = MISSING, help: str = "", **kwargs: Any) -> Any:
-    """A config dataclass field with its ``--help`` text (what trl's ``TrlParser`` shows)."""
-    return field(default=default, metadata={"help": help}, **kwargs)
+    """A config dataclass field with its ``--help`` text (what trl's ``TrlParser`` shows).
+
+    argparse expands a help text with %-formatting, so a plain "80 % of" would break ``--help``
+    for the whole stage: the text is escaped here and reads as written."""
+    return field(default=default, metadata={"help": help.replace("%", "%%")}, **kwargs)
 
 
 def check_positive(config: Any, *names: str) -> None:
