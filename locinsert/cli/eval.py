@@ -235,8 +235,6 @@ def _run_positional(args, out) -> int:
     n = default_n if args.num_candidates is None else args.num_candidates
     if n < 1:
         raise ValueError(f"-n must be at least 1, got {n}")
-    if args.fit_threshold is not None and not 0 <= args.fit_threshold <= 1:
-        raise ValueError(f"--fit-threshold must be a probability in [0, 1], got {args.fit_threshold}")
     if args.save_threshold:
         _check_saveable(args)
     queries, _, desc = _load_queries(args)

@@ -36,7 +36,7 @@ from . import options
 from .common import (RANDOM_PRESETS, check_device, check_output_dir, check_output_file,
                      load_location_model)
 
-__all__ = ["add_model_arguments", "load_location_model", "sample_kwargs", "inserter_kwargs", "fit_threshold",
+__all__ = ["add_model_arguments", "load_location_model", "sample_kwargs", "inserter_kwargs",
            "RANDOM_PRESETS"]
 
 
@@ -94,20 +94,10 @@ def sample_kwargs(args) -> dict:
 
 def inserter_kwargs(args, strict: bool = True) -> dict:
     """``ObjectInserter`` keywords from --sampler, --fit-threshold, --no-refine and (``strict``) --strict."""
-    kw = dict(sampler=args.sampler, fit_threshold=fit_threshold(args), refine=args.refine)
+    kw = dict(sampler=args.sampler, fit_threshold=args.fit_threshold, refine=args.refine)
     if strict:
         kw["strict"] = bool(args.strict)
     return kw
-
-
-def fit_threshold(args) -> float | None:
-    """--fit-threshold checked; None when not given (the model's calibrated threshold, else the library's)."""
-    t = getattr(args, "fit_threshold", None)
-    if t is None:
-        return None
-    if not 0.0 <= t <= 1.0:
-        raise ValueError(f"--fit-threshold must be a probability in [0, 1], got {t}")
-    return float(t)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,10 +123,9 @@ def run(args: argparse.Namespace) -> int:
     region = Region.parse(args.where) if args.where else None
     if region is not None:
         region.resolve(*image.size)   # an impossible region fails here, before loading the model
-    threshold = fit_threshold(args)
     model = load_location_model(args.model, args.device, args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    verdict = fit_verdict(model, image, args.object.strip(), region, threshold=threshold,
+    verdict = fit_verdict(model, image, args.object.strip(), region, threshold=args.fit_threshold,
                           min_size=kwargs.get("min_size"), generator=generator)
     if verdict is not None and args.strict and not verdict.fits:
         raise RegionDoesNotFit(verdict)
